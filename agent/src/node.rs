@@ -1,0 +1,203 @@
+//! Changes to the guarded Node that must never lose another controller's work.
+//!
+//! A Node's taints are one list, and a patch that sends the list replaces it. Every
+//! change here is therefore computed from the Node as read, and sent as a merge patch
+//! carrying that read's `resourceVersion`: if anyone wrote the Node in between, the
+//! server answers 409 Conflict and the change is recomputed from a fresh read.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Taint};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+
+/// How often a conflicting write is retried before giving up; each retry re-reads the Node.
+const MAX_ATTEMPTS: u32 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeUpdateError {
+    #[error("node {0} does not exist; check --node-name / NODE_NAME")]
+    NotFound(String),
+    #[error(
+        "node {node} kept changing under us: {attempts} conflicting writes in a row; will retry on the next poll"
+    )]
+    Conflicts { node: String, attempts: u32 },
+    #[error("updating node {node} failed: {source}")]
+    Api {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// What an update did, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// False when the Node already was as wanted and nothing was written.
+    pub changed: bool,
+    /// Writes attempted, including those refused with 409.
+    pub attempts: u32,
+}
+
+/// The taint list with `taint` added, replacing any taint with the same key and effect;
+/// `None` when the list already holds it exactly. Other taints are kept as they are.
+pub fn with_taint(current: &[Taint], taint: &Taint) -> Option<Vec<Taint>> {
+    let same_slot = |t: &Taint| t.key == taint.key && t.effect == taint.effect;
+    if current
+        .iter()
+        .any(|t| same_slot(t) && t.value == taint.value)
+    {
+        return None;
+    }
+    let mut taints: Vec<Taint> = current.iter().filter(|t| !same_slot(t)).cloned().collect();
+    taints.push(taint.clone());
+    Some(taints)
+}
+
+/// The taint list without any taint of `key`; `None` when there is none.
+pub fn without_taint(current: &[Taint], key: &str) -> Option<Vec<Taint>> {
+    if !current.iter().any(|t| t.key == key) {
+        return None;
+    }
+    Some(current.iter().filter(|t| t.key != key).cloned().collect())
+}
+
+/// The merge patch that sets `taints`, valid only against the Node version it was computed from.
+pub fn taints_patch(read: &Node, taints: &[Taint]) -> Value {
+    json!({
+        "metadata": {"resourceVersion": read.metadata.resource_version},
+        "spec": {"taints": taints},
+    })
+}
+
+/// Adds (or updates the value of) `taint` on `node`, keeping every other taint.
+pub async fn ensure_taint(
+    nodes: &Api<Node>,
+    node: &str,
+    taint: &Taint,
+) -> Result<Applied, NodeUpdateError> {
+    update_taints(nodes, node, |current| with_taint(current, taint)).await
+}
+
+/// Removes every taint with `key` from `node`, keeping every other taint.
+pub async fn remove_taint(
+    nodes: &Api<Node>,
+    node: &str,
+    key: &str,
+) -> Result<Applied, NodeUpdateError> {
+    update_taints(nodes, node, |current| without_taint(current, key)).await
+}
+
+async fn update_taints(
+    nodes: &Api<Node>,
+    node: &str,
+    change: impl Fn(&[Taint]) -> Option<Vec<Taint>>,
+) -> Result<Applied, NodeUpdateError> {
+    let api_error = |source| NodeUpdateError::Api {
+        node: node.to_owned(),
+        source,
+    };
+    for attempt in 1..=MAX_ATTEMPTS {
+        let read = nodes
+            .get_opt(node)
+            .await
+            .map_err(api_error)?
+            .ok_or_else(|| NodeUpdateError::NotFound(node.to_owned()))?;
+        let current = read
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or_default();
+        let Some(taints) = change(current) else {
+            return Ok(Applied {
+                changed: false,
+                attempts: attempt - 1,
+            });
+        };
+        let patch = taints_patch(&read, &taints);
+        match nodes
+            .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                return Ok(Applied {
+                    changed: true,
+                    attempts: attempt,
+                });
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                tracing::debug!(node, attempt, "node changed since it was read; re-reading");
+                tokio::time::sleep(conflict_backoff(attempt)).await;
+            }
+            Err(other) => return Err(api_error(other)),
+        }
+    }
+    Err(NodeUpdateError::Conflicts {
+        node: node.to_owned(),
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+/// Short, growing pauses: a conflict means another writer is active right now, and
+/// spreading the retries lets both succeed instead of colliding again.
+fn conflict_backoff(attempt: u32) -> Duration {
+    let jitter = u64::from(std::process::id() % 7) + u64::from(attempt);
+    Duration::from_millis(10 * u64::from(attempt) + jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taint(key: &str, value: &str) -> Taint {
+        Taint {
+            key: key.into(),
+            value: Some(value.into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        }
+    }
+
+    #[test]
+    fn adding_keeps_other_taints_and_replaces_our_own_value() {
+        let others = vec![
+            taint("node.kubernetes.io/unschedulable", ""),
+            taint("reclaim.dev/interruption", "rebalance"),
+        ];
+        let updated = with_taint(
+            &others,
+            &taint("reclaim.dev/interruption", "spot-interruption"),
+        )
+        .unwrap();
+        assert_eq!(
+            updated,
+            vec![
+                taint("node.kubernetes.io/unschedulable", ""),
+                taint("reclaim.dev/interruption", "spot-interruption")
+            ]
+        );
+    }
+
+    #[test]
+    fn adding_a_taint_already_present_changes_nothing() {
+        let current = vec![taint("reclaim.dev/interruption", "spot-interruption")];
+        assert_eq!(with_taint(&current, &current[0]), None);
+    }
+
+    #[test]
+    fn removing_keeps_other_taints() {
+        let current = vec![
+            taint("a", "1"),
+            taint("reclaim.dev/interruption", "rebalance"),
+            taint("b", "2"),
+        ];
+        assert_eq!(
+            without_taint(&current, "reclaim.dev/interruption").unwrap(),
+            vec![taint("a", "1"), taint("b", "2")]
+        );
+        assert_eq!(
+            without_taint(&current[..1], "reclaim.dev/interruption"),
+            None
+        );
+    }
+}

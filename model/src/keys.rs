@@ -1,0 +1,23 @@
+//! Taint and annotation keys: the names users, alert rules and Airflow depend on.
+
+/// Taint the agent puts on a node with a notice: `reclaim.dev/interruption=<kind>:NoSchedule`.
+pub const INTERRUPTION_TAINT: &str = "reclaim.dev/interruption";
+
+/// Effect of the interruption taint: new pods stay away, running ones are drained by the agent.
+pub const INTERRUPTION_TAINT_EFFECT: &str = "NoSchedule";
+
+/// Node annotation holding the JSON [`crate::Notice`] the agent acted on.
+pub const NODE_NOTICE_ANNOTATION: &str = "reclaim.dev/notice";
+
+/// Pod annotation holding the JSON [`crate::PodInterruption`], written before the
+/// agent evicts or deletes the pod, so the reason outlives the node.
+pub const POD_INTERRUPTION_ANNOTATION: &str = "reclaim.dev/interruption";
+
+/// Classifier verdict: why the pod failed (`spot-interruption`).
+pub const CAUSE_ANNOTATION: &str = "reclaim.dev/cause";
+
+/// Classifier verdict: `"true"` when retrying the job is the right response.
+pub const RETRYABLE_ANNOTATION: &str = "reclaim.dev/retryable";
+
+/// Classifier verdict: JSON naming the node, the notice and the signals that matched.
+pub const EVIDENCE_ANNOTATION: &str = "reclaim.dev/evidence";

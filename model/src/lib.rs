@@ -1,0 +1,10 @@
+//! The vocabulary every part of Reclaim shares.
+//!
+//! The agent writes these keys and records on Nodes and Pods; the classifier and the
+//! Airflow integration read them back. Defining them once here is what keeps the
+//! writers and the readers from drifting apart.
+
+pub mod keys;
+pub mod notice;
+
+pub use notice::{Notice, NoticeKind, PodInterruption, Provider};

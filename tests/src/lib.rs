@@ -1,0 +1,12 @@
+//! The test bed: what the end-to-end tests and the demo stand on.
+//!
+//! - [`control_plane`]: a real etcd + kube-apiserver (RBAC on, HTTPS) + kube-controller-manager
+//!   on loopback, one per process, torn down when the process ends however it ends;
+//! - [`kubelet`]: plays the kubelet the control plane does not have (nodes, running pods,
+//!   graceful deletions, container exits, DaemonSet and mirror pods, disruption budgets).
+
+pub mod control_plane;
+pub mod kubelet;
+
+pub use control_plane::ControlPlane;
+pub use kubelet::{TestKubelet, TestNode, TestPod};

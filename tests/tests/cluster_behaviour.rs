@@ -1,0 +1,468 @@
+//! The Kubernetes behaviour Reclaim relies on, pinned against a real API server:
+//! taint updates that never lose another writer's taint, pods listed by node,
+//! evictions accepted or refused by a PodDisruptionBudget, the eviction group the
+//! server serves; plus the test bed itself (test kubelet, clean teardown).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use reclaim_agent::eviction::{self, EvictionOutcome, EvictionVersion};
+use reclaim_agent::node::{ensure_taint, remove_taint, taints_patch, with_taint};
+use reclaim_agent::pods::pods_on_node;
+use reclaim_model::NoticeKind;
+use reclaim_testbed::kubelet::Exit;
+use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod};
+use serde_json::json;
+
+async fn kubelet(test: &str) -> Result<TestKubelet> {
+    let client = ControlPlane::shared().admin_client().await?;
+    TestKubelet::new(client, test).await
+}
+
+fn taint_keys(node: &Node) -> Vec<String> {
+    let mut keys: Vec<String> = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|ts| ts.iter().map(|t| t.key.clone()).collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+fn other_taint(key: &str) -> Taint {
+    Taint {
+        key: key.into(),
+        value: Some("x".into()),
+        effect: "NoExecute".into(),
+        time_added: None,
+    }
+}
+
+/// Polls `check` every 100 ms until it holds; fails after `timeout` with `what`.
+async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+#[tokio::test]
+async fn a_stale_taint_write_is_refused_and_the_retry_keeps_the_other_controllers_taint()
+-> Result<()> {
+    let k = kubelet("taint-conflict").await?;
+    let name = k.node_name("spot-a");
+    k.register_node(TestNode::spot(&name)).await?;
+    let nodes = k.nodes();
+
+    // We read the node; another controller then adds its taint before we write.
+    let stale = nodes.get(&name).await?;
+    let theirs = json!({"spec": {"taints": [other_taint("example.com/maintenance")]}});
+    nodes
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&theirs))
+        .await?;
+
+    // A write computed from the stale read is refused by the server with 409...
+    let ours = NoticeKind::SpotInterruption.taint();
+    let stale_list = with_taint(&[], &ours).unwrap();
+    let refused = nodes
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&taints_patch(&stale, &stale_list)),
+        )
+        .await;
+    match refused {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
+        other => panic!("expected 409 Conflict for a stale write, got {other:?}"),
+    }
+
+    // ...and ensure_taint re-reads and keeps both.
+    let applied = ensure_taint(&nodes, &name, &ours).await?;
+    assert!(applied.changed);
+    let node = nodes.get(&name).await?;
+    assert_eq!(
+        taint_keys(&node),
+        ["example.com/maintenance", "reclaim.dev/interruption"]
+    );
+    let taints = node.spec.unwrap().taints.unwrap();
+    let reclaim = taints
+        .iter()
+        .find(|t| t.key == "reclaim.dev/interruption")
+        .unwrap();
+    assert_eq!(reclaim.value.as_deref(), Some("spot-interruption"));
+    assert_eq!(reclaim.effect, "NoSchedule");
+
+    // Adding it again writes nothing; removing it leaves the other taint alone.
+    assert!(!ensure_taint(&nodes, &name, &ours).await?.changed);
+    assert!(
+        remove_taint(&nodes, &name, "reclaim.dev/interruption")
+            .await?
+            .changed
+    );
+    assert_eq!(
+        taint_keys(&nodes.get(&name).await?),
+        ["example.com/maintenance"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_taint_writers_lose_nothing() -> Result<()> {
+    let k = kubelet("taint-race").await?;
+    let name = k.node_name("spot-b");
+    k.register_node(TestNode::spot(&name)).await?;
+    let before = taint_keys(&k.nodes().get(&name).await?);
+    let writers = (0..8).map(|i| {
+        let nodes: Api<Node> = k.nodes();
+        let name = name.clone();
+        async move {
+            ensure_taint(
+                &nodes,
+                &name,
+                &other_taint(&format!("writer-{i}.example.com/t")),
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(writers).await;
+    let mut attempts = 0;
+    for result in results {
+        let applied = result?;
+        assert!(applied.changed);
+        attempts += applied.attempts;
+    }
+    let keys = taint_keys(&k.nodes().get(&name).await?);
+    let mut expected: Vec<String> = (0..8)
+        .map(|i| format!("writer-{i}.example.com/t"))
+        .collect();
+    expected.extend(before);
+    expected.sort();
+    assert_eq!(
+        keys, expected,
+        "taints after 8 concurrent writers ({attempts} writes attempted)"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn pods_on_node_returns_exactly_that_nodes_pods_in_every_namespace() -> Result<()> {
+    let k = kubelet("by-node").await?;
+    let other_ns = TestKubelet::new(k.client().clone(), "by-node-other").await?;
+    let (a, b) = (k.node_name("spot-c"), k.node_name("spot-d"));
+    k.register_node(TestNode::spot(&a)).await?;
+    k.register_node(TestNode::spot(&b)).await?;
+    k.run_pod(&a, TestPod::new("on-a-1")).await?;
+    other_ns.run_pod(&a, TestPod::new("on-a-2")).await?;
+    k.run_pod(&b, TestPod::new("on-b")).await?;
+
+    let mut found: Vec<(String, String)> = pods_on_node(k.client(), &a)
+        .await?
+        .into_iter()
+        .map(|p| (p.namespace().unwrap(), p.name_any()))
+        .collect();
+    found.sort();
+    let mut expected = vec![
+        (k.namespace.clone(), "on-a-1".to_owned()),
+        (other_ns.namespace.clone(), "on-a-2".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(found, expected);
+    Ok(())
+}
+
+#[tokio::test]
+async fn eviction_is_accepted_for_a_plain_pod_and_refused_while_a_budget_allows_no_disruption()
+-> Result<()> {
+    let k = kubelet("eviction").await?;
+    let node = k.node_name("spot-e");
+    k.register_node(TestNode::spot(&node)).await?;
+    k.run_pod(&node, TestPod::new("plain").grace_period(1))
+        .await?;
+    k.run_pod(&node, TestPod::spark_executor("exec-1", "spark-app-1"))
+        .await?;
+    let budget = k
+        .pod_disruption_budget("executors", &[("spark-role", "executor")], 1)
+        .await?;
+    assert_eq!(
+        budget.data["status"]["disruptionsAllowed"], 0,
+        "{:?}",
+        budget.data["status"]
+    );
+    let version = eviction::discover_version(k.client()).await?;
+    let finisher = k.keep_finishing_deletions(&node);
+
+    let pods = k.pods();
+    assert_eq!(
+        eviction::evict(k.client(), version, &k.namespace, "plain", None).await?,
+        EvictionOutcome::Accepted
+    );
+    // The refusal comes back at once, not after the client's own retries (kube's default
+    // client would retry the 429 for minutes); 20 s is far above one round trip.
+    let asked = Instant::now();
+    assert_eq!(
+        eviction::evict(k.client(), version, &k.namespace, "exec-1", None).await?,
+        EvictionOutcome::BlockedByBudget
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "a blocked eviction took {:?}",
+        asked.elapsed()
+    );
+    // The evicted pod goes away once its 1 s grace period is over; the protected one stays Running.
+    eventually(
+        Duration::from_secs(30),
+        "the evicted pod to be gone",
+        || {
+            let pods = pods.clone();
+            async move { Ok(pods.get_opt("plain").await?.is_none()) }
+        },
+    )
+    .await?;
+    let protected = pods.get("exec-1").await?;
+    assert!(protected.metadata.deletion_timestamp.is_none());
+    assert_eq!(protected.status.unwrap().phase.as_deref(), Some("Running"));
+    assert_eq!(
+        eviction::evict(k.client(), version, &k.namespace, "plain", None).await?,
+        EvictionOutcome::AlreadyGone
+    );
+    finisher.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_eviction_can_shorten_the_grace_period() -> Result<()> {
+    let k = kubelet("eviction-grace").await?;
+    let node = k.node_name("spot-f");
+    k.register_node(TestNode::spot(&node)).await?;
+    k.run_pod(&node, TestPod::new("slow-to-stop").grace_period(600))
+        .await?;
+    let version = eviction::discover_version(k.client()).await?;
+    let outcome =
+        eviction::evict(k.client(), version, &k.namespace, "slow-to-stop", Some(7)).await?;
+    assert_eq!(outcome, EvictionOutcome::Accepted);
+    let pod: Pod = k.pods().get("slow-to-stop").await?;
+    assert_eq!(pod.metadata.deletion_grace_period_seconds, Some(7));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_eviction_group_is_discovered_from_what_the_server_serves() -> Result<()> {
+    let k = kubelet("eviction-group").await?;
+    let client = k.client();
+    let served: Vec<String> = client
+        .list_api_groups()
+        .await?
+        .groups
+        .into_iter()
+        .filter(|g| g.name == "policy")
+        .flat_map(|g| g.versions.into_iter().map(|v| v.group_version))
+        .collect();
+    let version = eviction::discover_version(client).await?;
+    assert!(
+        served.contains(&version.api_version().to_owned()),
+        "{version:?} not in {served:?}"
+    );
+    if served.iter().any(|v| v == "policy/v1") {
+        assert_eq!(version, EvictionVersion::PolicyV1);
+    } else {
+        // A 1.20 server: an Eviction labelled policy/v1 is rejected, which is why discovery matters.
+        assert_eq!(version, EvictionVersion::PolicyV1beta1);
+        let node = k.node_name("spot-g");
+        k.register_node(TestNode::spot(&node)).await?;
+        k.run_pod(&node, TestPod::new("victim")).await?;
+        let wrong = eviction::evict(
+            client,
+            EvictionVersion::PolicyV1,
+            &k.namespace,
+            "victim",
+            None,
+        )
+        .await;
+        match wrong {
+            Err(eviction::EvictionError::Api {
+                source: kube::Error::Api(status),
+                ..
+            }) => assert_eq!(status.code, 400, "{status:?}"),
+            other => panic!(
+                "expected 400 for a policy/v1 Eviction on a server without it, got {other:?}"
+            ),
+        }
+        assert!(
+            k.pods()
+                .get("victim")
+                .await?
+                .metadata
+                .deletion_timestamp
+                .is_none()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_test_kubelet_reports_exits_owners_and_mirror_pods_as_a_kubelet_would() -> Result<()> {
+    let k = kubelet("kubelet").await?;
+    let name = k.node_name("spot-h");
+    let node = k
+        .register_node(TestNode::spot(&name).provider_id("aws:///eu-west-1b/i-0fedcba9876543210"))
+        .await?;
+    let read = k.nodes().get(&name).await?;
+    assert_eq!(read.labels()["karpenter.sh/capacity-type"], "spot");
+    assert_eq!(
+        read.spec.unwrap().provider_id.as_deref(),
+        Some("aws:///eu-west-1b/i-0fedcba9876543210")
+    );
+    let ready = read.status.unwrap().conditions.unwrap();
+    assert!(
+        ready
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+
+    for (pod, exit) in [
+        ("killed", Exit::KILLED),
+        ("oom", Exit::OOM_KILLED),
+        ("done", Exit::COMPLETED),
+        ("bug", Exit::FAILED),
+    ] {
+        k.run_pod(&name, TestPod::new(pod)).await?;
+        k.terminate(pod, exit).await?;
+        let status = k.pods().get(pod).await?.status.unwrap();
+        let terminated = status.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .terminated
+            .unwrap();
+        assert_eq!(
+            (terminated.exit_code, terminated.reason.as_deref()),
+            (exit.code, Some(exit.reason))
+        );
+        let phase = if exit.code == 0 {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
+        assert_eq!(status.phase.as_deref(), Some(phase));
+    }
+
+    let daemon = k.run_daemonset_pod(&name, "log-shipper").await?;
+    let daemon = k.pods().get(&daemon.name_any()).await?;
+    let owner = &daemon.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("DaemonSet", Some(true))
+    );
+
+    k.run_mirror_pod(&node, "static-web").await?;
+    let mirror = k.pods().get("static-web").await?;
+    assert!(
+        mirror
+            .annotations()
+            .contains_key("kubernetes.io/config.mirror")
+    );
+    assert_eq!(mirror.owner_references()[0].kind, "Node");
+
+    // A pod whose graceful deletion is due is removed by the kubelet; one not yet due stays.
+    k.run_pod(&name, TestPod::new("quick").grace_period(1))
+        .await?;
+    k.run_pod(&name, TestPod::new("patient").grace_period(300))
+        .await?;
+    k.pods().delete("quick", &Default::default()).await?;
+    k.pods().delete("patient", &Default::default()).await?;
+    // Deletion timestamps have second precision: "quick" is due within 2 s.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let finished = k.finish_due_deletions(&name).await?;
+    assert_eq!(finished, ["quick"]);
+    assert!(k.pods().get_opt("quick").await?.is_none());
+    assert!(
+        k.pods()
+            .get("patient")
+            .await?
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    Ok(())
+}
+
+/// Starts a separate control plane in a child process and ends that process the two
+/// ways a test run ends badly: SIGTERM (Ctrl-C-like) and SIGKILL.
+#[test]
+fn ending_the_process_leaves_no_control_plane_behind() -> Result<()> {
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_local-control-plane"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let mut pids = Vec::new();
+        let mut dir = String::new();
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line?;
+            if let Some(list) = line.strip_prefix("pids: ") {
+                pids = list
+                    .split(' ')
+                    .map(|p| p.parse::<i32>())
+                    .collect::<Result<_, _>>()?;
+            } else if let Some(d) = line.strip_prefix("dir: ") {
+                dir = d.to_owned();
+            } else if line.starts_with("ready") {
+                break;
+            }
+        }
+        assert_eq!(
+            pids.len(),
+            3,
+            "etcd, kube-apiserver and kube-controller-manager should be running"
+        );
+        assert!(pids.iter().all(|&pid| alive(pid)));
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        child.wait()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pids.iter().any(|&pid| alive(pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let survivors: Vec<_> = pids.iter().filter(|&&pid| alive(pid)).collect();
+        assert!(
+            survivors.is_empty(),
+            "still running after signal {signal}: {survivors:?}"
+        );
+        if signal == libc::SIGKILL {
+            // No exit handler ran; the next start sweeps what the dead run left.
+            reclaim_testbed::control_plane::sweep_stale_dirs();
+        }
+        assert!(
+            !std::path::Path::new(&dir).exists(),
+            "{dir} left behind after signal {signal}"
+        );
+    }
+    Ok(())
+}
+
+/// Whether `pid` is a live process (zombies awaiting their reaper count as ended).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
