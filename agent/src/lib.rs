@@ -1,13 +1,21 @@
 //! reclaim-agent: guards one spot node. It turns a cloud interruption notice into a
 //! taint, a cordon and a drain that finishes before the instance goes away.
 //!
-//! Kubernetes access lives behind a few functions per concept:
-//! - [`client`]: a client that leaves retry decisions to the drain;
-//! - [`node`]: taints and annotations on the guarded Node, without losing other writers' changes;
-//! - [`pods`]: which pods run on the node;
-//! - [`eviction`]: the Eviction API, in whichever group the server serves.
+//! - [`imds`]: what each cloud's metadata service announces (I/O and parsing);
+//! - [`decision`]: what to do about it, as pure rules;
+//! - [`node`]: the Node changes (taint, cordon, annotations), never losing others' writes;
+//! - [`drain`]: the deadline-aware drain, with its pure plan in [`drain::plan`];
+//! - [`eviction`], [`pods`], [`client`]: Kubernetes access;
+//! - [`guard`]: the loop tying them together; [`config`], [`metrics`], [`endpoints`] around it.
 
 pub mod client;
+pub mod config;
+pub mod decision;
+pub mod drain;
+pub mod endpoints;
 pub mod eviction;
+pub mod guard;
+pub mod imds;
+pub mod metrics;
 pub mod node;
 pub mod pods;

@@ -4,12 +4,24 @@
 //! change here is therefore computed from the Node as read, and sent as a merge patch
 //! carrying that read's `resourceVersion`: if anyone wrote the Node in between, the
 //! server answers 409 Conflict and the change is recomputed from a fresh read.
+//!
+//! Applying a notice (taint, cordon, annotation) and undoing it are each one such
+//! patch, so a node never carries half of the agent's state.
+//!
+//! Applying a notice (taint, cordon, annotation) and undoing it are each one such
+//! patch, so a node never carries half of the agent's state.
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, Patch, PatchParams};
+use reclaim_model::Notice;
+use reclaim_model::keys::{
+    CORDONED_ANNOTATION, INTERRUPTION_TAINT, NODE_NOTICE_ANNOTATION, RETIRED_NOTICE_ANNOTATION,
+};
 use serde_json::{Value, json};
+
+use crate::decision::NodeRecord;
 
 /// How often a conflicting write is retried before giving up; each retry re-reads the Node.
 const MAX_ATTEMPTS: u32 = 10;
@@ -62,12 +74,90 @@ pub fn without_taint(current: &[Taint], key: &str) -> Option<Vec<Taint>> {
     Some(current.iter().filter(|t| t.key != key).cloned().collect())
 }
 
+/// `patch` made valid only against the Node version it was computed from.
+fn with_resource_version(read: &Node, mut patch: Value) -> Value {
+    patch["metadata"]["resourceVersion"] = json!(read.metadata.resource_version);
+    patch
+}
+
 /// The merge patch that sets `taints`, valid only against the Node version it was computed from.
 pub fn taints_patch(read: &Node, taints: &[Taint]) -> Value {
-    json!({
-        "metadata": {"resourceVersion": read.metadata.resource_version},
-        "spec": {"taints": taints},
-    })
+    with_resource_version(read, json!({"spec": {"taints": taints}}))
+}
+
+fn taints_of(node: &Node) -> &[Taint] {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default()
+}
+
+fn annotation<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
+    node.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+/// What the node records of the agent's past actions. A notice annotation that does not
+/// parse (edited by hand) counts as no notice, and is logged.
+pub fn record_of(node: &Node) -> NodeRecord {
+    let notice = annotation(node, NODE_NOTICE_ANNOTATION).and_then(|text| match Notice::from_json(text) {
+        Ok(notice) => Some(notice),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the node's notice annotation; the agent will rewrite it if a notice is announced");
+            None
+        }
+    });
+    NodeRecord {
+        notice,
+        retired_event: annotation(node, RETIRED_NOTICE_ANNOTATION).map(str::to_owned),
+    }
+}
+
+/// The change that makes `node` carry `notice`: the taint, the cordon (remembering that
+/// the agent did it, unless the node was already cordoned) and the notice annotation.
+/// `None` when the node already carries all of it.
+pub fn apply_notice_patch(node: &Node, notice: &Notice) -> Option<Value> {
+    let mut patch = json!({});
+    if let Some(taints) = with_taint(taints_of(node), &notice.kind.taint()) {
+        patch["spec"]["taints"] = json!(taints);
+    }
+    let cordoned = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
+    if !cordoned {
+        patch["spec"]["unschedulable"] = json!(true);
+        patch["metadata"]["annotations"][CORDONED_ANNOTATION] = json!("true");
+    }
+    let recorded = annotation(node, NODE_NOTICE_ANNOTATION).and_then(|t| Notice::from_json(t).ok());
+    if recorded.as_ref() != Some(notice) {
+        patch["metadata"]["annotations"][NODE_NOTICE_ANNOTATION] = json!(notice.to_json());
+    }
+    (patch != json!({})).then_some(patch)
+}
+
+/// The change that lifts what the agent did: its taint, its notice annotation, and the
+/// cordon only if the agent made it. `retire` records an event not to act on again.
+pub fn undo_patch(node: &Node, retire: Option<&str>) -> Option<Value> {
+    let mut patch = json!({});
+    if let Some(taints) = without_taint(taints_of(node), INTERRUPTION_TAINT) {
+        patch["spec"]["taints"] = json!(taints);
+    }
+    if annotation(node, NODE_NOTICE_ANNOTATION).is_some() {
+        patch["metadata"]["annotations"][NODE_NOTICE_ANNOTATION] = Value::Null;
+    }
+    if annotation(node, CORDONED_ANNOTATION) == Some("true") {
+        patch["spec"]["unschedulable"] = json!(false);
+        patch["metadata"]["annotations"][CORDONED_ANNOTATION] = Value::Null;
+    }
+    if let Some(event) = retire.filter(|e| annotation(node, RETIRED_NOTICE_ANNOTATION) != Some(e)) {
+        patch["metadata"]["annotations"][RETIRED_NOTICE_ANNOTATION] = json!(event);
+    }
+    (patch != json!({})).then_some(patch)
 }
 
 /// Adds (or updates the value of) `taint` on `node`, keeping every other taint.
@@ -76,7 +166,10 @@ pub async fn ensure_taint(
     node: &str,
     taint: &Taint,
 ) -> Result<Applied, NodeUpdateError> {
-    update_taints(nodes, node, |current| with_taint(current, taint)).await
+    update_node(nodes, node, |read| {
+        with_taint(taints_of(read), taint).map(|t| json!({"spec": {"taints": t}}))
+    })
+    .await
 }
 
 /// Removes every taint with `key` from `node`, keeping every other taint.
@@ -85,13 +178,18 @@ pub async fn remove_taint(
     node: &str,
     key: &str,
 ) -> Result<Applied, NodeUpdateError> {
-    update_taints(nodes, node, |current| without_taint(current, key)).await
+    update_node(nodes, node, |read| {
+        without_taint(taints_of(read), key).map(|t| json!({"spec": {"taints": t}}))
+    })
+    .await
 }
 
-async fn update_taints(
+/// Applies the merge patch `change` computes from the Node as read (`None`: nothing to
+/// do), conditioned on that read's resourceVersion; re-reads and recomputes on 409.
+pub async fn update_node(
     nodes: &Api<Node>,
     node: &str,
-    change: impl Fn(&[Taint]) -> Option<Vec<Taint>>,
+    change: impl Fn(&Node) -> Option<Value>,
 ) -> Result<Applied, NodeUpdateError> {
     let api_error = |source| NodeUpdateError::Api {
         node: node.to_owned(),
@@ -103,18 +201,13 @@ async fn update_taints(
             .await
             .map_err(api_error)?
             .ok_or_else(|| NodeUpdateError::NotFound(node.to_owned()))?;
-        let current = read
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_deref())
-            .unwrap_or_default();
-        let Some(taints) = change(current) else {
+        let Some(patch) = change(&read) else {
             return Ok(Applied {
                 changed: false,
                 attempts: attempt - 1,
             });
         };
-        let patch = taints_patch(&read, &taints);
+        let patch = with_resource_version(&read, patch);
         match nodes
             .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
             .await

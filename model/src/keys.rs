@@ -21,3 +21,10 @@ pub const RETRYABLE_ANNOTATION: &str = "reclaim.dev/retryable";
 
 /// Classifier verdict: JSON naming the node, the notice and the signals that matched.
 pub const EVIDENCE_ANNOTATION: &str = "reclaim.dev/evidence";
+
+/// Node annotation `"true"` when Reclaim cordoned the node, so it uncordons only what it cordoned.
+pub const CORDONED_ANNOTATION: &str = "reclaim.dev/cordoned";
+
+/// Node annotation naming the event the agent retired (an expired rebalance
+/// recommendation that the provider still announces), so it is not acted on again.
+pub const RETIRED_NOTICE_ANNOTATION: &str = "reclaim.dev/retired-notice";

@@ -1,0 +1,142 @@
+//! The agent's command line; every flag can also come from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::decision::Policy;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderChoice {
+    /// From the Node's providerID.
+    Auto,
+    Aws,
+    Azure,
+    Gcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Guards one spot node: taint, cordon and drain it before the cloud reclaims it.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "reclaim-agent", version)]
+pub struct Config {
+    /// The Node this agent guards (downward API: spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    #[arg(long, env = "RECLAIM_PROVIDER", value_enum, default_value = "auto")]
+    pub provider: ProviderChoice,
+    /// Base URL of the instance metadata service.
+    #[arg(
+        long,
+        env = "RECLAIM_METADATA_URL",
+        default_value = "http://169.254.169.254"
+    )]
+    pub metadata_url: String,
+    #[arg(long, env = "RECLAIM_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Timeout of each metadata request.
+    #[arg(long, env = "RECLAIM_METADATA_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub metadata_timeout: Duration,
+    /// Lifetime requested for IMDSv2 session tokens (renewed at 90 %).
+    #[arg(long, env = "RECLAIM_IMDS_TOKEN_TTL", default_value = "6h", value_parser = parse_duration)]
+    pub imds_token_ttl: Duration,
+    /// Serves /metrics, /healthz and /readyz (read-only).
+    #[arg(long, env = "RECLAIM_METRICS_ADDR", default_value = "0.0.0.0:9847")]
+    pub metrics_addr: SocketAddr,
+    /// Log what would be done; write nothing to the cluster.
+    #[arg(long, env = "RECLAIM_DRY_RUN")]
+    pub dry_run: bool,
+    #[arg(long, env = "RECLAIM_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Pods must be gone this long before the announced deadline.
+    #[arg(long, env = "RECLAIM_SAFETY_MARGIN", default_value = "10s", value_parser = parse_duration)]
+    pub safety_margin: Duration,
+    /// Also drain on a rebalance recommendation (default: taint and cordon only).
+    #[arg(long, env = "RECLAIM_REBALANCE_DRAIN")]
+    pub rebalance_drain: bool,
+    /// Lift a rebalance taint and cordon after this long without a termination.
+    #[arg(long, env = "RECLAIM_REBALANCE_EXPIRY", default_value = "30m", value_parser = parse_duration)]
+    pub rebalance_expiry: Duration,
+    /// Act on scheduled maintenance this long before it starts.
+    #[arg(long, env = "RECLAIM_MAINTENANCE_LEAD_TIME", default_value = "10m", value_parser = parse_duration)]
+    pub maintenance_lead_time: Duration,
+    /// Drain budget when a termination comes without a deadline (ASG lifecycle).
+    #[arg(long, env = "RECLAIM_DRAIN_BUDGET", default_value = "2m", value_parser = parse_duration)]
+    pub drain_budget: Duration,
+    /// Pause between evictions refused by a PodDisruptionBudget.
+    #[arg(long, env = "RECLAIM_EVICTION_RETRY_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub eviction_retry_interval: Duration,
+    /// The agent's own pod (downward API), never evicted by its own drain.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+}
+
+impl Config {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            safety_margin: self.safety_margin,
+            rebalance_drain: self.rebalance_drain,
+            rebalance_expiry: self.rebalance_expiry,
+            maintenance_lead_time: self.maintenance_lead_time,
+            default_drain_budget: self.drain_budget,
+        }
+    }
+}
+
+/// `500ms`, `1s`, `2m`, `6h`, or a number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 1s, 2m or 6h"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit {unit:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(21600)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3d").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn the_documented_defaults_hold() {
+        let config = Config::try_parse_from(["reclaim-agent", "--node-name", "n1"]).unwrap();
+        assert_eq!(config.poll_interval, Duration::from_secs(1));
+        assert_eq!(config.metadata_url, "http://169.254.169.254");
+        assert_eq!(config.metrics_addr.port(), 9847);
+        assert_eq!(config.provider, ProviderChoice::Auto);
+        assert!(!config.dry_run && !config.rebalance_drain);
+    }
+}

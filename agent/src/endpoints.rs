@@ -1,0 +1,130 @@
+//! The agent's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`. Read-only by design:
+//! nothing served here changes anything, so it needs no authentication.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
+
+/// Liveness of the poll loop (not just of the process) and readiness.
+pub struct Health {
+    started: Instant,
+    /// Milliseconds after `started` of the poll loop's last turn.
+    last_turn_ms: AtomicU64,
+    /// A poll of the metadata service has succeeded at least once.
+    polled: AtomicBool,
+    /// The loop counts as stuck when it has not turned for this long.
+    stale_after: Duration,
+}
+
+impl Health {
+    pub fn new(stale_after: Duration) -> Health {
+        Health {
+            started: Instant::now(),
+            last_turn_ms: AtomicU64::new(0),
+            polled: AtomicBool::new(false),
+            stale_after,
+        }
+    }
+
+    /// The poll loop calls this on every turn, whether the poll succeeded or not.
+    pub fn loop_turned(&self) {
+        self.last_turn_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn poll_succeeded(&self) {
+        self.polled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_alive(&self) -> bool {
+        let since = self.started.elapsed().saturating_sub(Duration::from_millis(
+            self.last_turn_ms.load(Ordering::Relaxed),
+        ));
+        since <= self.stale_after
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.polled.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves the endpoints on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a metrics connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (metrics, health) = (metrics.clone(), health.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let response = respond(&request, &metrics, &health);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(
+    request: &Request<hyper::body::Incoming>,
+    metrics: &Metrics,
+    health: &Health,
+) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match request.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        "/healthz" if health.is_alive() => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/healthz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "poll loop stalled\n".to_owned(),
+        ),
+        "/readyz" if health.is_ready() => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "no successful metadata poll yet\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+/// Binds the metrics address, with an actionable error when it is taken.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}; choose another --metrics-addr / RECLAIM_METRICS_ADDR"))
+}

@@ -1,0 +1,380 @@
+//! The loop that guards one node: poll the metadata service, decide, act on the Node,
+//! drain when the notice calls for it.
+//!
+//! All state lives on the Node (its annotations), none in this process, so an agent
+//! restarted mid-drain reads the notice back and resumes the drain without writing a
+//! second taint or a second Event. Metadata errors never end the loop: they are
+//! counted, logged with what to check, and retried with backoff.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use reclaim_model::{Notice, Provider};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ProviderChoice};
+use crate::decision::{Decision, NodeRecord, Policy, decide, drain_deadline, drains};
+use crate::drain::plan::OwnPod;
+use crate::drain::{DrainJob, PodOutcome, drain};
+use crate::endpoints::Health;
+use crate::eviction::{EvictionVersion, discover_version};
+use crate::imds::aws::AwsImds;
+use crate::imds::{Announced, MetadataClient, provider_of};
+use crate::metrics::Metrics;
+use crate::node::{apply_notice_patch, record_of, undo_patch, update_node};
+
+/// Longest pause between retries after repeated failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub struct Guard {
+    client: Client,
+    config: Config,
+    policy: Policy,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    recorder: Recorder,
+    /// The event whose drain this process started (running or finished).
+    drain: Option<(String, JoinHandle<()>)>,
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(
+    config: Config,
+    client: Client,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let reporter = Reporter {
+        controller: "reclaim-agent".into(),
+        instance: Some(config.node_name.clone()),
+    };
+    let mut guard = Guard {
+        recorder: Recorder::new(client.clone(), reporter),
+        policy: config.policy(),
+        client,
+        config,
+        metrics,
+        health,
+        drain: None,
+    };
+    let Some((source, version)) = guard.connect(&mut shutdown).await else {
+        return;
+    };
+    let provider = source.provider();
+    let provider_label = serde_json::to_value(provider)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut failures = 0u32;
+    loop {
+        guard.health.loop_turned();
+        let pause = match source.announced(Timestamp::now()).await {
+            Ok(announced) => {
+                if failures > 0 {
+                    tracing::info!(failures, "metadata service answers again");
+                }
+                failures = 0;
+                guard.health.poll_succeeded();
+                guard
+                    .metrics
+                    .poll_succeeded(Timestamp::now().as_millisecond() as f64 / 1000.0);
+                guard.react(&announced, provider, version).await;
+                guard.config.poll_interval
+            }
+            Err(e) => {
+                failures += 1;
+                guard.metrics.metadata_error(&provider_label, e.label());
+                if failures == 1 || failures % 30 == 0 {
+                    tracing::warn!(error = %e, failures, "metadata poll failed; retrying with backoff");
+                }
+                backoff(guard.config.poll_interval, failures)
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+    if let Some((event, task)) = guard.drain.take() {
+        if !task.is_finished() {
+            tracing::info!(
+                event,
+                "stopping with a drain in progress; a restarted agent resumes it"
+            );
+        }
+        task.abort();
+    }
+    tracing::info!("stopped");
+}
+
+/// Exponential backoff from the poll interval up to [`MAX_BACKOFF`], with ±20 % jitter so
+/// the agents of a whole node pool do not retry in step.
+fn backoff(poll: Duration, failures: u32) -> Duration {
+    let base = poll.saturating_mul(1 << failures.min(10)).min(MAX_BACKOFF);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    base.mul_f64(0.8 + f64::from(nanos % 400) / 1000.0)
+}
+
+impl Guard {
+    /// Finds the provider and the eviction API, retrying (never exiting) until both are
+    /// known; `None` on shutdown.
+    async fn connect(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<(MetadataClient, EvictionVersion)> {
+        let mut failures = 0u32;
+        loop {
+            self.health.loop_turned();
+            match self.metadata_client().await {
+                Ok(source) => match discover_version(&self.client).await {
+                    Ok(version) => {
+                        tracing::info!(provider = ?source.provider(), eviction = version.api_version(), node = %self.config.node_name, "guarding node");
+                        return Some((source, version));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot discover the Eviction API; retrying")
+                    }
+                },
+                Err(e) => tracing::error!(error = %e, "cannot start guarding the node; retrying"),
+            }
+            failures += 1;
+            tokio::select! {
+                _ = shutdown.changed() => return None,
+                _ = tokio::time::sleep(backoff(self.config.poll_interval, failures)) => {}
+            }
+        }
+    }
+
+    async fn metadata_client(&self) -> anyhow::Result<MetadataClient> {
+        let provider = match self.config.provider {
+            ProviderChoice::Aws => Provider::Aws,
+            ProviderChoice::Azure => Provider::Azure,
+            ProviderChoice::Gcp => Provider::Gcp,
+            ProviderChoice::Auto => {
+                let node = self.nodes().get(&self.config.node_name).await.map_err(|e| {
+                    anyhow::anyhow!("reading node {} to detect the provider: {e}; check NODE_NAME and the agent's RBAC (nodes get)", self.config.node_name)
+                })?;
+                let id = node.spec.and_then(|s| s.provider_id).unwrap_or_default();
+                provider_of(&id).ok_or_else(|| {
+                    anyhow::anyhow!("node {} has providerID {id:?}, which names no supported cloud; set --provider / RECLAIM_PROVIDER", self.config.node_name)
+                })?
+            }
+        };
+        match provider {
+            Provider::Aws => {
+                let http = reqwest::Client::builder()
+                    .no_proxy()
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?;
+                Ok(MetadataClient::Aws(AwsImds::new(
+                    http,
+                    &self.config.metadata_url,
+                    self.config.metadata_timeout,
+                    self.config.imds_token_ttl,
+                )))
+            }
+            other => anyhow::bail!(
+                "{other:?} metadata is not supported by this version of reclaim-agent yet; only AWS is"
+            ),
+        }
+    }
+
+    fn nodes(&self) -> Api<Node> {
+        Api::all(self.client.clone())
+    }
+
+    async fn react(
+        &mut self,
+        announced: &[Announced],
+        provider: Provider,
+        version: EvictionVersion,
+    ) {
+        let node = match self.nodes().get(&self.config.node_name).await {
+            Ok(node) => node,
+            Err(e) => {
+                tracing::warn!(error = %e, node = %self.config.node_name, "cannot read the guarded node; will retry on the next poll");
+                return;
+            }
+        };
+        let record = record_of(&node);
+        match decide(announced, &record, provider, Timestamp::now(), &self.policy) {
+            Decision::Idle => {}
+            Decision::Act(notice) => self.act(&node, &record, notice, version).await,
+            Decision::Undo { why, retire } => self.undo(&node, why, retire).await,
+        }
+    }
+
+    async fn act(
+        &mut self,
+        node: &Node,
+        record: &NodeRecord,
+        notice: Notice,
+        version: EvictionVersion,
+    ) {
+        let first_time = record.notice.as_ref().map(|n| &n.event_id) != Some(&notice.event_id);
+        let drains = drains(notice.kind, &self.policy);
+        if self.config.dry_run {
+            if first_time {
+                tracing::info!(kind = notice.kind.as_str(), event = %notice.event_id, drains, "dry run: would taint and cordon the node{}", if drains { " and drain it" } else { "" });
+            }
+            return;
+        }
+        match update_node(&self.nodes(), &self.config.node_name, |n| {
+            apply_notice_patch(n, &notice)
+        })
+        .await
+        {
+            Ok(applied) if applied.changed => {
+                self.metrics.node_action("apply", "changed");
+                if first_time {
+                    let latency = Timestamp::now()
+                        .duration_since(notice.notice_time)
+                        .as_secs_f64();
+                    self.metrics.notice(notice.provider, notice.kind);
+                    self.metrics.notice_to_taint(latency);
+                    tracing::info!(kind = notice.kind.as_str(), event = %notice.event_id, deadline = ?notice.deadline.map(|d| d.to_string()), "interruption notice: node tainted and cordoned");
+                    let deadline = notice
+                        .deadline
+                        .map(|d| format!(", deadline {d}"))
+                        .unwrap_or_default();
+                    let note = format!(
+                        "{} notice {}{deadline}; node tainted and cordoned{}",
+                        notice.kind.as_str(),
+                        notice.event_id,
+                        if drains { ", draining" } else { "" }
+                    );
+                    self.publish(
+                        node,
+                        EventType::Warning,
+                        "InterruptionNotice",
+                        "Cordon",
+                        note,
+                    )
+                    .await;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.metrics.node_action("apply", "failed");
+                tracing::error!(error = %e, "could not taint and cordon the node; draining anyway if the notice calls for it");
+            }
+        }
+        if drains && self.drain.as_ref().map(|(event, _)| event) != Some(&notice.event_id) {
+            self.start_drain(notice, version);
+        }
+    }
+
+    async fn undo(&mut self, node: &Node, why: &'static str, retire: Option<String>) {
+        if let Some((_, task)) = self.drain.take() {
+            task.abort();
+        }
+        if self.config.dry_run {
+            tracing::info!(why, "dry run: would lift the taint and the agent's cordon");
+            return;
+        }
+        match update_node(&self.nodes(), &self.config.node_name, |n| {
+            undo_patch(n, retire.as_deref())
+        })
+        .await
+        {
+            Ok(applied) if applied.changed => {
+                self.metrics.node_action("undo", "changed");
+                tracing::info!(why, "lifted the interruption taint and the agent's cordon");
+                self.publish(
+                    node,
+                    EventType::Normal,
+                    "InterruptionCleared",
+                    "Uncordon",
+                    format!("taint lifted: {why}"),
+                )
+                .await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.metrics.node_action("undo", "failed");
+                tracing::error!(error = %e, "could not lift the interruption taint; will retry on the next poll");
+            }
+        }
+    }
+
+    async fn publish(
+        &self,
+        node: &Node,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &node.object_ref(&())).await {
+            tracing::warn!(error = %e, "could not record a Kubernetes Event on the node (check the agent's RBAC: events create)");
+        }
+    }
+
+    fn start_drain(&mut self, notice: Notice, version: EvictionVersion) {
+        let own_pod = match (&self.config.pod_namespace, &self.config.pod_name) {
+            (Some(namespace), Some(name)) => Some(OwnPod {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            }),
+            _ => None,
+        };
+        let job = DrainJob {
+            node: self.config.node_name.clone(),
+            record: notice.for_pod(&self.config.node_name),
+            deadline: drain_deadline(&notice, &self.policy),
+            own_pod,
+            retry_interval: self.config.eviction_retry_interval,
+            eviction_version: version,
+        };
+        let (client, metrics) = (self.client.clone(), self.metrics.clone());
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            tracing::info!(deadline = %job.deadline, "draining the node");
+            loop {
+                match drain(&client, &job).await {
+                    Ok(report) => {
+                        let seconds = started.elapsed().as_secs_f64();
+                        metrics.drained(&report, seconds);
+                        tracing::info!(
+                            evicted = report.count(PodOutcome::Evicted),
+                            deleted_at_deadline = report.count(PodOutcome::DeletedAtDeadline),
+                            already_gone = report.count(PodOutcome::AlreadyGone),
+                            failed = report.count(PodOutcome::Failed),
+                            exempt = report.exempt,
+                            remaining = report.remaining,
+                            seconds,
+                            "drain finished"
+                        );
+                        return;
+                    }
+                    Err(e) if Timestamp::now() < job.deadline => {
+                        tracing::warn!(error = %e, "listing the node's pods failed; retrying the drain");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "drain abandoned: the deadline passed while the API server was unreachable");
+                        return;
+                    }
+                }
+            }
+        });
+        self.drain = Some((notice.event_id, task));
+    }
+}

@@ -1,0 +1,104 @@
+//! Cloud instance metadata: what each provider announces about this instance.
+//!
+//! Each provider module turns its protocol into [`Announced`] events; what to do about
+//! them is decided elsewhere ([`crate::decision`]), from plain values.
+
+pub mod aws;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use reclaim_model::{NoticeKind, Provider};
+
+/// The provider a Node runs on, from its `spec.providerID` (`aws:///us-east-1a/i-0abc...`).
+pub fn provider_of(provider_id: &str) -> Option<Provider> {
+    match provider_id.split_once("://")?.0 {
+        "aws" => Some(Provider::Aws),
+        "azure" => Some(Provider::Azure),
+        "gce" => Some(Provider::Gcp),
+        _ => None,
+    }
+}
+
+/// A metadata client for the provider the node runs on.
+pub enum MetadataClient {
+    Aws(aws::AwsImds),
+}
+
+impl MetadataClient {
+    pub fn provider(&self) -> Provider {
+        match self {
+            MetadataClient::Aws(_) => Provider::Aws,
+        }
+    }
+
+    /// Every event the provider announces for this instance right now.
+    pub async fn announced(&self, now: Timestamp) -> Result<Vec<Announced>, MetadataError> {
+        match self {
+            MetadataClient::Aws(imds) => Ok(imds.observe().await?.announced(now)),
+        }
+    }
+}
+
+/// One event the provider currently announces for this instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    pub kind: NoticeKind,
+    /// Stable across polls for the same event.
+    pub event_id: String,
+    pub notice_time: Timestamp,
+    /// When the instance goes away (spot, termination) or the maintenance starts.
+    pub deadline: Option<Timestamp>,
+}
+
+/// A metadata request that did not yield a usable answer. Never fatal: the poll loop
+/// logs it, counts it and tries again with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("{what} timed out after {after:?}{hint}")]
+    Timeout {
+        what: String,
+        after: Duration,
+        hint: &'static str,
+    },
+    #[error("{what} answered HTTP {status}: {body}")]
+    Status {
+        what: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{what} answered a body that is not {expected}: {detail}")]
+    Garbage {
+        what: String,
+        expected: &'static str,
+        detail: String,
+    },
+    #[error(
+        "{what} is unreachable: {source}; is the metadata service reachable from this pod (--metadata-url)?"
+    )]
+    Transport {
+        what: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl MetadataError {
+    /// A low-cardinality label for the error counter.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MetadataError::Timeout { .. } => "timeout",
+            MetadataError::Status { status: 401, .. } => "unauthorized",
+            MetadataError::Status { status, .. } if *status >= 500 => "server_error",
+            MetadataError::Status { .. } => "http_error",
+            MetadataError::Garbage { .. } => "garbage",
+            MetadataError::Transport { .. } => "transport",
+        }
+    }
+}
+
+/// The first 200 characters of an error body, on one line, for a log message.
+pub(crate) fn snippet(body: &str) -> String {
+    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    flat.chars().take(200).collect()
+}

@@ -1,0 +1,406 @@
+//! AWS instance metadata (IMDSv2): spot instance-action, rebalance recommendation,
+//! scheduled maintenance events and the Auto Scaling target lifecycle state.
+//!
+//! The session token is cached and renewed before it expires; a 401 (token expired or
+//! revoked) renews it and retries the request once. 404 means "no such event" and its
+//! XHTML body is never parsed as a notice.
+
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+use reclaim_model::NoticeKind;
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use super::{Announced, MetadataError, snippet};
+
+const TOKEN_PATH: &str = "/latest/api/token";
+const TOKEN_TTL_HEADER: &str = "X-aws-ec2-metadata-token-ttl-seconds";
+const TOKEN_HEADER: &str = "X-aws-ec2-metadata-token";
+const INSTANCE_ACTION: &str = "/latest/meta-data/spot/instance-action";
+const REBALANCE: &str = "/latest/meta-data/events/recommendations/rebalance";
+const MAINTENANCE: &str = "/latest/meta-data/events/maintenance/scheduled";
+const LIFECYCLE: &str = "/latest/meta-data/autoscaling/target-lifecycle-state";
+/// AWS gives the spot interruption notice two minutes before the action.
+const SPOT_NOTICE_LEAD: SignedDuration = SignedDuration::from_secs(120);
+const HOP_LIMIT_HINT: &str = "; without hostNetwork the instance needs an IMDSv2 hop limit of 2 \
+     (aws ec2 modify-instance-metadata-options --http-put-response-hop-limit 2), or run the agent with hostNetwork: true";
+
+/// What IMDS announces right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsEvents {
+    pub spot_action: Option<InstanceAction>,
+    pub rebalance_notice: Option<Timestamp>,
+    pub maintenance: Vec<MaintenanceEvent>,
+    pub lifecycle_state: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct InstanceAction {
+    pub action: String,
+    pub time: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceEvent {
+    pub code: String,
+    pub state: String,
+    pub event_id: String,
+    pub not_before: Timestamp,
+}
+
+struct Token {
+    value: String,
+    renew_at: Instant,
+}
+
+/// An IMDSv2 client for one instance.
+pub struct AwsImds {
+    http: reqwest::Client,
+    base: String,
+    timeout: Duration,
+    token_ttl: Duration,
+    token: Mutex<Option<Token>>,
+}
+
+impl AwsImds {
+    /// `base` is e.g. `http://169.254.169.254`; every request times out after `timeout`.
+    pub fn new(
+        http: reqwest::Client,
+        base: &str,
+        timeout: Duration,
+        token_ttl: Duration,
+    ) -> AwsImds {
+        AwsImds {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            timeout,
+            token_ttl,
+            token: Mutex::new(None),
+        }
+    }
+
+    /// Polls every path and returns what is announced.
+    pub async fn observe(&self) -> Result<AwsEvents, MetadataError> {
+        let (spot, rebalance, maintenance, lifecycle) = tokio::join!(
+            self.get(INSTANCE_ACTION),
+            self.get(REBALANCE),
+            self.get(MAINTENANCE),
+            self.get(LIFECYCLE),
+        );
+        Ok(AwsEvents {
+            spot_action: spot?.map(|b| parse_instance_action(&b)).transpose()?,
+            rebalance_notice: rebalance?.map(|b| parse_rebalance(&b)).transpose()?,
+            maintenance: maintenance?
+                .map(|b| parse_maintenance(&b))
+                .transpose()?
+                .unwrap_or_default(),
+            lifecycle_state: lifecycle?.map(|b| b.trim().to_owned()),
+        })
+    }
+
+    /// GET with the session token; `None` on 404. A 401 renews the token and retries once.
+    async fn get(&self, path: &str) -> Result<Option<String>, MetadataError> {
+        let mut token = self.token(false).await?;
+        for attempt in 0..2 {
+            let response = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .header(TOKEN_HEADER, &token)
+                .timeout(self.timeout)
+                .send()
+                .await
+                .map_err(|e| self.request_error(path, e, ""))?;
+            let status = response.status().as_u16();
+            let body = response
+                .text()
+                .await
+                .map_err(|e| self.request_error(path, e, ""))?;
+            match status {
+                200 => return Ok(Some(body)),
+                404 => return Ok(None),
+                401 if attempt == 0 => token = self.token(true).await?,
+                _ => {
+                    return Err(MetadataError::Status {
+                        what: format!("IMDS GET {path}"),
+                        status,
+                        body: snippet(&body),
+                    });
+                }
+            }
+        }
+        unreachable!("the second attempt always returns")
+    }
+
+    /// The cached session token, or a new one when it is due for renewal or `renew` is set.
+    async fn token(&self, renew: bool) -> Result<String, MetadataError> {
+        let mut cached = self.token.lock().await;
+        if let Some(token) = cached
+            .as_ref()
+            .filter(|t| !renew && Instant::now() < t.renew_at)
+        {
+            return Ok(token.value.clone());
+        }
+        let what = format!("IMDSv2 token request PUT {TOKEN_PATH}");
+        let response = self
+            .http
+            .put(format!("{}{TOKEN_PATH}", self.base))
+            .header(TOKEN_TTL_HEADER, self.token_ttl.as_secs().to_string())
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| self.request_error(TOKEN_PATH, e, HOP_LIMIT_HINT))?;
+        let status = response.status().as_u16();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| self.request_error(TOKEN_PATH, e, HOP_LIMIT_HINT))?;
+        if status != 200 {
+            return Err(MetadataError::Status {
+                what,
+                status,
+                body: snippet(&body),
+            });
+        }
+        let value = body.trim().to_owned();
+        if value.is_empty() || value.contains(char::is_whitespace) {
+            return Err(MetadataError::Garbage {
+                what,
+                expected: "a session token",
+                detail: format!("{:?}", snippet(&body)),
+            });
+        }
+        // Renew at 90 % of the lifetime so a token never expires between two polls.
+        let renew_at = Instant::now() + self.token_ttl.mul_f64(0.9);
+        *cached = Some(Token {
+            value: value.clone(),
+            renew_at,
+        });
+        Ok(value)
+    }
+
+    fn request_error(
+        &self,
+        path: &str,
+        error: reqwest::Error,
+        hint: &'static str,
+    ) -> MetadataError {
+        let what = format!("IMDS {path}");
+        if error.is_timeout() {
+            MetadataError::Timeout {
+                what,
+                after: self.timeout,
+                hint,
+            }
+        } else {
+            MetadataError::Transport {
+                what,
+                source: error,
+            }
+        }
+    }
+}
+
+fn garbage(path: &str, expected: &'static str, detail: impl std::fmt::Display) -> MetadataError {
+    MetadataError::Garbage {
+        what: format!("IMDS {path}"),
+        expected,
+        detail: detail.to_string(),
+    }
+}
+
+pub fn parse_instance_action(body: &str) -> Result<InstanceAction, MetadataError> {
+    serde_json::from_str(body).map_err(|e| garbage(INSTANCE_ACTION, "instance-action JSON", e))
+}
+
+pub fn parse_rebalance(body: &str) -> Result<Timestamp, MetadataError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Rebalance {
+        notice_time: Timestamp,
+    }
+    serde_json::from_str::<Rebalance>(body)
+        .map(|r| r.notice_time)
+        .map_err(|e| garbage(REBALANCE, "rebalance recommendation JSON", e))
+}
+
+pub fn parse_maintenance(body: &str) -> Result<Vec<MaintenanceEvent>, MetadataError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Raw {
+        code: String,
+        state: String,
+        event_id: String,
+        not_before: String,
+    }
+    let raw: Vec<Raw> = serde_json::from_str(body)
+        .map_err(|e| garbage(MAINTENANCE, "a JSON array of events", e))?;
+    raw.into_iter()
+        .map(|r| {
+            let not_before = parse_aws_event_time(&r.not_before).ok_or_else(|| {
+                garbage(
+                    MAINTENANCE,
+                    "event times like \"21 Jan 2019 09:00:43 GMT\"",
+                    &r.not_before,
+                )
+            })?;
+            Ok(MaintenanceEvent {
+                code: r.code,
+                state: r.state,
+                event_id: r.event_id,
+                not_before,
+            })
+        })
+        .collect()
+}
+
+/// Maintenance event times look like `21 Jan 2019 09:00:43 GMT`.
+fn parse_aws_event_time(text: &str) -> Option<Timestamp> {
+    let civil = jiff::fmt::strtime::parse("%d %b %Y %H:%M:%S GMT", text.trim())
+        .ok()?
+        .to_datetime()
+        .ok()?;
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+impl AwsEvents {
+    /// The events as notices. `now` stands in for times AWS does not give (when a
+    /// maintenance event or an ASG termination was announced).
+    pub fn announced(&self, now: Timestamp) -> Vec<Announced> {
+        let mut out = Vec::new();
+        if let Some(spot) = &self.spot_action {
+            out.push(Announced {
+                kind: NoticeKind::SpotInterruption,
+                event_id: format!("instance-action-{}-{}", spot.action, spot.time),
+                notice_time: spot.time - SPOT_NOTICE_LEAD,
+                deadline: Some(spot.time),
+            });
+        }
+        if self.lifecycle_state.as_deref() == Some("Terminated") {
+            out.push(Announced {
+                kind: NoticeKind::AsgTermination,
+                event_id: "asg-target-lifecycle-terminated".into(),
+                notice_time: now,
+                deadline: None,
+            });
+        }
+        for event in self.maintenance.iter().filter(|e| e.state == "active") {
+            out.push(Announced {
+                kind: NoticeKind::ScheduledMaintenance,
+                event_id: event.event_id.clone(),
+                notice_time: now,
+                deadline: Some(event.not_before),
+            });
+        }
+        if let Some(notice_time) = self.rebalance_notice {
+            out.push(Announced {
+                kind: NoticeKind::Rebalance,
+                event_id: format!("rebalance-{notice_time}"),
+                notice_time,
+                deadline: None,
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_action_parses_compact_and_tab_pretty_json() {
+        let pretty = "{\n\t\"action\": \"terminate\",\n\t\"time\": \"2020-04-24T17:11:44Z\"\n}";
+        let action = parse_instance_action(pretty).unwrap();
+        assert_eq!(action.action, "terminate");
+        assert_eq!(
+            action.time,
+            "2020-04-24T17:11:44Z".parse::<Timestamp>().unwrap()
+        );
+        assert!(
+            parse_instance_action(r#"{"action":"stop","time":"2020-04-24T17:11:44Z"}"#).is_ok()
+        );
+    }
+
+    #[test]
+    fn an_xhtml_error_page_is_garbage_not_a_notice() {
+        let page = "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?>\n<html><head><title>404 - Not Found</title></head></html>";
+        let err = parse_instance_action(page).unwrap_err();
+        assert_eq!(err.label(), "garbage");
+        assert!(err.to_string().contains("instance-action"), "{err}");
+        assert!(parse_rebalance(page).is_err());
+        assert!(
+            parse_maintenance("{}").is_err(),
+            "an object is not the documented array"
+        );
+    }
+
+    #[test]
+    fn maintenance_events_parse_aws_dates_and_only_active_ones_are_announced() {
+        let body = r#"[
+            {"Code": "system-reboot", "Description": "scheduled reboot", "State": "active",
+             "EventId": "instance-event-0d59937288b749b32", "NotBefore": "21 Jan 2019 09:00:43 GMT",
+             "NotAfter": "21 Jan 2019 09:17:23 GMT", "NotBeforeDeadline": "9 Feb 2019 09:00:43 GMT"},
+            {"Code": "instance-stop", "Description": "[Canceled] stop", "State": "canceled",
+             "EventId": "instance-event-1", "NotBefore": "1 Feb 2019 09:00:43 GMT"}
+        ]"#;
+        let events = parse_maintenance(body).unwrap();
+        assert_eq!(
+            events[0].not_before,
+            "2019-01-21T09:00:43Z".parse::<Timestamp>().unwrap()
+        );
+        assert_eq!(
+            events[1].not_before,
+            "2019-02-01T09:00:43Z".parse::<Timestamp>().unwrap()
+        );
+        let now: Timestamp = "2019-01-20T00:00:00Z".parse().unwrap();
+        let announced = AwsEvents {
+            maintenance: events,
+            ..Default::default()
+        }
+        .announced(now);
+        assert_eq!(announced.len(), 1);
+        assert_eq!(announced[0].event_id, "instance-event-0d59937288b749b32");
+        assert_eq!(announced[0].kind, NoticeKind::ScheduledMaintenance);
+        assert!(parse_maintenance("[]").unwrap().is_empty());
+    }
+
+    #[test]
+    fn spot_notice_is_two_minutes_before_its_action_and_rebalance_has_no_deadline() {
+        let now: Timestamp = "2020-04-24T17:10:00Z".parse().unwrap();
+        let events = AwsEvents {
+            spot_action: Some(
+                parse_instance_action(r#"{"action":"terminate","time":"2020-04-24T17:11:44Z"}"#)
+                    .unwrap(),
+            ),
+            rebalance_notice: Some(
+                parse_rebalance(r#"{"noticeTime": "2020-04-24T17:05:00Z"}"#).unwrap(),
+            ),
+            lifecycle_state: Some("InService".into()),
+            ..Default::default()
+        };
+        let announced = events.announced(now);
+        assert_eq!(announced.len(), 2);
+        assert_eq!(
+            announced[0].notice_time,
+            "2020-04-24T17:09:44Z".parse::<Timestamp>().unwrap()
+        );
+        assert_eq!(
+            announced[0].deadline,
+            Some("2020-04-24T17:11:44Z".parse().unwrap())
+        );
+        assert_eq!(announced[1].kind, NoticeKind::Rebalance);
+        assert_eq!(announced[1].deadline, None);
+        let terminated = AwsEvents {
+            lifecycle_state: Some("Terminated".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            terminated.announced(now)[0].kind,
+            NoticeKind::AsgTermination
+        );
+    }
+}

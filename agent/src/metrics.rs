@@ -1,0 +1,173 @@
+//! Prometheus metrics, with low-cardinality labels only: no pod names, no event ids.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use reclaim_model::{NoticeKind, Provider};
+
+use crate::drain::{DrainReport, PodOutcome};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NoticeLabels {
+    pub provider: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeActionLabels {
+    /// `apply` or `undo`.
+    pub action: String,
+    /// `changed`, `unchanged` or `failed`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetadataErrorLabels {
+    pub provider: String,
+    pub error: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    notices: Family<NoticeLabels, Counter>,
+    node_actions: Family<NodeActionLabels, Counter>,
+    evictions: Family<OutcomeLabels, Counter>,
+    drain_duration: Histogram,
+    drain_remaining: Gauge,
+    notice_to_taint: Histogram,
+    last_successful_poll: Gauge<f64, AtomicU64>,
+    metadata_errors: Family<MetadataErrorLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("reclaim");
+        let notices = Family::<NoticeLabels, Counter>::default();
+        registry.register(
+            "notices",
+            "Interruption notices acted on, by provider and kind",
+            notices.clone(),
+        );
+        let node_actions = Family::<NodeActionLabels, Counter>::default();
+        registry.register(
+            "node_actions",
+            "Node updates (taint, cordon, annotation) by action and outcome",
+            node_actions.clone(),
+        );
+        let evictions = Family::<OutcomeLabels, Counter>::default();
+        registry.register("evictions", "Pods drained, by outcome", evictions.clone());
+        let drain_duration =
+            Histogram::new([1.0, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0]);
+        registry.register(
+            "drain_duration_seconds",
+            "Time from drain start until the node was empty or the deadline passed",
+            drain_duration.clone(),
+        );
+        let drain_remaining = Gauge::default();
+        registry.register(
+            "drain_pods_remaining",
+            "Drained pods still on the node when the last drain stopped waiting at its deadline",
+            drain_remaining.clone(),
+        );
+        let notice_to_taint =
+            Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0]);
+        registry.register(
+            "notice_to_taint_seconds",
+            "Time from the provider's notice time until the node was tainted",
+            notice_to_taint.clone(),
+        );
+        let last_successful_poll = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "last_successful_poll_timestamp_seconds",
+            "Unix time of the last metadata poll that succeeded",
+            last_successful_poll.clone(),
+        );
+        let metadata_errors = Family::<MetadataErrorLabels, Counter>::default();
+        registry.register(
+            "metadata_errors",
+            "Failed metadata polls, by provider and error kind",
+            metadata_errors.clone(),
+        );
+        Metrics {
+            registry,
+            notices,
+            node_actions,
+            evictions,
+            drain_duration,
+            drain_remaining,
+            notice_to_taint,
+            last_successful_poll,
+            metadata_errors,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format served on `/metrics`.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String never fails");
+        out
+    }
+
+    pub fn notice(&self, provider: Provider, kind: NoticeKind) {
+        let provider = serde_json::to_value(provider)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.notices
+            .get_or_create(&NoticeLabels {
+                provider,
+                kind: kind.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn node_action(&self, action: &str, outcome: &str) {
+        self.node_actions
+            .get_or_create(&NodeActionLabels {
+                action: action.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn notice_to_taint(&self, seconds: f64) {
+        self.notice_to_taint.observe(seconds.max(0.0));
+    }
+
+    pub fn poll_succeeded(&self, unix_seconds: f64) {
+        self.last_successful_poll.set(unix_seconds);
+    }
+
+    pub fn metadata_error(&self, provider: &str, error: &str) {
+        self.metadata_errors
+            .get_or_create(&MetadataErrorLabels {
+                provider: provider.to_owned(),
+                error: error.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn drained(&self, report: &DrainReport, seconds: f64) {
+        for outcome in PodOutcome::ALL {
+            let counter = self.evictions.get_or_create(&OutcomeLabels {
+                outcome: outcome.label().to_owned(),
+            });
+            counter.inc_by(report.count(outcome) as u64);
+        }
+        self.drain_duration.observe(seconds);
+        self.drain_remaining.set(report.remaining as i64);
+    }
+}
