@@ -95,10 +95,10 @@ enum FirstAnswer {
 
 /// Drains the node; returns once every drained pod is gone or the deadline has passed.
 pub async fn drain(client: &Client, job: &DrainJob) -> kube::Result<DrainReport> {
-    let (ordered, exempt) =
-        plan::order(pods_on_node(client, &job.node).await?, job.own_pod.as_ref());
+    let plan = plan::order(pods_on_node(client, &job.node).await?, job.own_pod.as_ref());
+    let ordered = plan.to_drain;
     let mut report = DrainReport {
-        exempt: exempt.len(),
+        exempt: plan.exempt.len(),
         ..Default::default()
     };
     let mut refused = Vec::new();

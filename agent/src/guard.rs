@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
+use kube::Client;
 use kube::api::Api;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Client, Resource};
 use reclaim_model::{Notice, Provider};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,6 +22,7 @@ use crate::decision::{Decision, NodeRecord, Policy, decide, drain_deadline, drai
 use crate::drain::plan::OwnPod;
 use crate::drain::{DrainJob, PodOutcome, drain};
 use crate::endpoints::Health;
+use crate::events::{self, Severity};
 use crate::eviction::{EvictionVersion, discover_version};
 use crate::imds::aws::AwsImds;
 use crate::imds::{Announced, MetadataClient, provider_of};
@@ -38,9 +38,21 @@ pub struct Guard {
     policy: Policy,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    recorder: Recorder,
-    /// The event whose drain this process started (running or finished).
-    drain: Option<(String, JoinHandle<()>)>,
+    /// The drain this guard started (running or finished).
+    drain: Option<DrainTask>,
+}
+
+/// A drain running beside the poll loop. It belongs to the guard: when the guard goes
+/// (stopped, or its task killed), the drain goes with it, as it would with the process.
+struct DrainTask {
+    event: String,
+    handle: JoinHandle<()>,
+}
+
+impl Drop for DrainTask {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
 }
 
 /// Runs until `shutdown` turns true.
@@ -51,12 +63,7 @@ pub async fn run(
     health: Arc<Health>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let reporter = Reporter {
-        controller: "reclaim-agent".into(),
-        instance: Some(config.node_name.clone()),
-    };
     let mut guard = Guard {
-        recorder: Recorder::new(client.clone(), reporter),
         policy: config.policy(),
         client,
         config,
@@ -91,7 +98,7 @@ pub async fn run(
             Err(e) => {
                 failures += 1;
                 guard.metrics.metadata_error(&provider_label, e.label());
-                if failures == 1 || failures % 30 == 0 {
+                if failures == 1 || failures.is_multiple_of(30) {
                     tracing::warn!(error = %e, failures, "metadata poll failed; retrying with backoff");
                 }
                 backoff(guard.config.poll_interval, failures)
@@ -102,14 +109,13 @@ pub async fn run(
             _ = tokio::time::sleep(pause) => {}
         }
     }
-    if let Some((event, task)) = guard.drain.take() {
-        if !task.is_finished() {
-            tracing::info!(
-                event,
-                "stopping with a drain in progress; a restarted agent resumes it"
-            );
-        }
-        task.abort();
+    if let Some(drain) = guard.drain.take()
+        && !drain.handle.is_finished()
+    {
+        tracing::info!(
+            event = drain.event,
+            "stopping with a drain in progress; a restarted agent resumes it"
+        );
     }
     tracing::info!("stopped");
 }
@@ -253,14 +259,8 @@ impl Guard {
                         notice.event_id,
                         if drains { ", draining" } else { "" }
                     );
-                    self.publish(
-                        node,
-                        EventType::Warning,
-                        "InterruptionNotice",
-                        "Cordon",
-                        note,
-                    )
-                    .await;
+                    self.publish(node, Severity::Warning, "InterruptionNotice", note)
+                        .await;
                 }
             }
             Ok(_) => {}
@@ -269,15 +269,13 @@ impl Guard {
                 tracing::error!(error = %e, "could not taint and cordon the node; draining anyway if the notice calls for it");
             }
         }
-        if drains && self.drain.as_ref().map(|(event, _)| event) != Some(&notice.event_id) {
+        if drains && self.drain.as_ref().map(|d| &d.event) != Some(&notice.event_id) {
             self.start_drain(notice, version);
         }
     }
 
     async fn undo(&mut self, node: &Node, why: &'static str, retire: Option<String>) {
-        if let Some((_, task)) = self.drain.take() {
-            task.abort();
-        }
+        self.drain = None;
         if self.config.dry_run {
             tracing::info!(why, "dry run: would lift the taint and the agent's cordon");
             return;
@@ -292,9 +290,8 @@ impl Guard {
                 tracing::info!(why, "lifted the interruption taint and the agent's cordon");
                 self.publish(
                     node,
-                    EventType::Normal,
+                    Severity::Normal,
                     "InterruptionCleared",
-                    "Uncordon",
                     format!("taint lifted: {why}"),
                 )
                 .await;
@@ -307,22 +304,8 @@ impl Guard {
         }
     }
 
-    async fn publish(
-        &self,
-        node: &Node,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &node.object_ref(&())).await {
+    async fn publish(&self, node: &Node, severity: Severity, reason: &str, note: String) {
+        if let Err(e) = events::record(&self.client, node, severity, reason, &note).await {
             tracing::warn!(error = %e, "could not record a Kubernetes Event on the node (check the agent's RBAC: events create)");
         }
     }
@@ -375,6 +358,9 @@ impl Guard {
                 }
             }
         });
-        self.drain = Some((notice.event_id, task));
+        self.drain = Some(DrainTask {
+            event: notice.event_id,
+            handle: task,
+        });
     }
 }

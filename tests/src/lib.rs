@@ -2,11 +2,15 @@
 //!
 //! - [`control_plane`]: a real etcd + kube-apiserver (RBAC on, HTTPS) + kube-controller-manager
 //!   on loopback, one per process, torn down when the process ends however it ends;
+//! - [`agent`]: the real agent loop, run in-process so tests can kill it mid-drain;
 //! - [`kubelet`]: plays the kubelet the control plane does not have (nodes, running pods,
 //!   graceful deletions, container exits, DaemonSet and mirror pods, disruption budgets).
 
+pub mod agent;
 pub mod control_plane;
 pub mod kubelet;
+pub mod wait;
 
 pub use control_plane::ControlPlane;
 pub use kubelet::{TestKubelet, TestNode, TestPod};
+pub use wait::eventually;

@@ -16,7 +16,7 @@ use reclaim_agent::node::{ensure_taint, remove_taint, taints_patch, with_taint};
 use reclaim_agent::pods::pods_on_node;
 use reclaim_model::NoticeKind;
 use reclaim_testbed::kubelet::Exit;
-use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod};
+use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
 use serde_json::json;
 
 async fn kubelet(test: &str) -> Result<TestKubelet> {
@@ -42,22 +42,6 @@ fn other_taint(key: &str) -> Taint {
         effect: "NoExecute".into(),
         time_added: None,
     }
-}
-
-/// Polls `check` every 100 ms until it holds; fails after `timeout` with `what`.
-async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check().await? {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("timed out after {timeout:?} waiting for {what}")
 }
 
 #[tokio::test]

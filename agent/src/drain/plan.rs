@@ -136,17 +136,23 @@ pub fn after_refusal(
     }
 }
 
-/// Pods in eviction order, each with its priority; exempt pods counted by reason.
-pub fn order(pods: Vec<Pod>, own: Option<&OwnPod>) -> (Vec<(Priority, Pod)>, Vec<(Exempt, Pod)>) {
-    let (mut to_drain, mut exempt) = (Vec::new(), Vec::new());
+/// The node's pods sorted out: those to drain in eviction order, and those left alone.
+#[derive(Debug, Default)]
+pub struct DrainPlan {
+    pub to_drain: Vec<(Priority, Pod)>,
+    pub exempt: Vec<(Exempt, Pod)>,
+}
+
+pub fn order(pods: Vec<Pod>, own: Option<&OwnPod>) -> DrainPlan {
+    let mut plan = DrainPlan::default();
     for pod in pods {
         match triage(&pod, own) {
-            Ok(priority) => to_drain.push((priority, pod)),
-            Err(reason) => exempt.push((reason, pod)),
+            Ok(priority) => plan.to_drain.push((priority, pod)),
+            Err(reason) => plan.exempt.push((reason, pod)),
         }
     }
-    to_drain.sort_by_key(|(priority, _)| *priority);
-    (to_drain, exempt)
+    plan.to_drain.sort_by_key(|(priority, _)| *priority);
+    plan
 }
 
 #[cfg(test)]
@@ -186,8 +192,9 @@ mod tests {
             pod(json!({"metadata": {"name": "driver", "labels": {"spark-role": "driver"}}})),
             pod(json!({"metadata": {"name": "prio"}, "spec": {"priority": 2000001000}})),
         ];
-        let (order, exempt) = order(pods, None);
-        let names: Vec<_> = order
+        let plan = order(pods, None);
+        let names: Vec<_> = plan
+            .to_drain
             .iter()
             .map(|(p, pod)| (*p, pod.metadata.name.clone().unwrap()))
             .collect();
@@ -201,7 +208,7 @@ mod tests {
                 (Priority::Critical, "prio".to_owned()),
             ]
         );
-        assert!(exempt.is_empty());
+        assert!(plan.exempt.is_empty());
     }
 
     #[test]

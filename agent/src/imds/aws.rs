@@ -101,7 +101,7 @@ impl AwsImds {
 
     /// GET with the session token; `None` on 404. A 401 renews the token and retries once.
     async fn get(&self, path: &str) -> Result<Option<String>, MetadataError> {
-        let mut token = self.token(false).await?;
+        let mut token = self.token().await?;
         for attempt in 0..2 {
             let response = self
                 .http
@@ -119,7 +119,7 @@ impl AwsImds {
             match status {
                 200 => return Ok(Some(body)),
                 404 => return Ok(None),
-                401 if attempt == 0 => token = self.token(true).await?,
+                401 if attempt == 0 => token = self.renewed_token(&token).await?,
                 _ => {
                     return Err(MetadataError::Status {
                         what: format!("IMDS GET {path}"),
@@ -132,15 +132,26 @@ impl AwsImds {
         unreachable!("the second attempt always returns")
     }
 
-    /// The cached session token, or a new one when it is due for renewal or `renew` is set.
-    async fn token(&self, renew: bool) -> Result<String, MetadataError> {
+    /// The cached session token, or a new one when it is due for renewal.
+    async fn token(&self) -> Result<String, MetadataError> {
         let mut cached = self.token.lock().await;
-        if let Some(token) = cached
-            .as_ref()
-            .filter(|t| !renew && Instant::now() < t.renew_at)
-        {
-            return Ok(token.value.clone());
+        match cached.as_ref().filter(|t| Instant::now() < t.renew_at) {
+            Some(token) => Ok(token.value.clone()),
+            None => self.fetch_token(&mut cached).await,
         }
+    }
+
+    /// A token to replace `refused`. The paths are polled concurrently, so several
+    /// requests see the same 401: only the first fetches a new token, the others use it.
+    async fn renewed_token(&self, refused: &str) -> Result<String, MetadataError> {
+        let mut cached = self.token.lock().await;
+        match cached.as_ref().filter(|t| t.value != refused) {
+            Some(token) => Ok(token.value.clone()),
+            None => self.fetch_token(&mut cached).await,
+        }
+    }
+
+    async fn fetch_token(&self, cached: &mut Option<Token>) -> Result<String, MetadataError> {
         let what = format!("IMDSv2 token request PUT {TOKEN_PATH}");
         let response = self
             .http

@@ -1,0 +1,73 @@
+//! A cloud instance metadata simulator, faithful to the providers' documented formats
+//! (REFERENCE.md §1), error pages included, so the agent is tested against what it
+//! will really read. Tests drive it in-process through [`Simulator`]; users and the
+//! demo run `reclaim-metadata-sim` and drive it through its `/_sim/` control API.
+
+pub mod aws;
+mod control;
+mod faults;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use aws::{AwsMetadata, Imdsv2};
+pub use faults::Fault;
+
+/// Everything the simulator serves, behind one lock.
+#[derive(Debug, Default)]
+pub struct SimState {
+    pub aws: AwsMetadata,
+    pub faults: faults::Faults,
+}
+
+/// A running simulator.
+pub struct Simulator {
+    addr: SocketAddr,
+    state: Arc<Mutex<SimState>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Simulator {
+    /// Serves on `listen` (port 0 picks a free one) until dropped.
+    pub async fn start(listen: SocketAddr, state: SimState) -> std::io::Result<Simulator> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(state));
+        let app = router(state.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .await
+                .expect("the simulator's server stopped");
+        });
+        Ok(Simulator {
+            addr,
+            state,
+            server,
+        })
+    }
+
+    /// Base URL to give the agent as `--metadata-url`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Direct access to what is served, for tests.
+    pub fn state(&self) -> MutexGuard<'_, SimState> {
+        self.state.lock().expect("simulator state lock poisoned")
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub(crate) type Shared = Arc<Mutex<SimState>>;
+
+fn router(state: Shared) -> Router {
+    aws::routes().merge(control::routes()).with_state(state)
+}

@@ -1,0 +1,87 @@
+//! Runs the real agent loop ([`reclaim_agent::guard::run`]) in-process against the local
+//! control plane and a metadata simulator, so tests can stop it, or kill it mid-drain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Parser;
+use reclaim_agent::config::Config;
+use reclaim_agent::endpoints::Health;
+use reclaim_agent::metrics::Metrics;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::ControlPlane;
+
+pub struct RunningAgent {
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Starts an agent guarding `node`, reading metadata from `metadata_url`; `extra` are
+/// more command-line flags (e.g. `["--safety-margin", "5s"]`).
+pub async fn start_agent(node: &str, metadata_url: &str, extra: &[&str]) -> Result<RunningAgent> {
+    let mut args = vec![
+        "reclaim-agent",
+        "--node-name",
+        node,
+        "--metadata-url",
+        metadata_url,
+        "--poll-interval",
+        "500ms",
+    ];
+    args.extend_from_slice(extra);
+    let config = Config::try_parse_from(args)?;
+    // The agent's log lines show up in a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("reclaim_agent=debug")
+        .try_init();
+    let client = ControlPlane::shared().admin_client().await?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::new(Duration::from_secs(30)));
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(reclaim_agent::guard::run(
+        config,
+        client,
+        metrics.clone(),
+        health.clone(),
+        shutdown,
+    ));
+    Ok(RunningAgent {
+        metrics,
+        health,
+        stop,
+        task,
+    })
+}
+
+impl RunningAgent {
+    /// Kills the agent wherever it is, as SIGKILL or an OOM kill would.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+
+    /// Asks the agent to stop, as SIGTERM does, and waits until it has.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(10), self.task).await??;
+        Ok(())
+    }
+
+    /// The value of one sample in the agent's `/metrics` text, e.g.
+    /// `reclaim_evictions_total{outcome="evicted"}`; 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        self.metrics
+            .encode()
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(sample)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+}

@@ -1,0 +1,764 @@
+//! The agent on AWS, end to end: the metadata simulator announces, the real agent loop
+//! acts on the real control plane, and every assertion reads the outcome back (node
+//! taints and annotations, pod annotations and deletions, Events, metrics, what the
+//! simulator was asked).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use reclaim_agent::imds::aws::AwsImds;
+use reclaim_model::{Notice, NoticeKind, PodInterruption, Provider};
+use reclaim_simulator::{Fault, Imdsv2, SimState, Simulator};
+use reclaim_testbed::agent::start_agent;
+use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn kubelet(test: &str) -> Result<TestKubelet> {
+    TestKubelet::new(ControlPlane::shared().admin_client().await?, test).await
+}
+
+async fn simulator() -> Result<Simulator> {
+    let mut state = SimState::default();
+    state.aws.instance_id = "i-0123456789abcdef0".into();
+    Ok(Simulator::start("127.0.0.1:0".parse()?, state).await?)
+}
+
+fn reclaim_taints(node: &Node) -> Vec<String> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|ts| {
+            ts.iter()
+                .filter(|t| t.key == "reclaim.dev/interruption")
+                .map(|t| format!("{}:{}", t.value.clone().unwrap_or_default(), t.effect))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn unschedulable(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false)
+}
+
+fn node_notice(node: &Node) -> Option<Notice> {
+    node.annotations()
+        .get("reclaim.dev/notice")
+        .map(|t| Notice::from_json(t).unwrap())
+}
+
+async fn node_state(k: &TestKubelet, node: &str, check: impl Fn(&Node) -> bool) -> Result<bool> {
+    Ok(check(&k.nodes().get(node).await?))
+}
+
+/// Every change to the namespace's pods, in the order etcd applied them.
+#[derive(Clone, Default)]
+struct PodHistory(Arc<Mutex<Vec<(String, u64, Pod)>>>);
+
+impl PodHistory {
+    fn record(pods: Api<Pod>) -> (PodHistory, tokio::task::JoinHandle<()>) {
+        let history = PodHistory::default();
+        let sink = history.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = watcher(pods, watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(pod)) = stream.next().await {
+                let rv = pod
+                    .resource_version()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                sink.0.lock().unwrap().push((pod.name_any(), rv, pod));
+            }
+        });
+        (history, task)
+    }
+
+    /// The first revision at which `name` satisfied `pred`.
+    fn first(&self, name: &str, pred: impl Fn(&Pod) -> bool) -> Option<(u64, Pod)> {
+        let seen = self.0.lock().unwrap();
+        seen.iter()
+            .filter(|(n, _, p)| n == name && pred(p))
+            .map(|(_, rv, p)| (*rv, p.clone()))
+            .min_by_key(|(rv, _)| *rv)
+    }
+
+    fn annotated(&self, name: &str) -> Option<(u64, PodInterruption)> {
+        self.first(name, |p| {
+            p.annotations().contains_key("reclaim.dev/interruption")
+        })
+        .map(|(rv, p)| {
+            (
+                rv,
+                PodInterruption::from_json(&p.annotations()["reclaim.dev/interruption"]).unwrap(),
+            )
+        })
+    }
+
+    fn deleting(&self, name: &str) -> Option<(u64, Pod)> {
+        self.first(name, |p| p.metadata.deletion_timestamp.is_some())
+    }
+}
+
+async fn gone(pods: &Api<Pod>, names: &[&str]) -> Result<bool> {
+    for name in names {
+        if pods.get_opt(name).await?.is_some() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+async fn node_events(k: &TestKubelet, node: &str, reason: &str) -> Result<usize> {
+    let events: Api<Event> = Api::namespaced(k.client().clone(), "default");
+    Ok(events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|e| {
+            e.involved_object.name.as_deref() == Some(node) && e.reason.as_deref() == Some(reason)
+        })
+        .count())
+}
+
+#[tokio::test]
+async fn a_spot_notice_taints_annotates_and_drains_executors_first() -> Result<()> {
+    let k = kubelet("agent-spot").await?;
+    let sim = simulator().await?;
+    let node = k.node_name("spot");
+    let node_obj = k.register_node(TestNode::spot(&node)).await?;
+    for name in ["exec-1", "exec-2"] {
+        k.run_pod(
+            &node,
+            TestPod::spark_executor(name, "spark-1").grace_period(2),
+        )
+        .await?;
+    }
+    k.run_pod(&node, TestPod::new("airflow-task").grace_period(2))
+        .await?;
+    k.run_pod(
+        &node,
+        TestPod::new("node-dns")
+            .priority_class("system-node-critical")
+            .grace_period(2),
+    )
+    .await?;
+    let daemon = k.run_daemonset_pod(&node, "log-shipper").await?.name_any();
+    k.run_mirror_pod(&node_obj, "static-proxy").await?;
+    let (history, watch) = PodHistory::record(k.pods());
+    let kubelet_task = k.keep_finishing_deletions(&node);
+    let agent = start_agent(&node, &sim.url(), &["--safety-margin", "5s"]).await?;
+    eventually(WAIT, "the agent's first successful poll", || async {
+        Ok(agent.health.is_ready())
+    })
+    .await?;
+
+    let action_time = Timestamp::now() + SignedDuration::from_secs(60);
+    sim.state()
+        .aws
+        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(60));
+    eventually(WAIT, "taint, cordon and notice on the node", || {
+        node_state(&k, &node, |n| {
+            !reclaim_taints(n).is_empty() && unschedulable(n) && node_notice(n).is_some()
+        })
+    })
+    .await?;
+    let read = k.nodes().get(&node).await?;
+    assert_eq!(reclaim_taints(&read), ["spot-interruption:NoSchedule"]);
+    assert_eq!(read.annotations()["reclaim.dev/cordoned"], "true");
+    let notice = node_notice(&read).unwrap();
+    assert_eq!(
+        (notice.provider, notice.kind),
+        (Provider::Aws, NoticeKind::SpotInterruption)
+    );
+    let deadline = notice.deadline.context("a spot notice has a deadline")?;
+    assert!(
+        (deadline.duration_since(action_time)).abs() <= SignedDuration::from_secs(2),
+        "{deadline} vs {action_time}"
+    );
+
+    let drained = ["exec-1", "exec-2", "airflow-task", "node-dns"];
+    let pods = k.pods();
+    eventually(WAIT, "the drained pods to be gone", || {
+        gone(&pods, &drained)
+    })
+    .await?;
+    for name in drained {
+        let (annotated_at, record) = history
+            .annotated(name)
+            .with_context(|| format!("{name} never carried the reason"))?;
+        let (deleting_at, _) = history
+            .deleting(name)
+            .with_context(|| format!("{name} was never evicted"))?;
+        assert!(
+            annotated_at < deleting_at,
+            "{name}: reason written at {annotated_at}, eviction at {deleting_at}"
+        );
+        assert_eq!(
+            (record.node.as_str(), record.notice.kind),
+            (node.as_str(), NoticeKind::SpotInterruption)
+        );
+        assert_eq!(record.notice.event_id, notice.event_id);
+    }
+    let order = |name| history.deleting(name).unwrap().0;
+    assert!(
+        order("exec-1").max(order("exec-2")) < order("airflow-task"),
+        "executors are asked first"
+    );
+    assert!(
+        order("airflow-task") < order("node-dns"),
+        "critical pods are asked last"
+    );
+
+    for untouched in [daemon.as_str(), "static-proxy"] {
+        let pod = pods.get(untouched).await?;
+        assert!(
+            pod.metadata.deletion_timestamp.is_none(),
+            "{untouched} was evicted"
+        );
+        assert!(
+            !pod.annotations().contains_key("reclaim.dev/interruption"),
+            "{untouched} was annotated"
+        );
+    }
+    assert_eq!(node_events(&k, &node, "InterruptionNotice").await?, 1);
+    eventually(WAIT, "the drain summary in the metrics", || async {
+        Ok(agent.metric("reclaim_evictions_total{outcome=\"evicted\"}") == 4.0)
+    })
+    .await?;
+    assert_eq!(
+        agent.metric("reclaim_notices_total{provider=\"aws\",kind=\"spot-interruption\"}"),
+        1.0
+    );
+    assert_eq!(agent.metric("reclaim_notice_to_taint_seconds_count"), 1.0);
+    agent.stop().await?;
+    kubelet_task.abort();
+    watch.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pod_whose_budget_keeps_refusing_is_deleted_before_the_deadline_never_after() -> Result<()>
+{
+    let k = kubelet("agent-pdb").await?;
+    let sim = simulator().await?;
+    let node = k.node_name("spot");
+    k.register_node(TestNode::spot(&node)).await?;
+    k.run_pod(
+        &node,
+        TestPod::spark_executor("exec-1", "spark-2").grace_period(3),
+    )
+    .await?;
+    k.run_pod(&node, TestPod::new("task").grace_period(1))
+        .await?;
+    k.pod_disruption_budget("executors", &[("spark-role", "executor")], 1)
+        .await?;
+    let (history, watch) = PodHistory::record(k.pods());
+    let kubelet_task = k.keep_finishing_deletions(&node);
+    let agent = start_agent(
+        &node,
+        &sim.url(),
+        &["--safety-margin", "5s", "--eviction-retry-interval", "1s"],
+    )
+    .await?;
+    eventually(WAIT, "the agent's first successful poll", || async {
+        Ok(agent.health.is_ready())
+    })
+    .await?;
+
+    sim.state()
+        .aws
+        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(20));
+    let pods = k.pods();
+    eventually(WAIT, "both pods to be gone", || {
+        gone(&pods, &["exec-1", "task"])
+    })
+    .await?;
+
+    let notice = node_notice(&k.nodes().get(&node).await?).unwrap();
+    let drain_deadline = notice.deadline.unwrap() - SignedDuration::from_secs(5);
+    let (_, deleting) = history
+        .deleting("exec-1")
+        .context("exec-1 was never deleted")?;
+    let gone_by = deleting.metadata.deletion_timestamp.unwrap().0;
+    assert!(
+        gone_by <= drain_deadline,
+        "exec-1 was due to go at {gone_by}, after the drain deadline {drain_deadline}"
+    );
+    assert!(deleting.metadata.deletion_grace_period_seconds.unwrap() <= 3);
+    let (_, task_deleting) = history.deleting("task").unwrap();
+    assert!(
+        task_deleting.metadata.deletion_timestamp.unwrap().0
+            < gone_by - SignedDuration::from_secs(3),
+        "the unprotected pod was evicted at once, long before the protected one was deleted"
+    );
+    eventually(WAIT, "the drain summary in the metrics", || async {
+        Ok(agent.metric("reclaim_evictions_total{outcome=\"deleted_at_deadline\"}") == 1.0)
+    })
+    .await?;
+    assert_eq!(
+        agent.metric("reclaim_evictions_total{outcome=\"evicted\"}"),
+        1.0
+    );
+    assert_eq!(agent.metric("reclaim_drain_pods_remaining"), 0.0);
+    agent.stop().await?;
+    kubelet_task.abort();
+    watch.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_agent_killed_mid_drain_is_restarted_and_finishes_without_duplicates() -> Result<()> {
+    let k = kubelet("agent-restart").await?;
+    let sim = simulator().await?;
+    let node = k.node_name("spot");
+    k.register_node(TestNode::spot(&node)).await?;
+    k.run_pod(
+        &node,
+        TestPod::spark_executor("exec-1", "spark-3").grace_period(2),
+    )
+    .await?;
+    k.run_pod(&node, TestPod::new("task").grace_period(1))
+        .await?;
+    k.pod_disruption_budget("executors", &[("spark-role", "executor")], 1)
+        .await?;
+    let kubelet_task = k.keep_finishing_deletions(&node);
+    let args = ["--safety-margin", "5s"];
+    let first = start_agent(&node, &sim.url(), &args).await?;
+    eventually(WAIT, "the first agent's first poll", || async {
+        Ok(first.health.is_ready())
+    })
+    .await?;
+    sim.state()
+        .aws
+        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(25));
+    let pods = k.pods();
+    eventually(
+        WAIT,
+        "the drain to be under way (exec-1 annotated, task evicted)",
+        || async {
+            let exec = pods.get("exec-1").await?;
+            Ok(exec.annotations().contains_key("reclaim.dev/interruption")
+                && pods
+                    .get_opt("task")
+                    .await?
+                    .is_none_or(|t| t.metadata.deletion_timestamp.is_some()))
+        },
+    )
+    .await?;
+    assert!(
+        pods.get("exec-1")
+            .await?
+            .metadata
+            .deletion_timestamp
+            .is_none(),
+        "exec-1 is still held by its budget"
+    );
+    first.kill();
+
+    let second = start_agent(&node, &sim.url(), &args).await?;
+    eventually(WAIT, "exec-1 to be gone", || {
+        gone(&pods, &["exec-1", "task"])
+    })
+    .await?;
+    let read = k.nodes().get(&node).await?;
+    assert_eq!(
+        reclaim_taints(&read),
+        ["spot-interruption:NoSchedule"],
+        "one taint, not two"
+    );
+    assert_eq!(
+        node_events(&k, &node, "InterruptionNotice").await?,
+        1,
+        "one Event, not two"
+    );
+    eventually(WAIT, "the second agent's drain summary", || async {
+        Ok(second.metric("reclaim_evictions_total{outcome=\"deleted_at_deadline\"}") == 1.0)
+    })
+    .await?;
+    assert_eq!(
+        second.metric("reclaim_notices_total{provider=\"aws\",kind=\"spot-interruption\"}"),
+        0.0,
+        "the restarted agent resumed; it saw no new notice"
+    );
+    second.stop().await?;
+    kubelet_task.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rebalance_cordon_is_lifted_after_its_expiry_but_never_someone_elses_cordon() -> Result<()>
+{
+    let k = kubelet("agent-rebalance").await?;
+    let sim = simulator().await?;
+    let (ours, theirs) = (k.node_name("spot-a"), k.node_name("spot-b"));
+    k.register_node(TestNode::spot(&ours)).await?;
+    k.register_node(TestNode::spot(&theirs)).await?;
+    let cordon = json!({"spec": {"unschedulable": true}});
+    k.nodes()
+        .patch(&theirs, &PatchParams::default(), &Patch::Merge(&cordon))
+        .await?;
+    k.run_pod(&ours, TestPod::new("task")).await?;
+    let args = ["--rebalance-expiry", "4s"];
+    let agents = [
+        start_agent(&ours, &sim.url(), &args).await?,
+        start_agent(&theirs, &sim.url(), &args).await?,
+    ];
+    for agent in &agents {
+        eventually(WAIT, "the agents' first polls", || async {
+            Ok(agent.health.is_ready())
+        })
+        .await?;
+    }
+    sim.state().aws.set_rebalance(Timestamp::now());
+    for node in [&ours, &theirs] {
+        eventually(WAIT, "the rebalance taint", || {
+            node_state(&k, node, |n| {
+                reclaim_taints(n) == ["rebalance:NoSchedule"] && unschedulable(n)
+            })
+        })
+        .await?;
+    }
+    assert!(
+        k.pods()
+            .get("task")
+            .await?
+            .metadata
+            .deletion_timestamp
+            .is_none(),
+        "a rebalance does not drain by default"
+    );
+    assert!(
+        !k.nodes()
+            .get(&theirs)
+            .await?
+            .annotations()
+            .contains_key("reclaim.dev/cordoned")
+    );
+
+    for node in [&ours, &theirs] {
+        eventually(WAIT, "the rebalance taint to expire", || {
+            node_state(&k, node, |n| {
+                reclaim_taints(n).is_empty() && node_notice(n).is_none()
+            })
+        })
+        .await?;
+    }
+    let polls_before = sim.state().aws.stats.metadata_requests;
+    eventually(WAIT, "a few more polls", || async {
+        Ok(sim.state().aws.stats.metadata_requests >= polls_before + 12)
+    })
+    .await?;
+    let (a, b) = (k.nodes().get(&ours).await?, k.nodes().get(&theirs).await?);
+    assert!(
+        reclaim_taints(&a).is_empty(),
+        "the retired recommendation is not acted on again"
+    );
+    assert!(!unschedulable(&a), "our cordon is lifted");
+    assert!(unschedulable(&b), "someone else's cordon stays");
+    assert!(a.annotations()["reclaim.dev/retired-notice"].starts_with("rebalance-"));
+    assert!(
+        k.pods()
+            .get("task")
+            .await?
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
+    for agent in agents {
+        assert_eq!(
+            agent.metric("reclaim_node_actions_total{action=\"undo\",outcome=\"changed\"}"),
+            1.0
+        );
+        agent.stop().await?;
+    }
+    Ok(())
+}
+
+fn aws_event_time(t: Timestamp) -> String {
+    t.to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%d %b %Y %H:%M:%S GMT")
+        .to_string()
+}
+
+#[tokio::test]
+async fn scheduled_maintenance_is_acted_on_at_its_lead_time_and_undone_when_canceled() -> Result<()>
+{
+    let k = kubelet("agent-maintenance").await?;
+    let sim = simulator().await?;
+    let node = k.node_name("spot");
+    k.register_node(TestNode::spot(&node)).await?;
+    let agent = start_agent(&node, &sim.url(), &["--maintenance-lead-time", "10m"]).await?;
+    eventually(WAIT, "the agent's first poll", || async {
+        Ok(agent.health.is_ready())
+    })
+    .await?;
+    let event = |state: &str, starts_in: i64| {
+        json!([{
+            "Code": "system-reboot", "Description": "scheduled reboot", "State": state,
+            "EventId": "instance-event-0d59937288b749b32",
+            "NotBefore": aws_event_time(Timestamp::now() + SignedDuration::from_secs(starts_in)),
+            "NotAfter": aws_event_time(Timestamp::now() + SignedDuration::from_secs(starts_in + 3600)),
+        }])
+    };
+
+    sim.state().aws.set_maintenance(event("active", 7200));
+    let polls_before = sim.state().aws.stats.metadata_requests;
+    eventually(WAIT, "a few polls", || async {
+        Ok(sim.state().aws.stats.metadata_requests >= polls_before + 12)
+    })
+    .await?;
+    assert!(
+        reclaim_taints(&k.nodes().get(&node).await?).is_empty(),
+        "two hours ahead is beyond the 10 min lead time"
+    );
+
+    sim.state().aws.set_maintenance(event("active", 300));
+    eventually(WAIT, "the maintenance taint", || {
+        node_state(&k, &node, |n| {
+            reclaim_taints(n) == ["scheduled-maintenance:NoSchedule"] && unschedulable(n)
+        })
+    })
+    .await?;
+    assert_eq!(
+        node_notice(&k.nodes().get(&node).await?).unwrap().event_id,
+        "instance-event-0d59937288b749b32"
+    );
+
+    sim.state().aws.set_maintenance(event("canceled", 300));
+    eventually(WAIT, "the cancellation to be undone", || {
+        node_state(&k, &node, |n| {
+            reclaim_taints(n).is_empty() && !unschedulable(n) && node_notice(n).is_none()
+        })
+    })
+    .await?;
+    assert!(
+        !k.nodes()
+            .get(&node)
+            .await?
+            .annotations()
+            .contains_key("reclaim.dev/cordoned")
+    );
+    assert_eq!(node_events(&k, &node, "InterruptionCleared").await?, 1);
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_agent_survives_expired_tokens_server_errors_garbage_and_timeouts() -> Result<()> {
+    let k = kubelet("agent-faults").await?;
+    let sim = simulator().await?;
+    let node = k.node_name("spot");
+    k.register_node(TestNode::spot(&node)).await?;
+    let agent = start_agent(&node, &sim.url(), &["--metadata-timeout", "300ms"]).await?;
+    eventually(WAIT, "the agent's first poll", || async {
+        Ok(agent.health.is_ready())
+    })
+    .await?;
+    let tokens_before = sim.state().aws.stats.token_requests;
+    {
+        let mut state = sim.state();
+        state.aws.expire_tokens();
+        state.faults.inject(Fault::Status(503), 4);
+        state.faults.inject(Fault::Garbage, 4);
+        state.faults.inject(Fault::DelayMs(1000), 4);
+    }
+    eventually(WAIT, "every kind of error to be counted", || async {
+        Ok(["server_error", "garbage", "timeout"].iter().all(|e| {
+            agent.metric(&format!(
+                "reclaim_metadata_errors_total{{provider=\"aws\",error=\"{e}\"}}"
+            )) >= 1.0
+        }))
+    })
+    .await?;
+    sim.state().aws.schedule_spot(
+        "terminate",
+        Timestamp::now(),
+        SignedDuration::from_secs(120),
+    );
+    eventually(WAIT, "the notice to be acted on after the faults", || {
+        node_state(&k, &node, |n| !reclaim_taints(n).is_empty())
+    })
+    .await?;
+    let stats = sim.state().aws.stats.clone();
+    assert!(
+        stats.unauthorized >= 1,
+        "the expired token was refused: {stats:?}"
+    );
+    assert!(
+        stats.token_requests > tokens_before,
+        "a new token was fetched: {stats:?}"
+    );
+    assert_eq!(stats.duplicate_token_headers, 0);
+    assert!(agent.health.is_alive());
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_imds_client_caches_its_token_renews_on_401_and_explains_put_timeouts() -> Result<()> {
+    let sim = simulator().await?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let imds = AwsImds::new(
+        http.clone(),
+        &sim.url(),
+        Duration::from_millis(300),
+        Duration::from_secs(600),
+    );
+    for _ in 0..3 {
+        imds.observe().await?;
+    }
+    assert_eq!(
+        sim.state().aws.stats.token_requests,
+        1,
+        "one token for three polls"
+    );
+    assert_eq!(
+        sim.state().aws.stats.metadata_requests,
+        12,
+        "four paths a poll"
+    );
+
+    sim.state().aws.expire_tokens();
+    imds.observe().await?;
+    assert_eq!(
+        sim.state().aws.stats.token_requests,
+        2,
+        "a 401 renews the token once"
+    );
+
+    sim.state().faults.inject(Fault::Status(401), 20);
+    let err = imds.observe().await.unwrap_err();
+    assert_eq!(err.label(), "unauthorized", "{err}");
+    sim.state().faults.clear();
+
+    sim.state().faults.inject(Fault::Garbage, 1);
+    let err = imds.observe().await.unwrap_err();
+    assert_eq!(err.label(), "garbage", "{err}");
+
+    let fresh = AwsImds::new(
+        http,
+        &sim.url(),
+        Duration::from_millis(300),
+        Duration::from_secs(600),
+    );
+    sim.state().faults.inject(Fault::DelayMs(1000), 1);
+    let err = fresh.observe().await.unwrap_err();
+    assert_eq!(err.label(), "timeout");
+    assert!(err.to_string().contains("hop limit"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_simulator_serves_imds_as_documented() -> Result<()> {
+    let sim = simulator().await?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let url = |p: &str| format!("{}{p}", sim.url());
+    let spot = "/latest/meta-data/spot/instance-action";
+
+    let no_ttl = http.put(url("/latest/api/token")).send().await?;
+    assert_eq!(no_ttl.status(), 400);
+    let too_long = http
+        .put(url("/latest/api/token"))
+        .header("X-aws-ec2-metadata-token-ttl-seconds", "21601")
+        .send()
+        .await?;
+    assert_eq!(too_long.status(), 400);
+    let token = http
+        .put(url("/latest/api/token"))
+        .header("X-aws-ec2-metadata-token-ttl-seconds", "60")
+        .send()
+        .await?;
+    assert_eq!(token.status(), 200);
+    assert_eq!(
+        token.headers()["x-aws-ec2-metadata-token-ttl-seconds"],
+        "60"
+    );
+    let token = token.text().await?;
+
+    let anonymous = http.get(url(spot)).send().await?;
+    assert_eq!(anonymous.status(), 401, "IMDSv2 required");
+    let missing = http
+        .get(url(spot))
+        .header("X-aws-ec2-metadata-token", &token)
+        .send()
+        .await?;
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["content-type"], "text/html");
+    let page = missing.text().await?;
+    assert!(
+        page.starts_with("<?xml") && page.contains("<title>404 - Not Found</title>"),
+        "{page}"
+    );
+    let twice = http
+        .get(url(spot))
+        .header("X-aws-ec2-metadata-token", &token)
+        .header("X-aws-ec2-metadata-token", &token)
+        .send()
+        .await?;
+    assert_eq!(twice.status(), 400, "a duplicated token header is refused");
+    let maintenance = http
+        .get(url("/latest/meta-data/events/maintenance/scheduled"))
+        .header("X-aws-ec2-metadata-token", &token)
+        .send()
+        .await?;
+    assert_eq!(maintenance.text().await?, "[]");
+
+    sim.state().aws.schedule_spot(
+        "terminate",
+        Timestamp::now(),
+        SignedDuration::from_secs(120),
+    );
+    let notice = http
+        .get(url(spot))
+        .header("X-aws-ec2-metadata-token", &token)
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        notice.contains("\n\t\"action\": \"terminate\""),
+        "tab-indented JSON: {notice:?}"
+    );
+    let parsed: BTreeMap<String, String> = serde_json::from_str(&notice)?;
+    let time: Timestamp = parsed["time"].parse()?;
+    let legacy = http
+        .get(url("/latest/meta-data/spot/termination-time"))
+        .header("X-aws-ec2-metadata-token", &token)
+        .send()
+        .await?;
+    assert_eq!(legacy.text().await?.parse::<Timestamp>()?, time);
+
+    sim.state().aws.imdsv2 = Imdsv2::Optional;
+    assert_eq!(
+        http.get(url("/latest/meta-data/instance-id"))
+            .send()
+            .await?
+            .text()
+            .await?,
+        "i-0123456789abcdef0"
+    );
+    assert_eq!(
+        http.get(url(spot))
+            .header("X-aws-ec2-metadata-token", "forged")
+            .send()
+            .await?
+            .status(),
+        401
+    );
+    Ok(())
+}
