@@ -1,95 +1,357 @@
-//! The demo: a spot node on a real local control plane, as Reclaim will see it.
+//! The demo: a spot interruption end to end on a real local control plane.
 //!
-//! Today it sets up the scene the interruption demo plays on (Spark executors behind a
-//! PodDisruptionBudget, an Airflow task pod, a DaemonSet pod on a Karpenter spot node),
-//! reads it back from the API server, and shows it through kubectl. The agent's part
-//! (notice, taint, ordered evictions against the deadline) joins with issue 3.
+//! A Karpenter spot node runs three Spark executors behind a PodDisruptionBudget that
+//! allows one disruption, an Airflow task pod, a node-critical DNS pod and a DaemonSet
+//! pod. The metadata simulator announces a spot interruption; the real `reclaim-agent`
+//! binary taints, cordons and drains the node. What happened is printed as a timeline
+//! read from the API server (watches on the node and the pods) and the agent's log.
 
-use std::process::Command;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
-use reclaim_agent::pods::pods_on_node;
+use kube::api::Api;
+use kube::runtime::watcher;
+use reclaim_simulator::{SimState, Simulator};
+use reclaim_testbed::agent::AgentProcess;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use tokio::sync::mpsc;
+
+const NODE: &str = "ip-10-0-7-21.ec2.internal";
+const SAFETY_MARGIN: i64 = 5;
+
+struct Args {
+    hold: bool,
+    lead_seconds: i64,
+}
+
+fn args() -> Result<Args> {
+    let mut args = Args {
+        hold: false,
+        lead_seconds: 30,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--hold" => args.hold = true,
+            "--lead-seconds" => {
+                args.lead_seconds = it.next().context("--lead-seconds needs a value")?.parse()?
+            }
+            other => anyhow::bail!("unknown argument {other}; use --hold and/or --lead-seconds N"),
+        }
+    }
+    anyhow::ensure!(
+        args.lead_seconds > SAFETY_MARGIN + 10,
+        "--lead-seconds must exceed {}",
+        SAFETY_MARGIN + 10
+    );
+    Ok(args)
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
-    let hold = std::env::args().any(|a| a == "--hold");
+    let args = args()?;
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    let started = std::time::Instant::now();
     let cp = tokio::task::spawn_blocking(ControlPlane::shared).await?;
-    println!(
-        "[{:>5.1}s] control plane up: {cp}",
-        started.elapsed().as_secs_f64()
-    );
+    println!("Control plane: {cp}");
+    let sim = Simulator::start("127.0.0.1:0".parse()?, SimState::default()).await?;
+    println!("AWS metadata simulator: {} (IMDSv2 required)", sim.url());
 
     let kubelet = TestKubelet::new(cp.admin_client().await?, "data-platform").await?;
-    let node = "ip-10-0-7-21.ec2.internal";
-    kubelet
-        .register_node(
-            TestNode::spot(node).label("node.kubernetes.io/instance-type", "m6i.4xlarge"),
-        )
-        .await?;
+    kubelet.register_node(TestNode::spot(NODE)).await?;
     for i in 1..=3 {
-        let executor =
-            TestPod::spark_executor(&format!("etl-daily-exec-{i}"), "spark-7f3a").grace_period(90);
-        kubelet.run_pod(node, executor).await?;
+        kubelet
+            .run_pod(
+                NODE,
+                TestPod::spark_executor(&format!("etl-daily-exec-{i}"), "spark-7f3a")
+                    .grace_period(5),
+            )
+            .await?;
     }
     kubelet
         .pod_disruption_budget(
             "etl-daily-executors",
             &[("spark-app-selector", "spark-7f3a")],
-            3,
+            2,
         )
         .await?;
-    let task = TestPod::new("load-orders-5b1c")
+    let task = TestPod::new("orders-load-5b1c")
         .label("dag_id", "orders")
         .label("task_id", "load")
-        .label("kubernetes_pod_operator", "True")
-        .grace_period(30);
-    kubelet.run_pod(node, task).await?;
-    kubelet.run_daemonset_pod(node, "fluent-bit").await?;
+        .grace_period(3);
+    kubelet.run_pod(NODE, task).await?;
+    kubelet
+        .run_pod(
+            NODE,
+            TestPod::new("node-local-dns")
+                .priority_class("system-node-critical")
+                .grace_period(2),
+        )
+        .await?;
+    let daemon = kubelet
+        .run_daemonset_pod(NODE, "fluent-bit")
+        .await?
+        .name_any();
+    let finisher = kubelet.keep_finishing_deletions(NODE);
     println!(
-        "[{:>5.1}s] spot node {node} registered with its pods:",
-        started.elapsed().as_secs_f64()
+        "\nSpot node {NODE} (karpenter.sh/capacity-type=spot), namespace {}:",
+        kubelet.namespace
+    );
+    println!(
+        "  etl-daily-exec-1..3   Spark executors, grace 5 s, PodDisruptionBudget minAvailable 2 (allows one disruption)"
+    );
+    println!("  orders-load-5b1c      Airflow KubernetesPodOperator task, grace 3 s");
+    println!("  node-local-dns        priorityClassName system-node-critical, grace 2 s");
+    println!("  {daemon:<21} DaemonSet pod (left alone: it dies with the node)");
+
+    let (tx, mut timeline) = mpsc::unbounded_channel::<(Instant, String)>();
+    let agent = AgentProcess::spawn(
+        NODE,
+        &sim.url(),
+        &[
+            "--safety-margin",
+            &format!("{SAFETY_MARGIN}s"),
+            "--log-format",
+            "json",
+        ],
+        Stdio::piped(),
+    )?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let mut agent = agent;
+    forward_agent_log(
+        agent.child.stdout.take().context("agent stdout")?,
+        tx.clone(),
+    );
+    agent.ready(&http).await?;
+    println!(
+        "\nreclaim-agent is polling IMDS every 1 s ({}).",
+        agent.metrics_url
     );
 
-    for pod in pods_on_node(kubelet.client(), node).await? {
-        let role = pod.labels().get("spark-role").cloned().unwrap_or_else(|| {
-            match pod.owner_references().first() {
-                Some(owner) => format!("{} pod", owner.kind),
-                None => "task pod".into(),
-            }
-        });
-        let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
+    tokio::spawn(watch_node(kubelet.nodes(), tx.clone()));
+    tokio::spawn(watch_pods(kubelet.pods(), tx.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let notice_at = Instant::now();
+    let action = (Timestamp::now() + SignedDuration::from_secs(args.lead_seconds))
+        .round(jiff::Unit::Second)?;
+    let deadline = action - SignedDuration::from_secs(SAFETY_MARGIN);
+    sim.state().aws.schedule_spot(
+        "terminate",
+        Timestamp::now(),
+        SignedDuration::from_secs(args.lead_seconds),
+    );
+    println!(
+        "\nTimeline (AWS gives 120 s; this demo announces {} s ahead; pods must be gone {SAFETY_MARGIN} s early):",
+        args.lead_seconds
+    );
+    println!(
+        "[   +0.0s] IMDS: spot/instance-action = terminate at {action}; drain deadline {deadline}"
+    );
+
+    let drained = [
+        "etl-daily-exec-1",
+        "etl-daily-exec-2",
+        "etl-daily-exec-3",
+        "orders-load-5b1c",
+        "node-local-dns",
+    ];
+    let mut gone_at: HashMap<String, f64> = HashMap::new();
+    let give_up = notice_at + Duration::from_secs(args.lead_seconds as u64 + 5);
+    while gone_at.len() < drained.len() && Instant::now() < give_up {
+        let Ok(Some((at, line))) =
+            tokio::time::timeout(Duration::from_millis(500), timeline.recv()).await
+        else {
+            continue;
+        };
+        let t = at.saturating_duration_since(notice_at).as_secs_f64();
+        println!("[{t:>+7.1}s] {line}");
+        if let Some(name) = line
+            .strip_prefix("pod ")
+            .and_then(|l| l.strip_suffix(" is gone"))
+        {
+            gone_at.insert(name.to_owned(), t);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    while let Ok((at, line)) = timeline.try_recv() {
         println!(
-            "          {:<40} {:<14} {phase}",
-            pod.metadata.name.unwrap_or_default(),
-            role
+            "[{:>+7.1}s] {line}",
+            at.saturating_duration_since(notice_at).as_secs_f64()
         );
     }
 
+    let budget = (args.lead_seconds - SAFETY_MARGIN) as f64;
+    println!("\nOutcome (deadline at +{budget:.0}s):");
     println!(
-        "\nkubectl sees the same (KUBECONFIG={}):",
-        cp.kubeconfig.display()
+        "  {:<22} {:>10}  {}",
+        "pod", "gone at", "before the deadline?"
     );
-    let shown = Command::new("kubectl")
-        .args(["get", "nodes,pods,pdb", "-A", "-o", "wide"])
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .status()
-        .context("running kubectl")?;
-    anyhow::ensure!(shown.success(), "kubectl failed: {shown}");
-
-    if hold {
+    for name in drained {
+        match gone_at.get(name) {
+            Some(t) => println!(
+                "  {name:<22} {:>9.1}s  {}",
+                t,
+                if *t <= budget { "yes" } else { "NO" }
+            ),
+            None => println!("  {name:<22} {:>10}  NO", "still there"),
+        }
+    }
+    let ds = kubelet.pods().get(&daemon).await?;
+    println!(
+        "  {daemon:<22} {:>10}  (DaemonSet pod, untouched: {})",
+        "running",
+        ds.metadata.deletion_timestamp.is_none()
+    );
+    let metrics = http
+        .get(format!("{}/metrics", agent.metrics_url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    println!("\nFrom the agent's /metrics:");
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("reclaim_evictions_total") || l.starts_with("reclaim_notices_total")
+    }) {
+        println!("  {line}");
+    }
+    if args.hold {
         println!(
-            "\nHolding the control plane; in another shell:\n  export KUBECONFIG={}\nCtrl-C stops it.",
+            "\nHolding the control plane; in another shell:\n  export KUBECONFIG={}\n  kubectl get events -n default; kubectl get node {NODE} -o yaml\nCtrl-C stops it.",
             cp.kubeconfig.display()
         );
         tokio::task::spawn_blocking(move || signals.forever().next()).await?;
-    } else {
-        println!("\nRun `scripts/demo --hold` to keep the control plane up for kubectl.");
     }
+    finisher.abort();
+    drop(agent);
     Ok(())
+}
+
+/// Relays the agent's JSON log lines that tell the story (warnings, notices, drain summary).
+fn forward_agent_log(
+    stdout: std::process::ChildStdout,
+    tx: mpsc::UnboundedSender<(Instant, String)>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let fields = &entry["fields"];
+            let message = fields["message"].as_str().unwrap_or_default();
+            let text = match message {
+                "interruption notice: node tainted and cordoned" => format!(
+                    "agent: {message} ({})",
+                    fields["kind"].as_str().unwrap_or_default()
+                ),
+                "disruption budget still refused at the deadline; deleted the pod" => {
+                    format!(
+                        "agent: budget still refuses {} -> deleted with grace {} s so it is gone by the deadline",
+                        fields["pod"].as_str().unwrap_or_default(),
+                        fields["grace_seconds"]
+                    )
+                }
+                "drain finished" => format!(
+                    "agent: drain finished: evicted {}, deleted at deadline {}, already gone {}, failed {}, exempt {}",
+                    fields["evicted"],
+                    fields["deleted_at_deadline"],
+                    fields["already_gone"],
+                    fields["failed"],
+                    fields["exempt"]
+                ),
+                _ => continue,
+            };
+            if tx.send((Instant::now(), text)).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+async fn watch_node(nodes: Api<Node>, tx: mpsc::UnboundedSender<(Instant, String)>) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={NODE}"));
+    let mut stream = watcher(nodes, config).boxed();
+    let mut tainted = false;
+    while let Some(Ok(event)) = stream.next().await {
+        let (watcher::Event::Apply(node) | watcher::Event::InitApply(node)) = event else {
+            continue;
+        };
+        let taint = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .and_then(|ts| ts.iter().find(|t| t.key == "reclaim.dev/interruption"))
+            .map(|t| {
+                format!(
+                    "{}={}:{}",
+                    t.key,
+                    t.value.clone().unwrap_or_default(),
+                    t.effect
+                )
+            });
+        if let Some(taint) = taint.filter(|_| !tainted) {
+            tainted = true;
+            let cordoned = node
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false);
+            let _ = tx.send((
+                Instant::now(),
+                format!("node tainted {taint}, cordoned: {cordoned}, annotated reclaim.dev/notice"),
+            ));
+        }
+    }
+}
+
+async fn watch_pods(pods: Api<Pod>, tx: mpsc::UnboundedSender<(Instant, String)>) {
+    let mut stream = watcher(pods, watcher::Config::default()).boxed();
+    let (mut annotated, mut terminating) = (Vec::<String>::new(), Vec::<String>::new());
+    while let Some(Ok(event)) = stream.next().await {
+        let now = Instant::now();
+        match event {
+            watcher::Event::Apply(pod) => {
+                let name = pod.name_any();
+                let role = pod
+                    .labels()
+                    .get("spark-role")
+                    .cloned()
+                    .unwrap_or_else(|| "pod".into());
+                if pod.annotations().contains_key("reclaim.dev/interruption")
+                    && !annotated.contains(&name)
+                {
+                    annotated.push(name.clone());
+                    let _ = tx.send((
+                        now,
+                        format!("{role} {name}: reason written (reclaim.dev/interruption)"),
+                    ));
+                }
+                if let Some(grace) = pod
+                    .metadata
+                    .deletion_grace_period_seconds
+                    .filter(|_| !terminating.contains(&name))
+                {
+                    terminating.push(name.clone());
+                    let _ = tx.send((
+                        now,
+                        format!(
+                            "{role} {name}: terminating, grace {grace} s (preStop hook runs now)"
+                        ),
+                    ));
+                }
+            }
+            watcher::Event::Delete(pod) => {
+                let _ = tx.send((now, format!("pod {} is gone", pod.name_any())));
+            }
+            _ => {}
+        }
+    }
 }
