@@ -191,10 +191,7 @@ async fn main() -> Result<()> {
 
     let budget = (args.lead_seconds - SAFETY_MARGIN) as f64;
     println!("\nOutcome (deadline at +{budget:.0}s):");
-    println!(
-        "  {:<22} {:>10}  {}",
-        "pod", "gone at", "before the deadline?"
-    );
+    println!("  {:<22} {:>10}  before the deadline?", "pod", "gone at");
     for name in drained {
         match gone_at.get(name) {
             Some(t) => println!(
