@@ -40,6 +40,9 @@ pub struct Guard {
     health: Arc<Health>,
     /// The drain this guard started (running or finished).
     drain: Option<DrainTask>,
+    /// The node carried no notice when last read. With nothing announced there is then
+    /// nothing to decide, so the Node is not read: idle agents cost the API server nothing.
+    node_idle: bool,
 }
 
 /// A drain running beside the poll loop. It belongs to the guard: when the guard goes
@@ -70,6 +73,7 @@ pub async fn run(
         metrics,
         health,
         drain: None,
+        node_idle: false,
     };
     let Some((source, version)) = guard.connect(&mut shutdown).await else {
         return;
@@ -205,6 +209,9 @@ impl Guard {
         provider: Provider,
         version: EvictionVersion,
     ) {
+        if announced.is_empty() && self.node_idle {
+            return;
+        }
         let node = match self.nodes().get(&self.config.node_name).await {
             Ok(node) => node,
             Err(e) => {
@@ -213,6 +220,7 @@ impl Guard {
             }
         };
         let record = record_of(&node);
+        self.node_idle = record.notice.is_none();
         match decide(announced, &record, provider, Timestamp::now(), &self.policy) {
             Decision::Idle => {}
             Decision::Act(notice) => self.act(&node, &record, notice, version).await,
