@@ -223,7 +223,10 @@ impl Guard {
         self.node_idle = record.notice.is_none();
         match decide(announced, &record, provider, Timestamp::now(), &self.policy) {
             Decision::Idle => {}
-            Decision::Act(notice) => self.act(&node, &record, notice, version).await,
+            Decision::Act(notice) => {
+                self.node_idle = false;
+                self.act(&node, &record, notice, version).await
+            }
             Decision::Undo { why, retire } => self.undo(&node, why, retire).await,
         }
     }
