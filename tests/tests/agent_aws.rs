@@ -762,3 +762,40 @@ async fn the_simulator_serves_imds_as_documented() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_dry_run_agent_writes_nothing() -> Result<()> {
+    let k = kubelet("agent-dry-run").await?;
+    let sim = simulator().await?;
+    let node = k.node_name("spot");
+    k.register_node(TestNode::spot(&node)).await?;
+    k.run_pod(&node, TestPod::spark_executor("exec-1", "spark-4"))
+        .await?;
+    let before = k.nodes().get(&node).await?;
+    let agent = start_agent(&node, &sim.url(), &["--dry-run"]).await?;
+    eventually(WAIT, "the agent's first poll", || async {
+        Ok(agent.health.is_ready())
+    })
+    .await?;
+    sim.state()
+        .aws
+        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(60));
+    let polls_before = sim.state().aws.stats.metadata_requests;
+    eventually(WAIT, "a few polls with the notice announced", || async {
+        Ok(sim.state().aws.stats.metadata_requests >= polls_before + 12)
+    })
+    .await?;
+    let after = k.nodes().get(&node).await?;
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "the node was not written"
+    );
+    let pod = k.pods().get("exec-1").await?;
+    assert!(
+        pod.metadata.deletion_timestamp.is_none()
+            && !pod.annotations().contains_key("reclaim.dev/interruption")
+    );
+    assert_eq!(node_events(&k, &node, "InterruptionNotice").await?, 0);
+    agent.stop().await?;
+    Ok(())
+}

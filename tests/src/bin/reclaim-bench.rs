@@ -164,11 +164,15 @@ async fn main() -> Result<()> {
         "\n3. idle agent over {} s, polling every 1 s (targets: RSS <= 10 MiB, CPU <= 1 millicore):",
         args.idle_seconds
     );
+    let mib = |key| status_kib(pid, key).map(|kib| kib / 1024.0);
     println!(
-        "   RSS {:.1} MiB (peak {:.1} MiB), CPU {millicores:.2} millicores; {polls} metadata requests served in total",
-        status_kib(pid, "VmRSS")? / 1024.0,
-        status_kib(pid, "VmHWM")? / 1024.0
+        "   RSS {:.1} MiB = {:.1} MiB heap and stacks (RssAnon) + {:.1} MiB mapped binary and libraries (RssFile); peak {:.1} MiB",
+        mib("VmRSS")?,
+        mib("RssAnon")?,
+        mib("RssFile")?,
+        mib("VmHWM")?
     );
+    println!("   CPU {millicores:.2} millicores; {polls} metadata requests served in total");
     Ok(())
 }
 
