@@ -60,6 +60,16 @@ pub async fn start_agent(node: &str, metadata_url: &str, extra: &[&str]) -> Resu
 }
 
 impl RunningAgent {
+    /// Waits until the agent's first metadata poll has succeeded (what `/readyz` reports).
+    pub async fn ready(&self) -> Result<()> {
+        crate::eventually(
+            Duration::from_secs(60),
+            "the agent's first successful poll",
+            || async { Ok(self.health.is_ready()) },
+        )
+        .await
+    }
+
     /// Kills the agent wherever it is, as SIGKILL or an OOM kill would.
     pub fn kill(self) {
         self.task.abort();

@@ -28,6 +28,15 @@ async fn kubelet(test: &str) -> Result<TestKubelet> {
     TestKubelet::new(ControlPlane::shared().admin_client().await?, test).await
 }
 
+/// A test's kubelet, a fresh simulator, and one registered spot node.
+async fn spot_node(test: &str) -> Result<(TestKubelet, Simulator, String)> {
+    let k = kubelet(test).await?;
+    let sim = simulator().await?;
+    let node = k.node_name("spot");
+    k.register_node(TestNode::spot(&node)).await?;
+    Ok((k, sim, node))
+}
+
 async fn simulator() -> Result<Simulator> {
     let mut state = SimState::default();
     state.aws.instance_id = "i-0123456789abcdef0".into();
@@ -162,10 +171,7 @@ async fn a_spot_notice_taints_annotates_and_drains_executors_first() -> Result<(
     let (history, watch) = PodHistory::record(k.pods());
     let kubelet_task = k.keep_finishing_deletions(&node);
     let agent = start_agent(&node, &sim.url(), &["--safety-margin", "5s"]).await?;
-    eventually(WAIT, "the agent's first successful poll", || async {
-        Ok(agent.health.is_ready())
-    })
-    .await?;
+    agent.ready().await?;
 
     let action_time = Timestamp::now() + SignedDuration::from_secs(60);
     sim.state()
@@ -254,10 +260,7 @@ async fn a_spot_notice_taints_annotates_and_drains_executors_first() -> Result<(
 #[tokio::test]
 async fn a_pod_whose_budget_keeps_refusing_is_deleted_before_the_deadline_never_after() -> Result<()>
 {
-    let k = kubelet("agent-pdb").await?;
-    let sim = simulator().await?;
-    let node = k.node_name("spot");
-    k.register_node(TestNode::spot(&node)).await?;
+    let (k, sim, node) = spot_node("agent-pdb").await?;
     k.run_pod(
         &node,
         TestPod::spark_executor("exec-1", "spark-2").grace_period(3),
@@ -275,10 +278,7 @@ async fn a_pod_whose_budget_keeps_refusing_is_deleted_before_the_deadline_never_
         &["--safety-margin", "5s", "--eviction-retry-interval", "1s"],
     )
     .await?;
-    eventually(WAIT, "the agent's first successful poll", || async {
-        Ok(agent.health.is_ready())
-    })
-    .await?;
+    agent.ready().await?;
 
     sim.state()
         .aws
@@ -323,10 +323,7 @@ async fn a_pod_whose_budget_keeps_refusing_is_deleted_before_the_deadline_never_
 
 #[tokio::test]
 async fn an_agent_killed_mid_drain_is_restarted_and_finishes_without_duplicates() -> Result<()> {
-    let k = kubelet("agent-restart").await?;
-    let sim = simulator().await?;
-    let node = k.node_name("spot");
-    k.register_node(TestNode::spot(&node)).await?;
+    let (k, sim, node) = spot_node("agent-restart").await?;
     k.run_pod(
         &node,
         TestPod::spark_executor("exec-1", "spark-3").grace_period(2),
@@ -339,10 +336,7 @@ async fn an_agent_killed_mid_drain_is_restarted_and_finishes_without_duplicates(
     let kubelet_task = k.keep_finishing_deletions(&node);
     let args = ["--safety-margin", "5s"];
     let first = start_agent(&node, &sim.url(), &args).await?;
-    eventually(WAIT, "the first agent's first poll", || async {
-        Ok(first.health.is_ready())
-    })
-    .await?;
+    first.ready().await?;
     sim.state()
         .aws
         .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(25));
@@ -419,10 +413,7 @@ async fn a_rebalance_cordon_is_lifted_after_its_expiry_but_never_someone_elses_c
         start_agent(&theirs, &sim.url(), &args).await?,
     ];
     for agent in &agents {
-        eventually(WAIT, "the agents' first polls", || async {
-            Ok(agent.health.is_ready())
-        })
-        .await?;
+        agent.ready().await?;
     }
     sim.state().aws.set_rebalance(Timestamp::now());
     for node in [&ours, &theirs] {
@@ -498,15 +489,9 @@ fn aws_event_time(t: Timestamp) -> String {
 #[tokio::test]
 async fn scheduled_maintenance_is_acted_on_at_its_lead_time_and_undone_when_canceled() -> Result<()>
 {
-    let k = kubelet("agent-maintenance").await?;
-    let sim = simulator().await?;
-    let node = k.node_name("spot");
-    k.register_node(TestNode::spot(&node)).await?;
+    let (k, sim, node) = spot_node("agent-maintenance").await?;
     let agent = start_agent(&node, &sim.url(), &["--maintenance-lead-time", "10m"]).await?;
-    eventually(WAIT, "the agent's first poll", || async {
-        Ok(agent.health.is_ready())
-    })
-    .await?;
+    agent.ready().await?;
     let event = |state: &str, starts_in: i64| {
         json!([{
             "Code": "system-reboot", "Description": "scheduled reboot", "State": state,
@@ -560,15 +545,9 @@ async fn scheduled_maintenance_is_acted_on_at_its_lead_time_and_undone_when_canc
 
 #[tokio::test]
 async fn the_agent_survives_expired_tokens_server_errors_garbage_and_timeouts() -> Result<()> {
-    let k = kubelet("agent-faults").await?;
-    let sim = simulator().await?;
-    let node = k.node_name("spot");
-    k.register_node(TestNode::spot(&node)).await?;
+    let (k, sim, node) = spot_node("agent-faults").await?;
     let agent = start_agent(&node, &sim.url(), &["--metadata-timeout", "300ms"]).await?;
-    eventually(WAIT, "the agent's first poll", || async {
-        Ok(agent.health.is_ready())
-    })
-    .await?;
+    agent.ready().await?;
     let tokens_before = sim.state().aws.stats.token_requests;
     {
         let mut state = sim.state();
@@ -765,18 +744,12 @@ async fn the_simulator_serves_imds_as_documented() -> Result<()> {
 
 #[tokio::test]
 async fn a_dry_run_agent_writes_nothing() -> Result<()> {
-    let k = kubelet("agent-dry-run").await?;
-    let sim = simulator().await?;
-    let node = k.node_name("spot");
-    k.register_node(TestNode::spot(&node)).await?;
+    let (k, sim, node) = spot_node("agent-dry-run").await?;
     k.run_pod(&node, TestPod::spark_executor("exec-1", "spark-4"))
         .await?;
     let before = k.nodes().get(&node).await?;
     let agent = start_agent(&node, &sim.url(), &["--dry-run"]).await?;
-    eventually(WAIT, "the agent's first poll", || async {
-        Ok(agent.health.is_ready())
-    })
-    .await?;
+    agent.ready().await?;
     sim.state()
         .aws
         .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(60));
