@@ -1,0 +1,112 @@
+//! The `reclaim-agent` process itself: with its API server unreachable it keeps
+//! retrying (no crash loop) and serves its endpoints; SIGTERM and SIGINT end it cleanly.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The agent, pointed at an API server and a metadata service where nothing listens.
+fn agent(dir: &std::path::Path) -> (Child, String) {
+    let kubeconfig = dir.join("kubeconfig");
+    let unreachable = free_port();
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{unreachable}\n    insecure-skip-tls-verify: true\n\
+             users:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n"
+        ),
+    )
+    .unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_reclaim-agent"))
+        .args([
+            "--node-name",
+            "n1",
+            "--metadata-url",
+            &format!("http://127.0.0.1:{unreachable}"),
+        ])
+        .args(["--metrics-addr", &metrics, "--poll-interval", "200ms"])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, format!("http://{metrics}"))
+}
+
+async fn status(url: &str) -> Option<u16> {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    http.get(url).send().await.ok().map(|r| r.status().as_u16())
+}
+
+async fn wait_for_status(url: &str, wanted: u16) {
+    let start = Instant::now();
+    while status(url).await != Some(wanted) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{url} never answered {wanted}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn without_an_api_server_the_agent_stays_up_unready_and_stops_cleanly_on_signals() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let dir = std::env::temp_dir().join(format!(
+            "reclaim-agent-process-{}-{signal}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut child, base) = agent(&dir);
+        wait_for_status(&format!("{base}/healthz"), 200).await;
+        assert_eq!(
+            status(&format!("{base}/readyz")).await,
+            Some(503),
+            "not ready before a successful poll"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the agent exited instead of retrying"
+        );
+        assert_eq!(
+            status(&format!("{base}/healthz")).await,
+            Some(200),
+            "the retry loop is alive"
+        );
+        assert_eq!(status(&format!("{base}/metrics")).await, Some(200));
+        assert_eq!(
+            status(&format!("{base}/drain")).await,
+            Some(404),
+            "nothing but the three read-only endpoints"
+        );
+
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let start = Instant::now();
+        let exit = loop {
+            if let Some(exit) = child.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the agent ignored signal {signal}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            exit.success(),
+            "signal {signal} should end the agent cleanly, got {exit}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
