@@ -72,6 +72,25 @@ pub struct Config {
     /// Pause between evictions refused by a PodDisruptionBudget.
     #[arg(long, env = "RECLAIM_EVICTION_RETRY_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub eviction_retry_interval: Duration,
+    /// Deadline of a preemption announced without one: GCP `preempted=TRUE`, or an Azure
+    /// `Preempt` already Started (empty NotBefore).
+    #[arg(long, env = "RECLAIM_PREEMPTION_NOTICE", default_value = "30s", value_parser = parse_duration)]
+    pub preemption_notice: Duration,
+    /// Azure: this VM's name in Scheduled Events `Resources` (default: instance metadata compute/name).
+    #[arg(long, env = "RECLAIM_AZURE_VM_NAME")]
+    pub azure_vm_name: Option<String>,
+    /// Azure: approve the event (`StartRequests`) once the drain is done, so it may start early.
+    #[arg(long, env = "RECLAIM_AZURE_ACKNOWLEDGE")]
+    pub azure_acknowledge: bool,
+    /// Azure: treat `Freeze` events (a pause of seconds) as maintenance.
+    #[arg(long, env = "RECLAIM_AZURE_FREEZE")]
+    pub azure_freeze: bool,
+    /// Azure: timeout of the first Scheduled Events call (it may take up to 2 minutes).
+    #[arg(long, env = "RECLAIM_AZURE_FIRST_CALL_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub azure_first_call_timeout: Duration,
+    /// GCP: how long the metadata server may hold a hanging GET.
+    #[arg(long, env = "RECLAIM_GCP_WAIT", default_value = "15s", value_parser = parse_duration)]
+    pub gcp_wait: Duration,
     /// The agent's own pod (downward API), never evicted by its own drain.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::Api;
@@ -25,7 +25,9 @@ use crate::endpoints::Health;
 use crate::events::{self, Severity};
 use crate::eviction::{EvictionVersion, discover_version};
 use crate::imds::aws::AwsImds;
-use crate::imds::{Announced, MetadataClient, provider_of};
+use crate::imds::azure::{AzureEvents, AzureRules};
+use crate::imds::gcp::GcpMetadata;
+use crate::imds::{Announced, MetadataClient, probe, provider_of};
 use crate::metrics::Metrics;
 use crate::node::{apply_notice_patch, record_of, undo_patch, update_node};
 
@@ -86,7 +88,11 @@ pub async fn run(
     let mut failures = 0u32;
     loop {
         guard.health.loop_turned();
-        let pause = match source.announced(Timestamp::now()).await {
+        let polled = tokio::select! {
+            _ = shutdown.changed() => break,
+            polled = source.announced(Timestamp::now()) => polled,
+        };
+        let pause = match polled {
             Ok(announced) => {
                 if failures > 0 {
                     tracing::info!(failures, "metadata service answers again");
@@ -96,8 +102,8 @@ pub async fn run(
                 guard
                     .metrics
                     .poll_succeeded(Timestamp::now().as_millisecond() as f64 / 1000.0);
-                guard.react(&announced, provider, version).await;
-                guard.config.poll_interval
+                guard.react(&announced, &source, version).await;
+                source.pause(guard.config.poll_interval)
             }
             Err(e) => {
                 failures += 1;
@@ -141,7 +147,7 @@ impl Guard {
     async fn connect(
         &self,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Option<(MetadataClient, EvictionVersion)> {
+    ) -> Option<(Arc<MetadataClient>, EvictionVersion)> {
         let mut failures = 0u32;
         loop {
             self.health.loop_turned();
@@ -149,7 +155,7 @@ impl Guard {
                 Ok(source) => match discover_version(&self.client).await {
                     Ok(version) => {
                         tracing::info!(provider = ?source.provider(), eviction = version.api_version(), node = %self.config.node_name, "guarding node");
-                        return Some((source, version));
+                        return Some((Arc::new(source), version));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot discover the Eviction API; retrying")
@@ -166,37 +172,69 @@ impl Guard {
     }
 
     async fn metadata_client(&self) -> anyhow::Result<MetadataClient> {
-        let provider = match self.config.provider {
+        let config = &self.config;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?;
+        let provider = match config.provider {
             ProviderChoice::Aws => Provider::Aws,
             ProviderChoice::Azure => Provider::Azure,
             ProviderChoice::Gcp => Provider::Gcp,
             ProviderChoice::Auto => {
-                let node = self.nodes().get(&self.config.node_name).await.map_err(|e| {
-                    anyhow::anyhow!("reading node {} to detect the provider: {e}; check NODE_NAME and the agent's RBAC (nodes get)", self.config.node_name)
+                let node = self.nodes().get(&config.node_name).await.map_err(|e| {
+                    anyhow::anyhow!("reading node {} to detect the provider: {e}; check NODE_NAME and the agent's RBAC (nodes get)", config.node_name)
                 })?;
                 let id = node.spec.and_then(|s| s.provider_id).unwrap_or_default();
-                provider_of(&id).ok_or_else(|| {
-                    anyhow::anyhow!("node {} has providerID {id:?}, which names no supported cloud; set --provider / RECLAIM_PROVIDER", self.config.node_name)
-                })?
+                match provider_of(&id) {
+                    Some(provider) => provider,
+                    None => probe(&http, &config.metadata_url, config.metadata_timeout).await.ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "node {} has providerID {id:?}, which names no cloud, and no single metadata service (AWS, Azure, GCP) answered at {}; \
+                             set --provider / RECLAIM_PROVIDER, and check that the agent can reach the metadata service (hostNetwork, --metadata-url)",
+                            config.node_name,
+                            config.metadata_url
+                        )
+                    })?,
+                }
             }
         };
-        match provider {
-            Provider::Aws => {
-                let http = reqwest::Client::builder()
-                    .no_proxy()
-                    .build()
-                    .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?;
-                Ok(MetadataClient::Aws(AwsImds::new(
+        let preemption_notice = SignedDuration::try_from(config.preemption_notice)?;
+        Ok(match provider {
+            Provider::Aws => MetadataClient::Aws(AwsImds::new(
+                http,
+                &config.metadata_url,
+                config.metadata_timeout,
+                config.imds_token_ttl,
+            )),
+            Provider::Azure => {
+                let rules = AzureRules {
+                    vm_name: config.azure_vm_name.clone().unwrap_or_default(),
+                    include_freeze: config.azure_freeze,
+                    preemption_notice,
+                };
+                let events = AzureEvents::connect(
                     http,
-                    &self.config.metadata_url,
-                    self.config.metadata_timeout,
-                    self.config.imds_token_ttl,
-                )))
+                    &config.metadata_url,
+                    config.metadata_timeout,
+                    config.azure_first_call_timeout,
+                    rules,
+                )
+                .await?;
+                tracing::info!(
+                    vm = events.vm_name(),
+                    "acting on Azure scheduled events for this VM only"
+                );
+                MetadataClient::Azure(events)
             }
-            other => anyhow::bail!(
-                "{other:?} metadata is not supported by this version of reclaim-agent yet; only AWS is"
-            ),
-        }
+            Provider::Gcp => MetadataClient::Gcp(GcpMetadata::new(
+                http,
+                &config.metadata_url,
+                config.metadata_timeout,
+                config.gcp_wait,
+                preemption_notice,
+            )),
+        })
     }
 
     fn nodes(&self) -> Api<Node> {
@@ -206,7 +244,7 @@ impl Guard {
     async fn react(
         &mut self,
         announced: &[Announced],
-        provider: Provider,
+        source: &Arc<MetadataClient>,
         version: EvictionVersion,
     ) {
         if announced.is_empty() && self.node_idle {
@@ -221,11 +259,17 @@ impl Guard {
         };
         let record = record_of(&node);
         self.node_idle = record.notice.is_none();
-        match decide(announced, &record, provider, Timestamp::now(), &self.policy) {
+        match decide(
+            announced,
+            &record,
+            source.provider(),
+            Timestamp::now(),
+            &self.policy,
+        ) {
             Decision::Idle => {}
             Decision::Act(notice) => {
                 self.node_idle = false;
-                self.act(&node, &record, notice, version).await
+                self.act(&node, &record, notice, version, source).await
             }
             Decision::Undo { why, retire } => self.undo(&node, why, retire).await,
         }
@@ -237,6 +281,7 @@ impl Guard {
         record: &NodeRecord,
         notice: Notice,
         version: EvictionVersion,
+        source: &Arc<MetadataClient>,
     ) {
         let first_time = record.notice.as_ref().map(|n| &n.event_id) != Some(&notice.event_id);
         let drains = drains(notice.kind, &self.policy);
@@ -281,7 +326,7 @@ impl Guard {
             }
         }
         if drains && self.drain.as_ref().map(|d| &d.event) != Some(&notice.event_id) {
-            self.start_drain(notice, version);
+            self.start_drain(notice, version, source.clone());
         }
     }
 
@@ -321,7 +366,12 @@ impl Guard {
         }
     }
 
-    fn start_drain(&mut self, notice: Notice, version: EvictionVersion) {
+    fn start_drain(
+        &mut self,
+        notice: Notice,
+        version: EvictionVersion,
+        source: Arc<MetadataClient>,
+    ) {
         let own_pod = match (&self.config.pod_namespace, &self.config.pod_name) {
             (Some(namespace), Some(name)) => Some(OwnPod {
                 namespace: namespace.clone(),
@@ -338,6 +388,10 @@ impl Guard {
             eviction_version: version,
         };
         let (client, metrics) = (self.client.clone(), self.metrics.clone());
+        let acknowledge = self
+            .config
+            .azure_acknowledge
+            .then(|| notice.event_id.clone());
         let task = tokio::spawn(async move {
             let started = Instant::now();
             tracing::info!(deadline = %job.deadline, "draining the node");
@@ -356,6 +410,19 @@ impl Guard {
                             seconds,
                             "drain finished"
                         );
+                        if let (Some(event), MetadataClient::Azure(events)) =
+                            (&acknowledge, source.as_ref())
+                        {
+                            match events.acknowledge(event).await {
+                                Ok(()) => tracing::info!(
+                                    event,
+                                    "acknowledged the Azure event: the platform may proceed"
+                                ),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, event, "could not acknowledge the Azure event; it will start at its NotBefore")
+                                }
+                            }
+                        }
                         return;
                     }
                     Err(e) if Timestamp::now() < job.deadline => {

@@ -1,9 +1,11 @@
 //! Cloud instance metadata: what each provider announces about this instance.
 //!
-//! Each provider module turns its protocol into [`Announced`] events; what to do about
+//! Each provider module ([`aws`], [`azure`], [`gcp`]) turns its protocol into [`Announced`] events; what to do about
 //! them is decided elsewhere ([`crate::decision`]), from plain values.
 
 pub mod aws;
+pub mod azure;
+pub mod gcp;
 
 use std::time::Duration;
 
@@ -23,19 +25,96 @@ pub fn provider_of(provider_id: &str) -> Option<Provider> {
 /// A metadata client for the provider the node runs on.
 pub enum MetadataClient {
     Aws(aws::AwsImds),
+    Azure(azure::AzureEvents),
+    Gcp(gcp::GcpMetadata),
 }
 
 impl MetadataClient {
     pub fn provider(&self) -> Provider {
         match self {
             MetadataClient::Aws(_) => Provider::Aws,
+            MetadataClient::Azure(_) => Provider::Azure,
+            MetadataClient::Gcp(_) => Provider::Gcp,
         }
     }
 
-    /// Every event the provider announces for this instance right now.
+    /// Every event the provider announces for this instance right now. On GCP this
+    /// waits (a hanging GET) until something changes or the server's timeout passes.
     pub async fn announced(&self, now: Timestamp) -> Result<Vec<Announced>, MetadataError> {
         match self {
             MetadataClient::Aws(imds) => Ok(imds.observe().await?.announced(now)),
+            MetadataClient::Azure(events) => events.announced(now).await,
+            MetadataClient::Gcp(metadata) => metadata.announced(now).await,
+        }
+    }
+
+    /// The pause between two successful polls: none on GCP, whose requests wait themselves.
+    pub fn pause(&self, poll_interval: Duration) -> Duration {
+        match self {
+            MetadataClient::Gcp(_) => Duration::ZERO,
+            _ => poll_interval,
+        }
+    }
+}
+
+/// Which provider's metadata service answers at `base`, asked all at once with a short
+/// timeout; `None` when none does. Used when the Node's providerID names no cloud.
+pub async fn probe(http: &reqwest::Client, base: &str, timeout: Duration) -> Option<Provider> {
+    let base = base.trim_end_matches('/');
+    let answers = |request: reqwest::RequestBuilder| async move {
+        request
+            .timeout(timeout)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    };
+    let (aws, azure, gcp) = tokio::join!(
+        answers(
+            http.put(format!("{base}/latest/api/token"))
+                .header("X-aws-ec2-metadata-token-ttl-seconds", "60")
+        ),
+        answers(
+            http.get(format!(
+                "{base}/metadata/instance/compute/name?api-version=2021-02-01&format=text"
+            ))
+            .header("Metadata", "true")
+        ),
+        answers(
+            http.get(format!("{base}/computeMetadata/v1/instance/id"))
+                .header("Metadata-Flavor", "Google")
+        ),
+    );
+    let gcp = gcp.filter(|r| {
+        r.headers()
+            .get("metadata-flavor")
+            .and_then(|v| v.to_str().ok())
+            == Some("Google")
+    });
+    match (aws, azure, gcp) {
+        (Some(_), None, None) => Some(Provider::Aws),
+        (None, Some(_), None) => Some(Provider::Azure),
+        (None, None, Some(_)) => Some(Provider::Gcp),
+        _ => None,
+    }
+}
+
+pub(crate) fn request_error(
+    what: &str,
+    error: reqwest::Error,
+    after: Duration,
+    hint: &'static str,
+) -> MetadataError {
+    if error.is_timeout() {
+        MetadataError::Timeout {
+            what: what.to_owned(),
+            after,
+            hint,
+        }
+    } else {
+        MetadataError::Transport {
+            what: what.to_owned(),
+            source: error,
         }
     }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::Shared;
-use crate::faults::Fault;
+use crate::faults::{Fault, delay_or_fail};
 
 const TOKEN_TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
 const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
@@ -200,30 +200,6 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/latest/{*path}", axum::routing::any(metadata))
 }
 
-/// Serves an injected delay, then an injected error status, if one is next in line.
-async fn delay_or_fail(state: &Shared) -> Option<Response> {
-    let delay = state
-        .lock()
-        .expect("simulator lock")
-        .faults
-        .take_if(|f| f.delay().is_some());
-    if let Some(delay) = delay.as_ref().and_then(Fault::delay) {
-        tokio::time::sleep(delay).await;
-    }
-    // A failing service fails whatever the request carries.
-    let failure = state
-        .lock()
-        .expect("simulator lock")
-        .faults
-        .take_if(|f| matches!(f, Fault::Status(_)));
-    failure.map(|f| match f {
-        Fault::Status(code) => {
-            error_page(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        }
-        _ => unreachable!("only status faults are taken here"),
-    })
-}
-
 async fn token(State(state): State<Shared>, headers: HeaderMap) -> Response {
     state
         .lock()
@@ -231,7 +207,7 @@ async fn token(State(state): State<Shared>, headers: HeaderMap) -> Response {
         .aws
         .stats
         .token_requests += 1;
-    if let Some(failure) = delay_or_fail(&state).await {
+    if let Some(failure) = delay_or_fail(&state, error_page).await {
         return failure;
     }
     let mut sim = state.lock().expect("simulator lock");
@@ -273,7 +249,7 @@ async fn metadata(
         .aws
         .stats
         .metadata_requests += 1;
-    if let Some(failure) = delay_or_fail(&state).await {
+    if let Some(failure) = delay_or_fail(&state, error_page).await {
         return failure;
     }
     let mut sim = state.lock().expect("simulator lock");

@@ -1,4 +1,4 @@
-//! The `/_sim/` control API: how a user, the demo or a test script tells the simulated
+//! The `/_sim/` control API (AWS, Azure, GCP, faults): how a user, the demo or a test script tells the simulated
 //! instance what to announce. It listens where the simulator listens (loopback by
 //! default): it is a rehearsal tool, never deployed next to real workloads.
 
@@ -20,6 +20,9 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/_sim/aws/maintenance", put(maintenance))
         .route("/_sim/aws/lifecycle", put(lifecycle))
         .route("/_sim/aws/expire-tokens", post(expire_tokens))
+        .route("/_sim/azure/events", put(azure_events))
+        .route("/_sim/gcp/preempted", put(gcp_preempted))
+        .route("/_sim/gcp/maintenance-event", put(gcp_maintenance))
         .route("/_sim/faults", post(faults))
         .route("/_sim/reset", post(reset))
         .route("/_sim/stats", get(stats))
@@ -124,10 +127,59 @@ async fn faults(State(state): State<Shared>, Json(request): Json<FaultRequest>) 
 async fn reset(State(state): State<Shared>) -> StatusCode {
     let mut sim = state.lock().expect("simulator lock");
     sim.aws.clear_notices();
+    sim.azure.set_events(Vec::new());
+    sim.gcp.set_preempted(false);
+    sim.gcp.set_maintenance_event("NONE");
     sim.faults.clear();
     StatusCode::NO_CONTENT
 }
 
 async fn stats(State(state): State<Shared>) -> Json<Value> {
-    Json(serde_json::json!({"aws": state.lock().expect("simulator lock").aws.stats}))
+    let sim = state.lock().expect("simulator lock");
+    Json(serde_json::json!({
+        "aws": sim.aws.stats,
+        "azure": {"requests": sim.azure.requests, "acknowledged": sim.azure.acknowledged},
+        "gcp": {"requests": sim.gcp.requests},
+    }))
+}
+
+async fn azure_events(
+    State(state): State<Shared>,
+    Json(request): Json<crate::azure::EventsRequest>,
+) -> StatusCode {
+    state
+        .lock()
+        .expect("simulator lock")
+        .azure
+        .set_events(request.events);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct ValueRequest<T> {
+    value: T,
+}
+
+async fn gcp_preempted(
+    State(state): State<Shared>,
+    Json(request): Json<ValueRequest<bool>>,
+) -> StatusCode {
+    state
+        .lock()
+        .expect("simulator lock")
+        .gcp
+        .set_preempted(request.value);
+    StatusCode::NO_CONTENT
+}
+
+async fn gcp_maintenance(
+    State(state): State<Shared>,
+    Json(request): Json<ValueRequest<String>>,
+) -> StatusCode {
+    state
+        .lock()
+        .expect("simulator lock")
+        .gcp
+        .set_maintenance_event(&request.value);
+    StatusCode::NO_CONTENT
 }

@@ -3,7 +3,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Deserialize;
+
+use crate::Shared;
 
 /// One fault, applied to one request.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -51,4 +55,32 @@ impl Fault {
             _ => None,
         }
     }
+}
+
+/// Serves an injected delay, then an injected error status (rendered as the provider's
+/// error page by `page`), if one is next in line.
+pub(crate) async fn delay_or_fail(
+    state: &Shared,
+    page: fn(StatusCode) -> Response,
+) -> Option<Response> {
+    let delay = state
+        .lock()
+        .expect("simulator lock")
+        .faults
+        .take_if(|f| f.delay().is_some());
+    if let Some(delay) = delay.as_ref().and_then(Fault::delay) {
+        tokio::time::sleep(delay).await;
+    }
+    // A failing service fails whatever the request carries.
+    let failure = state
+        .lock()
+        .expect("simulator lock")
+        .faults
+        .take_if(|f| matches!(f, Fault::Status(_)));
+    failure.map(|f| match f {
+        Fault::Status(code) => {
+            page(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        }
+        _ => unreachable!("only status faults are taken here"),
+    })
 }

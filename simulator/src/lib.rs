@@ -1,11 +1,13 @@
-//! A cloud instance metadata simulator, faithful to the providers' documented formats
+//! A cloud instance metadata simulator (AWS IMDS, Azure Scheduled Events, GCP metadata), faithful to the providers' documented formats
 //! (REFERENCE.md §1), error pages included, so the agent is tested against what it
 //! will really read. Tests drive it in-process through [`Simulator`]; users and the
 //! demo run `reclaim-metadata-sim` and drive it through its `/_sim/` control API.
 
 pub mod aws;
+pub mod azure;
 mod control;
 mod faults;
+pub mod gcp;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,6 +22,8 @@ pub use faults::Fault;
 #[derive(Debug, Default)]
 pub struct SimState {
     pub aws: AwsMetadata,
+    pub azure: azure::AzureMetadata,
+    pub gcp: gcp::GcpMetadata,
     pub faults: faults::Faults,
 }
 
@@ -69,5 +73,9 @@ impl Drop for Simulator {
 pub(crate) type Shared = Arc<Mutex<SimState>>;
 
 fn router(state: Shared) -> Router {
-    aws::routes().merge(control::routes()).with_state(state)
+    aws::routes()
+        .merge(azure::routes())
+        .merge(gcp::routes())
+        .merge(control::routes())
+        .with_state(state)
 }

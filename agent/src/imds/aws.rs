@@ -12,7 +12,7 @@ use reclaim_model::NoticeKind;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::{Announced, MetadataError, snippet};
+use super::{Announced, MetadataError, request_error, snippet};
 
 const TOKEN_PATH: &str = "/latest/api/token";
 const TOKEN_TTL_HEADER: &str = "X-aws-ec2-metadata-token-ttl-seconds";
@@ -110,12 +110,12 @@ impl AwsImds {
                 .timeout(self.timeout)
                 .send()
                 .await
-                .map_err(|e| self.request_error(path, e, ""))?;
+                .map_err(|e| request_error(&format!("IMDS {path}"), e, self.timeout, ""))?;
             let status = response.status().as_u16();
             let body = response
                 .text()
                 .await
-                .map_err(|e| self.request_error(path, e, ""))?;
+                .map_err(|e| request_error(&format!("IMDS {path}"), e, self.timeout, ""))?;
             match status {
                 200 => return Ok(Some(body)),
                 404 => return Ok(None),
@@ -160,12 +160,12 @@ impl AwsImds {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| self.request_error(TOKEN_PATH, e, HOP_LIMIT_HINT))?;
+            .map_err(|e| request_error(&what, e, self.timeout, HOP_LIMIT_HINT))?;
         let status = response.status().as_u16();
         let body = response
             .text()
             .await
-            .map_err(|e| self.request_error(TOKEN_PATH, e, HOP_LIMIT_HINT))?;
+            .map_err(|e| request_error(&what, e, self.timeout, HOP_LIMIT_HINT))?;
         if status != 200 {
             return Err(MetadataError::Status {
                 what,
@@ -188,27 +188,6 @@ impl AwsImds {
             renew_at,
         });
         Ok(value)
-    }
-
-    fn request_error(
-        &self,
-        path: &str,
-        error: reqwest::Error,
-        hint: &'static str,
-    ) -> MetadataError {
-        let what = format!("IMDS {path}");
-        if error.is_timeout() {
-            MetadataError::Timeout {
-                what,
-                after: self.timeout,
-                hint,
-            }
-        } else {
-            MetadataError::Transport {
-                what,
-                source: error,
-            }
-        }
     }
 }
 
