@@ -27,6 +27,14 @@ pub struct SimState {
     pub faults: faults::Faults,
 }
 
+/// The clouds a simulator can answer as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    Aws,
+    Azure,
+    Gcp,
+}
+
 /// A running simulator.
 pub struct Simulator {
     addr: SocketAddr,
@@ -35,12 +43,21 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// Serves on `listen` (port 0 picks a free one) until dropped.
+    /// Serves every cloud's metadata on `listen` (port 0 picks a free one) until dropped.
     pub async fn start(listen: SocketAddr, state: SimState) -> std::io::Result<Simulator> {
+        Simulator::start_serving(listen, state, &[Cloud::Aws, Cloud::Azure, Cloud::Gcp]).await
+    }
+
+    /// Serves only `clouds` (the others' paths answer 404), as a real instance does.
+    pub async fn start_serving(
+        listen: SocketAddr,
+        state: SimState,
+        clouds: &[Cloud],
+    ) -> std::io::Result<Simulator> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(state));
-        let app = router(state.clone());
+        let app = router(state.clone(), clouds);
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .await
@@ -72,10 +89,14 @@ impl Drop for Simulator {
 
 pub(crate) type Shared = Arc<Mutex<SimState>>;
 
-fn router(state: Shared) -> Router {
-    aws::routes()
-        .merge(azure::routes())
-        .merge(gcp::routes())
-        .merge(control::routes())
-        .with_state(state)
+fn router(state: Shared, clouds: &[Cloud]) -> Router {
+    let mut app = control::routes();
+    for cloud in clouds {
+        app = app.merge(match cloud {
+            Cloud::Aws => aws::routes(),
+            Cloud::Azure => azure::routes(),
+            Cloud::Gcp => gcp::routes(),
+        });
+    }
+    app.with_state(state)
 }

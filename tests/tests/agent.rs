@@ -17,7 +17,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use reclaim_agent::imds::aws::AwsImds;
 use reclaim_model::{Notice, NoticeKind, PodInterruption, Provider};
-use reclaim_simulator::{Fault, Imdsv2, SimState, Simulator};
+use reclaim_simulator::{Cloud, Fault, Imdsv2, SimState, Simulator};
 use reclaim_testbed::agent::start_agent;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
 use serde_json::json;
@@ -769,6 +769,380 @@ async fn a_dry_run_agent_writes_nothing() -> Result<()> {
             && !pod.annotations().contains_key("reclaim.dev/interruption")
     );
     assert_eq!(node_events(&k, &node, "InterruptionNotice").await?, 0);
+    agent.stop().await?;
+    Ok(())
+}
+
+fn azure_node(name: &str, instance: u32) -> TestNode {
+    TestNode::new(name).label("kubernetes.azure.com/scalesetpriority", "spot").provider_id(&format!(
+        "azure:///subscriptions/0000/resourceGroups/mc_rg/providers/Microsoft.Compute/virtualMachineScaleSets/aks-spot-12345678-vmss/virtualMachines/{instance}"
+    ))
+}
+
+fn rfc1123(t: Timestamp) -> String {
+    t.to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
+}
+
+fn azure_event(
+    id: &str,
+    kind: &str,
+    vm: &str,
+    status: &str,
+    not_before: &str,
+) -> serde_json::Value {
+    json!({
+        "EventId": id, "EventType": kind, "ResourceType": "VirtualMachine", "Resources": [vm],
+        "EventStatus": status, "NotBefore": not_before, "Description": "", "EventSource": "Platform",
+        "DurationInSeconds": -1,
+    })
+}
+
+#[tokio::test]
+async fn azure_a_preemption_of_this_vm_drains_it_and_other_vms_events_are_ignored() -> Result<()> {
+    let k = kubelet("azure-preempt").await?;
+    let sim = simulator().await?;
+    sim.state().azure.vm_name = "aks-spot-12345678-vmss_3".into();
+    let node = k.node_name("aks-spot");
+    k.register_node(azure_node(&node, 3)).await?;
+    k.run_pod(&node, TestPod::new("task").grace_period(1))
+        .await?;
+    let kubelet_task = k.keep_finishing_deletions(&node);
+    let agent = start_agent(&node, &sim.url(), &["--azure-acknowledge"]).await?;
+    agent.ready().await?;
+
+    let other = azure_event(
+        "A123BC45-1234-5678-AB90-ABCDEF123456",
+        "Preempt",
+        "aks-spot-12345678-vmss_4",
+        "Scheduled",
+        &rfc1123(Timestamp::now() + SignedDuration::from_secs(60)),
+    );
+    sim.state().azure.set_events(vec![other.clone()]);
+    let polls = sim.state().azure.requests;
+    eventually(WAIT, "a few polls", || async {
+        Ok(sim.state().azure.requests >= polls + 4)
+    })
+    .await?;
+    assert!(
+        reclaim_taints(&k.nodes().get(&node).await?).is_empty(),
+        "another VM's preemption is not ours"
+    );
+
+    let not_before =
+        (Timestamp::now() + SignedDuration::from_secs(60)).round(jiff::Unit::Second)?;
+    let ours = azure_event(
+        "602D9444-D2CD-49C7-8624-8643E7171297",
+        "Preempt",
+        "aks-spot-12345678-vmss_3",
+        "Scheduled",
+        &rfc1123(not_before),
+    );
+    sim.state().azure.set_events(vec![other, ours]);
+    eventually(WAIT, "the spot taint", || {
+        node_state(&k, &node, |n| {
+            reclaim_taints(n) == ["spot-interruption:NoSchedule"]
+        })
+    })
+    .await?;
+    let notice = node_notice(&k.nodes().get(&node).await?).unwrap();
+    assert_eq!(
+        (notice.provider, notice.event_id.as_str()),
+        (Provider::Azure, "602D9444-D2CD-49C7-8624-8643E7171297")
+    );
+    assert_eq!(notice.deadline, Some(not_before));
+    let pods = k.pods();
+    eventually(WAIT, "the pod to be drained", || gone(&pods, &["task"])).await?;
+    eventually(
+        WAIT,
+        "the event to be acknowledged after the drain",
+        || async { Ok(sim.state().azure.acknowledged == ["602D9444-D2CD-49C7-8624-8643E7171297"]) },
+    )
+    .await?;
+    agent.stop().await?;
+    kubelet_task.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn azure_reboot_is_maintenance_undone_when_it_vanishes_started_preemption_gets_30s_terminate_drains_freeze_ignored()
+-> Result<()> {
+    let k = kubelet("azure-kinds").await?;
+    let sim = simulator().await?;
+    let (reboot, preempt, terminate) = (
+        k.node_name("vmss-1"),
+        k.node_name("vmss-2"),
+        k.node_name("vmss-3"),
+    );
+    let mut agents = Vec::new();
+    for (node, instance) in [(&reboot, 1), (&preempt, 2), (&terminate, 3)] {
+        k.register_node(azure_node(node, instance)).await?;
+        let vm = format!("aks-spot-12345678-vmss_{instance}");
+        let agent = start_agent(node, &sim.url(), &["--azure-vm-name", &vm]).await?;
+        agent.ready().await?;
+        agents.push(agent);
+    }
+    let in_5_min = rfc1123(Timestamp::now() + SignedDuration::from_secs(300));
+    let reboot_event = azure_event(
+        "R1",
+        "Reboot",
+        "aks-spot-12345678-vmss_1",
+        "Scheduled",
+        &in_5_min,
+    );
+    let freeze_event = azure_event(
+        "F1",
+        "Freeze",
+        "aks-spot-12345678-vmss_1",
+        "Scheduled",
+        &in_5_min,
+    );
+    let started_preempt = azure_event("P2", "Preempt", "aks-spot-12345678-vmss_2", "Started", "");
+    let terminate_event = azure_event(
+        "T3",
+        "Terminate",
+        "aks-spot-12345678-vmss_3",
+        "Scheduled",
+        &in_5_min,
+    );
+    let seen = Timestamp::now();
+    sim.state().azure.set_events(vec![
+        reboot_event,
+        freeze_event.clone(),
+        started_preempt.clone(),
+        terminate_event.clone(),
+    ]);
+
+    eventually(WAIT, "the maintenance taint", || {
+        node_state(&k, &reboot, |n| {
+            reclaim_taints(n) == ["scheduled-maintenance:NoSchedule"]
+        })
+    })
+    .await?;
+    assert_eq!(
+        node_notice(&k.nodes().get(&reboot).await?)
+            .unwrap()
+            .event_id,
+        "R1",
+        "the Freeze is ignored"
+    );
+    eventually(WAIT, "the spot taint", || {
+        node_state(&k, &preempt, |n| {
+            reclaim_taints(n) == ["spot-interruption:NoSchedule"]
+        })
+    })
+    .await?;
+    let spot = node_notice(&k.nodes().get(&preempt).await?).unwrap();
+    let deadline_after_seen = spot.deadline.unwrap().duration_since(seen);
+    assert!(
+        deadline_after_seen >= SignedDuration::from_secs(29)
+            && deadline_after_seen <= SignedDuration::from_secs(40),
+        "a Started preemption's deadline is 30 s after it was seen: {deadline_after_seen:?}"
+    );
+    eventually(WAIT, "the termination taint", || {
+        node_state(&k, &terminate, |n| {
+            reclaim_taints(n) == ["asg-termination:NoSchedule"]
+        })
+    })
+    .await?;
+
+    sim.state()
+        .azure
+        .set_events(vec![freeze_event, started_preempt, terminate_event]);
+    eventually(WAIT, "the vanished reboot to be undone", || {
+        node_state(&k, &reboot, |n| {
+            reclaim_taints(n).is_empty() && !unschedulable(n) && node_notice(n).is_none()
+        })
+    })
+    .await?;
+    for agent in agents {
+        agent.stop().await?;
+    }
+    Ok(())
+}
+
+fn gke_node(name: &str) -> TestNode {
+    TestNode::new(name)
+        .label("cloud.google.com/gke-spot", "true")
+        .provider_id(&format!("gce://data-platform/us-central1-a/{name}"))
+}
+
+#[tokio::test]
+async fn gcp_a_preemption_drains_executors_first_within_the_30_second_budget() -> Result<()> {
+    let k = kubelet("gcp-preempt").await?;
+    let sim = simulator().await?;
+    let node = k.node_name("gke-spot");
+    k.register_node(gke_node(&node)).await?;
+    let executors = ["exec-1", "exec-2", "exec-3"];
+    for name in executors {
+        k.run_pod(
+            &node,
+            TestPod::spark_executor(name, "spark-gcp").grace_period(25),
+        )
+        .await?;
+    }
+    for name in ["task-1", "task-2", "task-3"] {
+        k.run_pod(&node, TestPod::new(name).grace_period(25))
+            .await?;
+    }
+    k.run_pod(
+        &node,
+        TestPod::new("dns")
+            .priority_class("system-node-critical")
+            .grace_period(25),
+    )
+    .await?;
+    let (history, watch) = PodHistory::record(k.pods());
+    let kubelet_task = k.keep_finishing_deletions(&node);
+    let agent = start_agent(&node, &sim.url(), &[]).await?;
+    agent.ready().await?;
+    sim.state().faults.inject(Fault::Status(503), 2);
+    eventually(WAIT, "the 503s to be counted", || async {
+        Ok(
+            agent.metric("reclaim_metadata_errors_total{provider=\"gcp\",error=\"server_error\"}")
+                >= 1.0,
+        )
+    })
+    .await?;
+
+    sim.state().gcp.set_preempted(true);
+    eventually(WAIT, "the spot taint", || {
+        node_state(&k, &node, |n| {
+            reclaim_taints(n) == ["spot-interruption:NoSchedule"]
+        })
+    })
+    .await?;
+    let notice = node_notice(&k.nodes().get(&node).await?).unwrap();
+    assert_eq!(
+        (notice.provider, notice.event_id.as_str()),
+        (Provider::Gcp, "gce-preempted")
+    );
+    let drain_deadline = notice.deadline.unwrap() - SignedDuration::from_secs(10);
+    let all = [
+        "exec-1", "exec-2", "exec-3", "task-1", "task-2", "task-3", "dns",
+    ];
+    eventually(WAIT, "every pod to have been asked to go", || async {
+        Ok(all.iter().all(|p| history.deleting(p).is_some()))
+    })
+    .await?;
+    let asked = |name| history.deleting(name).unwrap();
+    let last_executor = executors.iter().map(|e| asked(e).0).max().unwrap();
+    for other in ["task-1", "task-2", "task-3", "dns"] {
+        assert!(
+            last_executor < asked(other).0,
+            "executors are asked before {other}"
+        );
+    }
+    for name in all {
+        let pod = asked(name).1;
+        let due = pod.metadata.deletion_timestamp.unwrap().0;
+        assert!(
+            due <= drain_deadline,
+            "{name} is due at {due}, after the drain deadline {drain_deadline}"
+        );
+        let grace = pod.metadata.deletion_grace_period_seconds.unwrap();
+        assert!(
+            grace < 25,
+            "{name}'s 25 s grace period was clamped to the 20 s budget, got {grace}"
+        );
+    }
+    let executor_grace = executors
+        .iter()
+        .map(|e| asked(e).1.metadata.deletion_grace_period_seconds.unwrap())
+        .min()
+        .unwrap();
+    let others_grace = ["task-1", "task-2", "task-3", "dns"]
+        .iter()
+        .map(|p| asked(p).1.metadata.deletion_grace_period_seconds.unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        executor_grace >= others_grace,
+        "executors get the largest share of the budget: {executor_grace} s vs {others_grace} s"
+    );
+    let pods = k.pods();
+    eventually(WAIT, "the node to be empty", || gone(&pods, &all)).await?;
+    agent.stop().await?;
+    kubelet_task.abort();
+    watch.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn gcp_terminating_maintenance_is_acted_on_and_undone_when_it_ends() -> Result<()> {
+    let k = kubelet("gcp-maintenance").await?;
+    let sim = simulator().await?;
+    let node = k.node_name("gke-spot");
+    k.register_node(gke_node(&node)).await?;
+    let agent = start_agent(&node, &sim.url(), &[]).await?;
+    agent.ready().await?;
+    sim.state()
+        .gcp
+        .set_maintenance_event("MIGRATE_ON_HOST_MAINTENANCE");
+    let requests = sim.state().gcp.requests;
+    eventually(WAIT, "the change to be seen", || async {
+        Ok(sim.state().gcp.requests >= requests + 2)
+    })
+    .await?;
+    assert!(
+        reclaim_taints(&k.nodes().get(&node).await?).is_empty(),
+        "a live migration keeps the pods"
+    );
+    sim.state()
+        .gcp
+        .set_maintenance_event("TERMINATE_ON_HOST_MAINTENANCE");
+    eventually(WAIT, "the maintenance taint", || {
+        node_state(&k, &node, |n| {
+            reclaim_taints(n) == ["scheduled-maintenance:NoSchedule"] && unschedulable(n)
+        })
+    })
+    .await?;
+    sim.state().gcp.set_maintenance_event("NONE");
+    eventually(WAIT, "the maintenance to be undone", || {
+        node_state(&k, &node, |n| {
+            reclaim_taints(n).is_empty() && !unschedulable(n)
+        })
+    })
+    .await?;
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_a_provider_id_the_provider_is_probed_and_nothing_answering_leaves_the_agent_unready()
+-> Result<()> {
+    let k = kubelet("probe").await?;
+    let gcp_only =
+        Simulator::start_serving("127.0.0.1:0".parse()?, SimState::default(), &[Cloud::Gcp])
+            .await?;
+    let node = k.node_name("bare");
+    k.register_node(TestNode::new(&node)).await?;
+    let agent = start_agent(&node, &gcp_only.url(), &[]).await?;
+    agent.ready().await?;
+    gcp_only.state().gcp.set_preempted(true);
+    eventually(WAIT, "the spot taint", || {
+        node_state(&k, &node, |n| {
+            reclaim_taints(n) == ["spot-interruption:NoSchedule"]
+        })
+    })
+    .await?;
+    assert_eq!(
+        node_notice(&k.nodes().get(&node).await?).unwrap().provider,
+        Provider::Gcp
+    );
+    agent.stop().await?;
+
+    let silent = Simulator::start_serving("127.0.0.1:0".parse()?, SimState::default(), &[]).await?;
+    let lost = k.node_name("lost");
+    k.register_node(TestNode::new(&lost)).await?;
+    let agent = start_agent(&lost, &silent.url(), &[]).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !agent.health.is_ready(),
+        "no metadata service answered, so the agent is not ready"
+    );
+    assert!(agent.health.is_alive(), "but it keeps trying");
     agent.stop().await?;
     Ok(())
 }
