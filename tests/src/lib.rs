@@ -2,11 +2,13 @@
 //!
 //! - [`control_plane`]: a real etcd + kube-apiserver (RBAC on, HTTPS) + kube-controller-manager
 //!   on loopback, one per process, torn down when the process ends however it ends;
+//! - [`clouds`]: a spot interruption staged on AWS, Azure or GCP;
 //! - [`agent`]: the real agent loop, run in-process so tests can kill it mid-drain;
 //! - [`kubelet`]: plays the kubelet the control plane does not have (nodes, running pods,
 //!   graceful deletions, container exits, DaemonSet and mirror pods, disruption budgets).
 
 pub mod agent;
+pub mod clouds;
 pub mod control_plane;
 pub mod kubelet;
 pub mod wait;

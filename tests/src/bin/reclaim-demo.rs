@@ -1,4 +1,5 @@
-//! The demo: a spot interruption end to end on a real local control plane.
+//! The demo: a spot interruption end to end on a real local control plane, on AWS
+//! (default), Azure or GCP (`--provider`).
 //!
 //! A Karpenter spot node runs three Spark executors behind a PodDisruptionBudget that
 //! allows one disruption, an Airflow task pod, a node-critical DNS pod and a DaemonSet
@@ -18,25 +19,47 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::watcher;
+use reclaim_model::Provider;
 use reclaim_simulator::{SimState, Simulator};
 use reclaim_testbed::agent::AgentProcess;
-use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod};
+use reclaim_testbed::{ControlPlane, TestKubelet, TestPod, clouds};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tokio::sync::mpsc;
 
-const NODE: &str = "ip-10-0-7-21.ec2.internal";
 const SAFETY_MARGIN: i64 = 5;
 
 struct Args {
     hold: bool,
     lead_seconds: i64,
+    provider: Provider,
+}
+
+/// A node name as each cloud's Kubernetes service names its nodes.
+fn node_name(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Aws => "ip-10-0-7-21.ec2.internal",
+        Provider::Azure => "aks-spot-12345678-vmss000003",
+        Provider::Gcp => "gke-data-spot-pool-7d9f3c1a-x2lk",
+    }
+}
+
+/// What the provider's metadata service says, in its own words.
+fn announcement(provider: Provider, node: &str, action: Timestamp) -> String {
+    match provider {
+        Provider::Aws => format!("IMDS: spot/instance-action = terminate at {action}"),
+        Provider::Azure => format!("Scheduled Events: Preempt for {node}, NotBefore {action}"),
+        Provider::Gcp => {
+            format!("metadata server: instance/preempted = TRUE (stop expected about {action})")
+        }
+    }
 }
 
 fn args() -> Result<Args> {
     let mut args = Args {
         hold: false,
         lead_seconds: 30,
+        provider: Provider::Aws,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -45,7 +68,13 @@ fn args() -> Result<Args> {
             "--lead-seconds" => {
                 args.lead_seconds = it.next().context("--lead-seconds needs a value")?.parse()?
             }
-            other => anyhow::bail!("unknown argument {other}; use --hold and/or --lead-seconds N"),
+            "--provider" => {
+                args.provider =
+                    clouds::parse_provider(&it.next().context("--provider needs a value")?)?
+            }
+            other => anyhow::bail!(
+                "unknown argument {other}; use --provider aws|azure|gcp, --lead-seconds N, --hold"
+            ),
         }
     }
     anyhow::ensure!(
@@ -63,14 +92,18 @@ async fn main() -> Result<()> {
     let cp = tokio::task::spawn_blocking(ControlPlane::shared).await?;
     println!("Control plane: {cp}");
     let sim = Simulator::start("127.0.0.1:0".parse()?, SimState::default()).await?;
-    println!("AWS metadata simulator: {} (IMDSv2 required)", sim.url());
+    println!("Metadata simulator: {} ({:?})", sim.url(), args.provider);
+    let node = node_name(args.provider);
+    let lead = SignedDuration::from_secs(args.lead_seconds);
 
     let kubelet = TestKubelet::new(cp.admin_client().await?, "data-platform").await?;
-    kubelet.register_node(TestNode::spot(NODE)).await?;
+    kubelet
+        .register_node(clouds::spot_node(args.provider, node))
+        .await?;
     for i in 1..=3 {
         kubelet
             .run_pod(
-                NODE,
+                node,
                 TestPod::spark_executor(&format!("etl-daily-exec-{i}"), "spark-7f3a")
                     .grace_period(5),
             )
@@ -87,22 +120,22 @@ async fn main() -> Result<()> {
         .label("dag_id", "orders")
         .label("task_id", "load")
         .grace_period(3);
-    kubelet.run_pod(NODE, task).await?;
+    kubelet.run_pod(node, task).await?;
     kubelet
         .run_pod(
-            NODE,
+            node,
             TestPod::new("node-local-dns")
                 .priority_class("system-node-critical")
                 .grace_period(2),
         )
         .await?;
     let daemon = kubelet
-        .run_daemonset_pod(NODE, "fluent-bit")
+        .run_daemonset_pod(node, "fluent-bit")
         .await?
         .name_any();
-    let finisher = kubelet.keep_finishing_deletions(NODE);
+    let finisher = kubelet.keep_finishing_deletions(node);
     println!(
-        "\nSpot node {NODE} (karpenter.sh/capacity-type=spot), namespace {}:",
+        "\nSpot node {node} (karpenter.sh/capacity-type=spot), namespace {}:",
         kubelet.namespace
     );
     println!(
@@ -113,48 +146,41 @@ async fn main() -> Result<()> {
     println!("  {daemon:<21} DaemonSet pod (left alone: it dies with the node)");
 
     let (tx, mut timeline) = mpsc::unbounded_channel::<(Instant, String)>();
-    let agent = AgentProcess::spawn(
-        NODE,
-        &sim.url(),
-        &[
-            "--safety-margin",
-            &format!("{SAFETY_MARGIN}s"),
-            "--log-format",
-            "json",
-        ],
-        Stdio::piped(),
-    )?;
+    let mut flags = vec![
+        "--safety-margin".to_owned(),
+        format!("{SAFETY_MARGIN}s"),
+        "--log-format".to_owned(),
+        "json".to_owned(),
+    ];
+    flags.extend(clouds::agent_flags(args.provider, node, lead));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut agent = AgentProcess::spawn(node, &sim.url(), &flags, Stdio::piped())?;
     let http = reqwest::Client::builder().no_proxy().build()?;
-    let mut agent = agent;
     forward_agent_log(
         agent.child.stdout.take().context("agent stdout")?,
         tx.clone(),
     );
     agent.ready(&http).await?;
     println!(
-        "\nreclaim-agent is polling IMDS every 1 s ({}).",
-        agent.metrics_url
+        "\nreclaim-agent is watching the {:?} metadata service ({}).",
+        args.provider, agent.metrics_url
     );
 
-    tokio::spawn(watch_node(kubelet.nodes(), tx.clone()));
+    tokio::spawn(watch_node(kubelet.nodes(), node, tx.clone()));
     tokio::spawn(watch_pods(kubelet.pods(), tx.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let notice_at = Instant::now();
-    let action = (Timestamp::now() + SignedDuration::from_secs(args.lead_seconds))
-        .round(jiff::Unit::Second)?;
+    let action = (Timestamp::now() + lead).round(jiff::Unit::Second)?;
     let deadline = action - SignedDuration::from_secs(SAFETY_MARGIN);
-    sim.state().aws.schedule_spot(
-        "terminate",
-        Timestamp::now(),
-        SignedDuration::from_secs(args.lead_seconds),
-    );
+    clouds::announce_spot(&sim, args.provider, node, lead);
     println!(
-        "\nTimeline (AWS gives 120 s; this demo announces {} s ahead; pods must be gone {SAFETY_MARGIN} s early):",
+        "\nTimeline (AWS gives 120 s, Azure and GCP about 30 s; this demo announces {} s ahead; pods must be gone {SAFETY_MARGIN} s early):",
         args.lead_seconds
     );
     println!(
-        "[   +0.0s] IMDS: spot/instance-action = terminate at {action}; drain deadline {deadline}"
+        "[   +0.0s] {}; drain deadline {deadline}",
+        announcement(args.provider, node, action)
     );
 
     let drained = [
@@ -222,7 +248,7 @@ async fn main() -> Result<()> {
     }
     if args.hold {
         println!(
-            "\nHolding the control plane; in another shell:\n  export KUBECONFIG={}\n  kubectl get events -n default; kubectl get node {NODE} -o yaml\nCtrl-C stops it.",
+            "\nHolding the control plane; in another shell:\n  export KUBECONFIG={}\n  kubectl get events -n default; kubectl get node {node} -o yaml\nCtrl-C stops it.",
             cp.kubeconfig.display()
         );
         tokio::task::spawn_blocking(move || signals.forever().next()).await?;
@@ -273,8 +299,12 @@ fn forward_agent_log(
     });
 }
 
-async fn watch_node(nodes: Api<Node>, tx: mpsc::UnboundedSender<(Instant, String)>) {
-    let config = watcher::Config::default().fields(&format!("metadata.name={NODE}"));
+async fn watch_node(
+    nodes: Api<Node>,
+    node: &'static str,
+    tx: mpsc::UnboundedSender<(Instant, String)>,
+) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
     let mut stream = watcher(nodes, config).boxed();
     let mut tainted = false;
     while let Some(Ok(event)) = stream.next().await {

@@ -1,0 +1,66 @@
+//! One spot interruption, staged on any of the three clouds: the node as that cloud's
+//! Kubernetes service registers it, the flags its agent needs, and the announcement as
+//! that cloud's metadata service makes it (through the simulator).
+
+use jiff::{SignedDuration, Timestamp};
+use reclaim_model::Provider;
+use reclaim_simulator::Simulator;
+use serde_json::json;
+
+use crate::TestNode;
+
+/// A spot node as EKS/Karpenter, AKS or GKE registers it.
+pub fn spot_node(provider: Provider, name: &str) -> TestNode {
+    match provider {
+        Provider::Aws => TestNode::spot(name),
+        Provider::Azure => TestNode::new(name).label("kubernetes.azure.com/scalesetpriority", "spot").provider_id(&format!(
+            "azure:///subscriptions/0000/resourceGroups/mc_rg/providers/Microsoft.Compute/virtualMachineScaleSets/aks-spot-vmss/virtualMachines/{name}"
+        )),
+        Provider::Gcp => TestNode::new(name).label("cloud.google.com/gke-spot", "true").provider_id(&format!("gce://data-platform/us-central1-a/{name}")),
+    }
+}
+
+/// Agent flags for `node` on `provider` when preemptions come `lead` ahead: on Azure the
+/// node's name stands for the VM's name; GCP's notice length is a setting.
+pub fn agent_flags(provider: Provider, node: &str, lead: SignedDuration) -> Vec<String> {
+    match provider {
+        Provider::Aws => Vec::new(),
+        Provider::Azure => vec!["--azure-vm-name".into(), node.into()],
+        Provider::Gcp => vec!["--preemption-notice".into(), format!("{}s", lead.as_secs())],
+    }
+}
+
+/// Announces the preemption of `node`'s instance, effective `lead` from now.
+pub fn announce_spot(sim: &Simulator, provider: Provider, node: &str, lead: SignedDuration) {
+    let mut state = sim.state();
+    match provider {
+        Provider::Aws => state.aws.schedule_spot("terminate", Timestamp::now(), lead),
+        Provider::Azure => {
+            let not_before = (Timestamp::now() + lead)
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .strftime("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string();
+            state.azure.set_events(vec![json!({
+                "EventId": format!("{:08X}-0000-4000-8000-000000000000", Timestamp::now().as_second()),
+                "EventType": "Preempt", "ResourceType": "VirtualMachine", "Resources": [node],
+                "EventStatus": "Scheduled", "NotBefore": not_before, "Description": "", "EventSource": "Platform",
+                "DurationInSeconds": -1,
+            })]);
+        }
+        Provider::Gcp => state.gcp.set_preempted(true),
+    }
+}
+
+/// Withdraws every announcement, for the next round of a benchmark.
+pub fn clear(sim: &Simulator) {
+    let mut state = sim.state();
+    state.aws.clear_notices();
+    state.azure.set_events(Vec::new());
+    state.gcp.set_preempted(false);
+}
+
+/// `aws`, `azure` or `gcp`.
+pub fn parse_provider(text: &str) -> anyhow::Result<Provider> {
+    serde_json::from_value(json!(text))
+        .map_err(|_| anyhow::anyhow!("unknown provider {text:?}; use aws, azure or gcp"))
+}
