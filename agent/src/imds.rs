@@ -99,6 +99,40 @@ pub async fn probe(http: &reqwest::Client, base: &str, timeout: Duration) -> Opt
     }
 }
 
+/// The body of a 200 answer; any other status is an error naming `what` and the body.
+pub(crate) async fn ok_body(
+    response: reqwest::Response,
+    what: &str,
+    timeout: Duration,
+    hint: &'static str,
+) -> Result<String, MetadataError> {
+    let status = response.status().as_u16();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| request_error(what, e, timeout, hint))?;
+    if status != 200 {
+        return Err(MetadataError::Status {
+            what: what.to_owned(),
+            status,
+            body: snippet(&body),
+        });
+    }
+    Ok(body)
+}
+
+/// A UTC time written in `format` (the providers' dates end in a literal `GMT`).
+pub(crate) fn parse_utc(format: &str, text: &str) -> Option<Timestamp> {
+    let civil = jiff::fmt::strtime::parse(format, text.trim())
+        .ok()?
+        .to_datetime()
+        .ok()?;
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
 pub(crate) fn request_error(
     what: &str,
     error: reqwest::Error,

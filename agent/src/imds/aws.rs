@@ -12,7 +12,7 @@ use reclaim_model::NoticeKind;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::{Announced, MetadataError, request_error, snippet};
+use super::{Announced, MetadataError, ok_body, parse_utc, request_error, snippet};
 
 const TOKEN_PATH: &str = "/latest/api/token";
 const TOKEN_TTL_HEADER: &str = "X-aws-ec2-metadata-token-ttl-seconds";
@@ -161,18 +161,7 @@ impl AwsImds {
             .send()
             .await
             .map_err(|e| request_error(&what, e, self.timeout, HOP_LIMIT_HINT))?;
-        let status = response.status().as_u16();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| request_error(&what, e, self.timeout, HOP_LIMIT_HINT))?;
-        if status != 200 {
-            return Err(MetadataError::Status {
-                what,
-                status,
-                body: snippet(&body),
-            });
-        }
+        let body = ok_body(response, &what, self.timeout, HOP_LIMIT_HINT).await?;
         let value = body.trim().to_owned();
         if value.is_empty() || value.contains(char::is_whitespace) {
             return Err(MetadataError::Garbage {
@@ -246,14 +235,7 @@ pub fn parse_maintenance(body: &str) -> Result<Vec<MaintenanceEvent>, MetadataEr
 
 /// Maintenance event times look like `21 Jan 2019 09:00:43 GMT`.
 fn parse_aws_event_time(text: &str) -> Option<Timestamp> {
-    let civil = jiff::fmt::strtime::parse("%d %b %Y %H:%M:%S GMT", text.trim())
-        .ok()?
-        .to_datetime()
-        .ok()?;
-    civil
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
+    parse_utc("%d %b %Y %H:%M:%S GMT", text)
 }
 
 impl AwsEvents {

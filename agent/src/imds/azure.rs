@@ -11,7 +11,7 @@ use reclaim_model::NoticeKind;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::{Announced, MetadataError, snippet};
+use super::{Announced, MetadataError, ok_body, parse_utc, snippet};
 
 const EVENTS_PATH: &str = "/metadata/scheduledevents?api-version=2020-07-01";
 const NAME_PATH: &str = "/metadata/instance/compute/name?api-version=2021-02-01&format=text";
@@ -56,14 +56,7 @@ pub fn parse_document(body: &str) -> Result<Document, MetadataError> {
 
 /// `Mon, 19 Sep 2016 18:29:47 GMT`
 fn parse_rfc1123(text: &str) -> Option<Timestamp> {
-    let civil = jiff::fmt::strtime::parse("%a, %d %b %Y %H:%M:%S GMT", text.trim())
-        .ok()?
-        .to_datetime()
-        .ok()?;
-    civil
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
+    parse_utc("%a, %d %b %Y %H:%M:%S GMT", text)
 }
 
 /// The events for this VM as notices: `Preempt` is a spot interruption, `Terminate` a
@@ -200,19 +193,7 @@ async fn get(
         .send()
         .await
         .map_err(|e| super::request_error(&what, e, timeout, ""))?;
-    let status = response.status().as_u16();
-    let body = response
-        .text()
-        .await
-        .map_err(|e| super::request_error(&what, e, timeout, ""))?;
-    if status != 200 {
-        return Err(MetadataError::Status {
-            what,
-            status,
-            body: snippet(&body),
-        });
-    }
-    Ok(body)
+    ok_body(response, &what, timeout, "").await
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use reclaim_model::NoticeKind;
 use tokio::sync::Mutex;
 
-use super::{Announced, MetadataError, snippet};
+use super::{Announced, MetadataError, ok_body, snippet};
 
 const PREEMPTED: &str = "preempted";
 const MAINTENANCE: &str = "maintenance-event";
@@ -99,7 +99,6 @@ impl GcpMetadata {
             .send()
             .await
             .map_err(|e| super::request_error(&what, e, timeout, ""))?;
-        let status = response.status().as_u16();
         let flavor = response
             .headers()
             .get("metadata-flavor")
@@ -111,17 +110,7 @@ impl GcpMetadata {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| super::request_error(&what, e, timeout, ""))?;
-        if status != 200 {
-            return Err(MetadataError::Status {
-                what,
-                status,
-                body: snippet(&body),
-            });
-        }
+        let body = ok_body(response, &what, timeout, "").await?;
         let value = body.trim().to_owned();
         let valid = match key {
             PREEMPTED => matches!(value.as_str(), "TRUE" | "FALSE"),
