@@ -58,14 +58,6 @@ fn severity(kind: NoticeKind) -> u8 {
     }
 }
 
-/// Whether the instance is certainly going away (nothing can cancel it).
-fn is_final(kind: NoticeKind) -> bool {
-    matches!(
-        kind,
-        NoticeKind::SpotInterruption | NoticeKind::AsgTermination
-    )
-}
-
 pub fn decide(
     announced: &[Announced],
     record: &NodeRecord,
@@ -91,13 +83,14 @@ pub fn decide(
     if let Some(a) = worst.filter(|a| severity(a.kind) > severity(current.kind)) {
         return Decision::Act(notice_from(a, provider, now));
     }
-    if is_final(current.kind) {
-        return Decision::Act(current.clone());
-    }
+    // Any notice, a spot interruption too, is undone once the provider stops announcing
+    // it: a stopped or deallocated spot instance can start again as the same Node, which
+    // must not stay cordoned forever. Only a successful poll gets here, so an unreachable
+    // metadata service never undoes anything.
     let still_announced = announced.iter().any(|a| a.event_id == current.event_id);
     if !still_announced {
         return Decision::Undo {
-            why: "the provider no longer announces the event (canceled or completed)",
+            why: "the provider no longer announces the event (canceled, completed, or the instance came back)",
             retire: None,
         };
     }
@@ -222,33 +215,36 @@ mod tests {
     }
 
     #[test]
-    fn a_spot_interruption_is_never_undone_or_downgraded() {
+    fn a_spot_interruption_is_not_downgraded_while_announced_and_undone_when_the_instance_is_back()
+    {
+        let spot_event = announced(
+            NoticeKind::SpotInterruption,
+            "spot-1",
+            Some("2026-01-01T10:02:00Z"),
+        );
+        let rebalance = announced(NoticeKind::Rebalance, "rebalance-1", None);
+        let now = at("2026-01-01T10:00:00Z");
         let spot = acted(decide(
-            &[announced(
-                NoticeKind::SpotInterruption,
-                "spot-1",
-                Some("2026-01-01T10:02:00Z"),
-            )],
+            std::slice::from_ref(&spot_event),
             &NodeRecord::default(),
             Provider::Aws,
-            at("2026-01-01T10:00:00Z"),
+            now,
             &policy(),
         ));
         let record = NodeRecord {
             notice: Some(spot.clone()),
             retired_event: None,
         };
-        let rebalance_only = [announced(NoticeKind::Rebalance, "rebalance-1", None)];
+        let later = at("2026-01-01T10:01:00Z");
+        let both = [rebalance.clone(), spot_event];
         assert_eq!(
-            decide(
-                &rebalance_only,
-                &record,
-                Provider::Aws,
-                at("2026-01-01T10:01:00Z"),
-                &policy()
-            ),
+            decide(&both, &record, Provider::Aws, later, &policy()),
             Decision::Act(spot)
         );
+        assert!(matches!(
+            decide(&[rebalance], &record, Provider::Aws, later, &policy()),
+            Decision::Undo { retire: None, .. }
+        ));
     }
 
     #[test]

@@ -1063,6 +1063,16 @@ async fn gcp_a_preemption_drains_executors_first_within_the_30_second_budget() -
     );
     let pods = k.pods();
     eventually(WAIT, "the node to be empty", || gone(&pods, &all)).await?;
+
+    // A Spot VM that was stopped can be started again as the same node: preempted goes
+    // back to FALSE, and the node must not stay cordoned.
+    sim.state().gcp.set_preempted(false);
+    eventually(WAIT, "the preemption to be undone", || {
+        node_state(&k, &node, |n| {
+            reclaim_taints(n).is_empty() && !unschedulable(n) && node_notice(n).is_none()
+        })
+    })
+    .await?;
     agent.stop().await?;
     kubelet_task.abort();
     watch.abort();

@@ -260,6 +260,13 @@ mod tests {
                 "Scheduled",
                 "Mon, 19 Sep 2016 18:39:00 GMT"
             ),
+            event(
+                "f",
+                "Redeploy",
+                "aks-spot-12345678-vmss_3",
+                "Scheduled",
+                "Mon, 19 Sep 2016 18:39:00 GMT"
+            ),
         ]));
         let announced = announced_from(&doc, &rules(), now);
         let kinds: Vec<_> = announced
@@ -271,7 +278,8 @@ mod tests {
             [
                 ("a", NoticeKind::SpotInterruption),
                 ("c", NoticeKind::ScheduledMaintenance),
-                ("e", NoticeKind::AsgTermination)
+                ("e", NoticeKind::AsgTermination),
+                ("f", NoticeKind::ScheduledMaintenance)
             ]
         );
         assert_eq!(
@@ -282,7 +290,7 @@ mod tests {
             include_freeze: true,
             ..rules()
         };
-        assert_eq!(announced_from(&doc, &with_freeze, now).len(), 4);
+        assert_eq!(announced_from(&doc, &with_freeze, now).len(), 5);
     }
 
     #[test]
