@@ -6,5 +6,7 @@
 
 pub mod keys;
 pub mod notice;
+pub mod verdict;
 
 pub use notice::{Notice, NoticeKind, PodInterruption, Provider};
+pub use verdict::Evidence;

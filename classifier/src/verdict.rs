@@ -1,0 +1,229 @@
+//! The rules: was a failure caused by a spot interruption? Pure functions over what the
+//! pod's status says and what notice its node carried, so each rule is tested with
+//! plain values. The order matters: an out-of-memory kill or a failure of the job itself
+//! is never called spot-caused, whatever the node went through.
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Pod;
+use reclaim_model::{Evidence, Notice, PodInterruption};
+
+/// How one container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerExit {
+    pub code: i32,
+    pub reason: Option<String>,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// What the pod's status says about how it ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failure {
+    pub exits: Vec<ContainerExit>,
+    /// `status.reason` (`NodeLost`, `Terminated` after a graceful node shutdown, ...).
+    pub pod_reason: Option<String>,
+    /// The reason of a true `DisruptionTarget` condition (Kubernetes 1.26+).
+    pub disruption: Option<String>,
+    /// The pod was deleted (evicted, or removed with its node) before it finished.
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Killed because of the interruption: retry it.
+    SpotCaused(Evidence),
+    /// A failure of its own (out of memory, an error exit): do not retry blindly.
+    NotSpot(String),
+    /// Nothing ties the failure to an interruption; nothing is written.
+    Unknown(&'static str),
+}
+
+/// `DisruptionTarget` reasons that mean the pod was taken away, not that it failed.
+const DISRUPTIONS: [&str; 4] = ["DeletionByPodGC", "EvictionByEvictionAPI", "DeletionByTaintManager", "TerminationByKubelet"];
+/// Pod `status.reason` values that mean the node went away under the pod.
+const NODE_GONE_REASONS: [&str; 2] = ["NodeLost", "Terminated"];
+/// A kill found by the node's notice alone must come after the notice was issued
+/// (with this much slack for clocks); an annotated pod was marked before its eviction.
+const CLOCK_SLACK: SignedDuration = SignedDuration::from_secs(60);
+
+pub fn failure_of(pod: &Pod, deleted: bool) -> Failure {
+    let status = pod.status.as_ref();
+    let exits = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let terminated = c.state.as_ref()?.terminated.as_ref()?;
+            Some(ContainerExit {
+                code: terminated.exit_code,
+                reason: terminated.reason.clone(),
+                finished_at: terminated.finished_at.as_ref().map(|t| t.0),
+            })
+        })
+        .collect();
+    let disruption = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+        .and_then(|c| c.reason.clone());
+    Failure {
+        exits,
+        pod_reason: status.and_then(|s| s.reason.clone()),
+        disruption,
+        deleted,
+    }
+}
+
+/// `record` is the pod's own `reclaim.dev/interruption`; `node_notice` the notice the
+/// classifier saw on the pod's node (it may have outlived the node).
+pub fn classify(failure: &Failure, record: Option<&PodInterruption>, node_notice: Option<(&str, &Notice)>) -> Verdict {
+    if failure.exits.iter().any(|e| e.reason.as_deref() == Some("OOMKilled")) {
+        return Verdict::NotSpot("OOMKilled: the container exceeded its memory limit".into());
+    }
+    if let Some(exit) = failure.exits.iter().find(|e| ![0, 137, 143].contains(&e.code)) {
+        return Verdict::NotSpot(format!("exit code {}: the job failed by itself", exit.code));
+    }
+    let mut signals = Vec::new();
+    for exit in &failure.exits {
+        match exit.code {
+            137 => signals.push("exit-137".to_owned()),
+            143 => signals.push("exit-143".to_owned()),
+            _ => {}
+        }
+    }
+    if failure.deleted {
+        signals.push("pod-deleted".into());
+    }
+    if let Some(reason) = failure.disruption.as_deref().filter(|r| DISRUPTIONS.contains(r)) {
+        signals.push(format!("disruption-target:{reason}"));
+    }
+    if let Some(reason) = failure.pod_reason.as_deref().filter(|r| NODE_GONE_REASONS.contains(r)) {
+        signals.push(format!("pod-reason:{reason}"));
+    }
+    if signals.is_empty() {
+        return Verdict::Unknown("the failure does not look like a kill");
+    }
+    let (node, notice) = match (record, node_notice) {
+        (Some(record), _) => {
+            signals.push("pod-annotation".into());
+            (record.node.as_str(), &record.notice)
+        }
+        (None, Some((node, notice))) => {
+            let killed_at = failure.exits.iter().filter_map(|e| e.finished_at).max();
+            if killed_at.is_some_and(|t| t < notice.notice_time - CLOCK_SLACK) {
+                return Verdict::Unknown("killed before its node's notice was issued");
+            }
+            signals.push("node-notice".into());
+            (node, notice)
+        }
+        (None, None) => return Verdict::Unknown("its node never carried an interruption notice"),
+    };
+    let killed = failure.exits.iter().find(|e| e.code != 0);
+    Verdict::SpotCaused(Evidence {
+        node: node.to_owned(),
+        notice_kind: notice.kind,
+        notice_time: notice.notice_time,
+        exit_code: killed.map(|e| e.code),
+        reason: killed.and_then(|e| e.reason.clone()),
+        signals,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reclaim_model::{NoticeKind, Provider};
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn notice() -> Notice {
+        Notice {
+            provider: Provider::Aws,
+            kind: NoticeKind::SpotInterruption,
+            event_id: "instance-action-terminate-2026-01-01T10:02:00Z".into(),
+            notice_time: at("2026-01-01T10:00:00Z"),
+            deadline: Some(at("2026-01-01T10:02:00Z")),
+            detected_at: at("2026-01-01T10:00:01Z"),
+        }
+    }
+
+    fn exit(code: i32, reason: &str, finished: &str) -> Failure {
+        Failure {
+            exits: vec![ContainerExit {
+                code,
+                reason: Some(reason.into()),
+                finished_at: Some(at(finished)),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sigkill_after_the_notice_on_an_annotated_pod_is_spot_caused() {
+        let record = notice().for_pod("ip-10-0-1-17");
+        let Verdict::SpotCaused(evidence) = classify(&exit(137, "Error", "2026-01-01T10:01:55Z"), Some(&record), None) else {
+            panic!("expected spot-caused");
+        };
+        assert_eq!(evidence.node, "ip-10-0-1-17");
+        assert_eq!((evidence.exit_code, evidence.reason.as_deref()), (Some(137), Some("Error")));
+        assert_eq!(evidence.signals, ["exit-137", "pod-annotation"]);
+    }
+
+    #[test]
+    fn sigterm_exit_and_deletion_found_by_the_node_notice_are_spot_caused() {
+        let n = notice();
+        assert!(matches!(classify(&exit(143, "Error", "2026-01-01T10:00:30Z"), None, Some(("node-a", &n))), Verdict::SpotCaused(_)));
+        let deleted = Failure {
+            deleted: true,
+            ..Default::default()
+        };
+        let Verdict::SpotCaused(evidence) = classify(&deleted, None, Some(("node-a", &n))) else {
+            panic!("a pod deleted on a noticed node is spot-caused");
+        };
+        assert_eq!(evidence.signals, ["pod-deleted", "node-notice"]);
+        assert_eq!(evidence.exit_code, None);
+    }
+
+    #[test]
+    fn a_pod_lost_with_its_node_is_spot_caused() {
+        let n = notice();
+        let gc = Failure {
+            disruption: Some("DeletionByPodGC".into()),
+            ..Default::default()
+        };
+        assert!(matches!(classify(&gc, None, Some(("node-a", &n))), Verdict::SpotCaused(_)));
+        let lost = Failure {
+            pod_reason: Some("NodeLost".into()),
+            ..Default::default()
+        };
+        assert!(matches!(classify(&lost, None, Some(("node-a", &n))), Verdict::SpotCaused(_)));
+    }
+
+    #[test]
+    fn oomkilled_is_never_spot_caused_even_on_a_noticed_node() {
+        let record = notice().for_pod("node-a");
+        let verdict = classify(&exit(137, "OOMKilled", "2026-01-01T10:01:00Z"), Some(&record), Some(("node-a", &record.notice)));
+        assert!(matches!(verdict, Verdict::NotSpot(ref why) if why.contains("OOMKilled")), "{verdict:?}");
+    }
+
+    #[test]
+    fn an_error_exit_is_the_jobs_own_failure() {
+        let record = notice().for_pod("node-a");
+        for code in [1, 2, 255] {
+            let verdict = classify(&exit(code, "Error", "2026-01-01T10:01:00Z"), Some(&record), None);
+            assert!(matches!(verdict, Verdict::NotSpot(ref why) if why.contains(&code.to_string())), "{verdict:?}");
+        }
+    }
+
+    #[test]
+    fn a_kill_without_any_notice_or_before_the_notice_is_unknown() {
+        let kill = exit(137, "Error", "2026-01-01T10:01:00Z");
+        assert!(matches!(classify(&kill, None, None), Verdict::Unknown(_)));
+        let n = notice();
+        let early = exit(137, "Error", "2026-01-01T09:30:00Z");
+        assert_eq!(classify(&early, None, Some(("node-a", &n))), Verdict::Unknown("killed before its node's notice was issued"));
+        assert!(matches!(classify(&Failure::default(), None, Some(("node-a", &n))), Verdict::Unknown(_)), "no sign of a kill");
+    }
+}

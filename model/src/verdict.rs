@@ -1,0 +1,27 @@
+//! The classifier's verdict as written on failed pods, Jobs and SparkApplications.
+
+use serde::{Deserialize, Serialize};
+
+use crate::NoticeKind;
+
+/// The value of `reclaim.dev/cause` for a failure caused by a spot interruption.
+pub const SPOT_INTERRUPTION_CAUSE: &str = "spot-interruption";
+
+/// The `reclaim.dev/evidence` annotation: why the classifier called a failure spot-caused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Evidence {
+    /// The node that carried the interruption notice.
+    pub node: String,
+    pub notice_kind: NoticeKind,
+    /// When the provider issued the notice (RFC 3339).
+    pub notice_time: jiff::Timestamp,
+    /// The exit code of the killed container, when it reported one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The container's termination reason (`Error`), when it reported one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The signals that matched, e.g. `pod-annotation`, `exit-137`, `pod-deleted`.
+    pub signals: Vec<String>,
+}
