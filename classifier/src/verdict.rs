@@ -38,7 +38,12 @@ pub enum Verdict {
 }
 
 /// `DisruptionTarget` reasons that mean the pod was taken away, not that it failed.
-const DISRUPTIONS: [&str; 4] = ["DeletionByPodGC", "EvictionByEvictionAPI", "DeletionByTaintManager", "TerminationByKubelet"];
+const DISRUPTIONS: [&str; 4] = [
+    "DeletionByPodGC",
+    "EvictionByEvictionAPI",
+    "DeletionByTaintManager",
+    "TerminationByKubelet",
+];
 /// Pod `status.reason` values that mean the node went away under the pod.
 const NODE_GONE_REASONS: [&str; 2] = ["NodeLost", "Terminated"];
 /// A kill found by the node's notice alone must come after the notice was issued
@@ -76,11 +81,23 @@ pub fn failure_of(pod: &Pod, deleted: bool) -> Failure {
 
 /// `record` is the pod's own `reclaim.dev/interruption`; `node_notice` the notice the
 /// classifier saw on the pod's node (it may have outlived the node).
-pub fn classify(failure: &Failure, record: Option<&PodInterruption>, node_notice: Option<(&str, &Notice)>) -> Verdict {
-    if failure.exits.iter().any(|e| e.reason.as_deref() == Some("OOMKilled")) {
+pub fn classify(
+    failure: &Failure,
+    record: Option<&PodInterruption>,
+    node_notice: Option<(&str, &Notice)>,
+) -> Verdict {
+    if failure
+        .exits
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("OOMKilled"))
+    {
         return Verdict::NotSpot("OOMKilled: the container exceeded its memory limit".into());
     }
-    if let Some(exit) = failure.exits.iter().find(|e| ![0, 137, 143].contains(&e.code)) {
+    if let Some(exit) = failure
+        .exits
+        .iter()
+        .find(|e| ![0, 137, 143].contains(&e.code))
+    {
         return Verdict::NotSpot(format!("exit code {}: the job failed by itself", exit.code));
     }
     let mut signals = Vec::new();
@@ -94,10 +111,18 @@ pub fn classify(failure: &Failure, record: Option<&PodInterruption>, node_notice
     if failure.deleted {
         signals.push("pod-deleted".into());
     }
-    if let Some(reason) = failure.disruption.as_deref().filter(|r| DISRUPTIONS.contains(r)) {
+    if let Some(reason) = failure
+        .disruption
+        .as_deref()
+        .filter(|r| DISRUPTIONS.contains(r))
+    {
         signals.push(format!("disruption-target:{reason}"));
     }
-    if let Some(reason) = failure.pod_reason.as_deref().filter(|r| NODE_GONE_REASONS.contains(r)) {
+    if let Some(reason) = failure
+        .pod_reason
+        .as_deref()
+        .filter(|r| NODE_GONE_REASONS.contains(r))
+    {
         signals.push(format!("pod-reason:{reason}"));
     }
     if signals.is_empty() {
@@ -163,18 +188,32 @@ mod tests {
     #[test]
     fn sigkill_after_the_notice_on_an_annotated_pod_is_spot_caused() {
         let record = notice().for_pod("ip-10-0-1-17");
-        let Verdict::SpotCaused(evidence) = classify(&exit(137, "Error", "2026-01-01T10:01:55Z"), Some(&record), None) else {
+        let Verdict::SpotCaused(evidence) = classify(
+            &exit(137, "Error", "2026-01-01T10:01:55Z"),
+            Some(&record),
+            None,
+        ) else {
             panic!("expected spot-caused");
         };
         assert_eq!(evidence.node, "ip-10-0-1-17");
-        assert_eq!((evidence.exit_code, evidence.reason.as_deref()), (Some(137), Some("Error")));
+        assert_eq!(
+            (evidence.exit_code, evidence.reason.as_deref()),
+            (Some(137), Some("Error"))
+        );
         assert_eq!(evidence.signals, ["exit-137", "pod-annotation"]);
     }
 
     #[test]
     fn sigterm_exit_and_deletion_found_by_the_node_notice_are_spot_caused() {
         let n = notice();
-        assert!(matches!(classify(&exit(143, "Error", "2026-01-01T10:00:30Z"), None, Some(("node-a", &n))), Verdict::SpotCaused(_)));
+        assert!(matches!(
+            classify(
+                &exit(143, "Error", "2026-01-01T10:00:30Z"),
+                None,
+                Some(("node-a", &n))
+            ),
+            Verdict::SpotCaused(_)
+        ));
         let deleted = Failure {
             deleted: true,
             ..Default::default()
@@ -193,27 +232,47 @@ mod tests {
             disruption: Some("DeletionByPodGC".into()),
             ..Default::default()
         };
-        assert!(matches!(classify(&gc, None, Some(("node-a", &n))), Verdict::SpotCaused(_)));
+        assert!(matches!(
+            classify(&gc, None, Some(("node-a", &n))),
+            Verdict::SpotCaused(_)
+        ));
         let lost = Failure {
             pod_reason: Some("NodeLost".into()),
             ..Default::default()
         };
-        assert!(matches!(classify(&lost, None, Some(("node-a", &n))), Verdict::SpotCaused(_)));
+        assert!(matches!(
+            classify(&lost, None, Some(("node-a", &n))),
+            Verdict::SpotCaused(_)
+        ));
     }
 
     #[test]
     fn oomkilled_is_never_spot_caused_even_on_a_noticed_node() {
         let record = notice().for_pod("node-a");
-        let verdict = classify(&exit(137, "OOMKilled", "2026-01-01T10:01:00Z"), Some(&record), Some(("node-a", &record.notice)));
-        assert!(matches!(verdict, Verdict::NotSpot(ref why) if why.contains("OOMKilled")), "{verdict:?}");
+        let verdict = classify(
+            &exit(137, "OOMKilled", "2026-01-01T10:01:00Z"),
+            Some(&record),
+            Some(("node-a", &record.notice)),
+        );
+        assert!(
+            matches!(verdict, Verdict::NotSpot(ref why) if why.contains("OOMKilled")),
+            "{verdict:?}"
+        );
     }
 
     #[test]
     fn an_error_exit_is_the_jobs_own_failure() {
         let record = notice().for_pod("node-a");
         for code in [1, 2, 255] {
-            let verdict = classify(&exit(code, "Error", "2026-01-01T10:01:00Z"), Some(&record), None);
-            assert!(matches!(verdict, Verdict::NotSpot(ref why) if why.contains(&code.to_string())), "{verdict:?}");
+            let verdict = classify(
+                &exit(code, "Error", "2026-01-01T10:01:00Z"),
+                Some(&record),
+                None,
+            );
+            assert!(
+                matches!(verdict, Verdict::NotSpot(ref why) if why.contains(&code.to_string())),
+                "{verdict:?}"
+            );
         }
     }
 
@@ -223,7 +282,16 @@ mod tests {
         assert!(matches!(classify(&kill, None, None), Verdict::Unknown(_)));
         let n = notice();
         let early = exit(137, "Error", "2026-01-01T09:30:00Z");
-        assert_eq!(classify(&early, None, Some(("node-a", &n))), Verdict::Unknown("killed before its node's notice was issued"));
-        assert!(matches!(classify(&Failure::default(), None, Some(("node-a", &n))), Verdict::Unknown(_)), "no sign of a kill");
+        assert_eq!(
+            classify(&early, None, Some(("node-a", &n))),
+            Verdict::Unknown("killed before its node's notice was issued")
+        );
+        assert!(
+            matches!(
+                classify(&Failure::default(), None, Some(("node-a", &n))),
+                Verdict::Unknown(_)
+            ),
+            "no sign of a kill"
+        );
     }
 }
