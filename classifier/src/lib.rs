@@ -1,6 +1,10 @@
 //! reclaim-classifier: decides whether a failed job was killed by a spot interruption,
 //! so Airflow can retry exactly those.
 //!
-//! - [`verdict`]: the rules, as pure functions over a pod's status and its node's notice.
+//! - [`verdict`]: the rules, as pure functions over a pod's status and its node's notice;
+//! - [`notices`]: which nodes carried a notice, remembered beyond the node's life;
+//! - [`controller`]: the watches, and the writes of the verdict on pods and Jobs.
 
+pub mod controller;
+pub mod notices;
 pub mod verdict;

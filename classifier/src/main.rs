@@ -1,15 +1,75 @@
-//! `reclaim-classifier` entry point.
-//!
-//! The classification rules arrive with issue 5; until then the binary refuses to
-//! run rather than pretend to classify failures.
+//! `reclaim-classifier`: see the README for the rules and the annotations it writes.
 
 use std::process::ExitCode;
 
+use clap::{Parser, ValueEnum};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Marks spot-caused job failures as retryable, and nothing else.
+#[derive(Debug, Parser)]
+#[command(name = "reclaim-classifier", version)]
+struct Args {
+    #[arg(long, env = "RECLAIM_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// How long a node's interruption notice is remembered after it was last seen, in hours.
+    #[arg(long, env = "RECLAIM_NOTICE_RETENTION_HOURS", default_value_t = 6)]
+    notice_retention_hours: u64,
+}
+
 fn main() -> ExitCode {
-    eprintln!(
-        "reclaim-classifier {}: failure classification is not implemented yet; it will write {} (see README, feature table)",
-        env!("CARGO_PKG_VERSION"),
-        reclaim_model::keys::CAUSE_ANNOTATION,
+    let args = Args::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match args.log_format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("reclaim-classifier: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let _ = stop.send(true);
+        }
+    });
+    let config = kube::Config::infer().await.map_err(|e| {
+        anyhow::anyhow!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
+    })?;
+    let client = kube::Client::try_from(config)?;
+    let retention = std::time::Duration::from_secs(args.notice_retention_hours * 3600);
+    tracing::info!(
+        retention_hours = args.notice_retention_hours,
+        "classifying failed pods"
     );
-    ExitCode::from(2)
+    reclaim_classifier::controller::run(client, retention, shutdown).await;
+    Ok(())
 }

@@ -111,6 +111,12 @@ impl TestPod {
         self
     }
 
+    /// Makes `owner` (a Job, a DaemonSet, a driver pod...) the pod's controller.
+    pub fn owned_by(mut self, owner: OwnerReference) -> TestPod {
+        self.owner = Some(owner);
+        self
+    }
+
     pub fn priority_class(mut self, name: &str) -> TestPod {
         self.priority_class_name = Some(name.to_owned());
         self

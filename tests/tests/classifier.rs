@@ -1,14 +1,20 @@
-//! The classifier's rules applied to objects read back from a real API server: pods
-//! terminated as the kubelet reports them, on a node whose notice the agent wrote.
+//! The classifier on a real API server: its rules applied to pods terminated as the
+//! kubelet reports them, on nodes whose notice the agent wrote; and the controller's
+//! verdicts on pods and Jobs, read back.
+
+use std::time::Duration;
 
 use anyhow::Result;
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::batch::v1::Job;
+use kube::Resource;
 use kube::ResourceExt;
+use kube::api::{Api, PostParams};
 use reclaim_agent::node::{apply_notice_patch, record_of, update_node};
 use reclaim_classifier::verdict::{Verdict, classify, failure_of};
-use reclaim_model::{Notice, NoticeKind, PodInterruption, Provider};
+use reclaim_model::{Evidence, Notice, NoticeKind, PodInterruption, Provider};
 use reclaim_testbed::kubelet::Exit;
-use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod};
+use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
 
 #[tokio::test]
 async fn verdicts_from_pods_and_nodes_as_the_server_returns_them() -> Result<()> {
@@ -86,5 +92,185 @@ async fn verdicts_from_pods_and_nodes_as_the_server_returns_them() -> Result<()>
         matches!(verdict("bug").await?, Verdict::NotSpot(ref why) if why.contains("exit code 1"))
     );
     assert!(matches!(verdict("elsewhere").await?, Verdict::Unknown(_)));
+    Ok(())
+}
+
+fn start_classifier(
+    client: kube::Client,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(reclaim_classifier::controller::run(
+        client,
+        std::time::Duration::from_secs(6 * 3600),
+        shutdown,
+    ));
+    (stop, task)
+}
+
+async fn job(k: &TestKubelet, name: &str) -> Result<Job> {
+    let manifest = serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "registry.invalid/reclaim/test:1"}]}}},
+    });
+    Ok(Api::<Job>::namespaced(k.client().clone(), &k.namespace)
+        .create(&PostParams::default(), &serde_json::from_value(manifest)?)
+        .await?)
+}
+
+fn verdict_of(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Option<(String, String, Evidence)> {
+    Some((
+        annotations.get("reclaim.dev/cause")?.clone(),
+        annotations.get("reclaim.dev/retryable")?.clone(),
+        serde_json::from_str(annotations.get("reclaim.dev/evidence")?).ok()?,
+    ))
+}
+
+async fn notice_on(k: &TestKubelet, node: &str) -> Result<Notice> {
+    let notice = Notice {
+        provider: Provider::Aws,
+        kind: NoticeKind::SpotInterruption,
+        event_id: "instance-action-terminate".into(),
+        notice_time: Timestamp::now() - SignedDuration::from_secs(5),
+        deadline: Some(Timestamp::now() + SignedDuration::from_secs(115)),
+        detected_at: Timestamp::now(),
+    };
+    update_node(&k.nodes(), node, |n| apply_notice_patch(n, &notice)).await?;
+    Ok(record_of(&k.nodes().get(node).await?)
+        .notice
+        .expect("the notice reads back"))
+}
+
+#[tokio::test]
+async fn the_classifier_marks_spot_killed_pods_and_their_jobs_and_nothing_else() -> Result<()> {
+    let k = TestKubelet::new(ControlPlane::shared().admin_client().await?, "classify").await?;
+    let (noticed, quiet) = (k.node_name("spot-noticed"), k.node_name("spot-quiet"));
+    k.register_node(TestNode::spot(&noticed)).await?;
+    k.register_node(TestNode::spot(&quiet)).await?;
+    notice_on(&k, &noticed).await?;
+    let (stop, task) = start_classifier(k.client().clone());
+
+    // The spot-killed pod fails last: once it is marked, the classifier has seen the others.
+    let cases = [
+        ("oom", &noticed, Exit::OOM_KILLED),
+        ("bug", &noticed, Exit::FAILED),
+        ("elsewhere", &quiet, Exit::KILLED),
+        ("killed", &noticed, Exit::KILLED),
+    ];
+    for (name, node, exit) in cases {
+        let owner = job(&k, &format!("job-{name}"))
+            .await?
+            .controller_owner_ref(&())
+            .unwrap();
+        k.run_pod(node, TestPod::new(name).owned_by(owner)).await?;
+        k.terminate(name, exit).await?;
+    }
+    let pods = k.pods();
+    eventually(
+        Duration::from_secs(60),
+        "the spot-killed pod's verdict",
+        || async { Ok(verdict_of(pods.get("killed").await?.annotations()).is_some()) },
+    )
+    .await?;
+    let (cause, retryable, evidence) = verdict_of(pods.get("killed").await?.annotations()).unwrap();
+    assert_eq!(
+        (cause.as_str(), retryable.as_str()),
+        ("spot-interruption", "true")
+    );
+    assert_eq!(
+        (
+            evidence.node.as_str(),
+            evidence.exit_code,
+            evidence.notice_kind
+        ),
+        (noticed.as_str(), Some(137), NoticeKind::SpotInterruption)
+    );
+    let jobs: Api<Job> = Api::namespaced(k.client().clone(), &k.namespace);
+    eventually(Duration::from_secs(30), "the Job's verdict", || async {
+        Ok(verdict_of(jobs.get("job-killed").await?.annotations()).is_some())
+    })
+    .await?;
+    for other in ["oom", "bug", "elsewhere"] {
+        assert!(
+            verdict_of(pods.get(other).await?.annotations()).is_none(),
+            "{other} must not be marked"
+        );
+        assert!(
+            verdict_of(jobs.get(&format!("job-{other}")).await?.annotations()).is_none(),
+            "job-{other} must not be marked"
+        );
+    }
+    stop.send(true)?;
+    task.await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pod_whose_node_is_gone_is_marked_by_a_restarted_classifier_and_never_rewritten()
+-> Result<()> {
+    let k = TestKubelet::new(
+        ControlPlane::shared().admin_client().await?,
+        "classify-gone",
+    )
+    .await?;
+    let node = k.node_name("spot-gone");
+    k.register_node(TestNode::spot(&node)).await?;
+    let notice = notice_on(&k, &node).await?;
+    let (stop, task) = start_classifier(k.client().clone());
+    // The agent marks the pod before evicting it; then the classifier is down while the
+    // node disappears and the pod dies.
+    k.run_pod(
+        &node,
+        TestPod::new("executor")
+            .annotation("reclaim.dev/interruption", &notice.for_pod(&node).to_json()),
+    )
+    .await?;
+    stop.send(true)?;
+    task.await?;
+    k.nodes().delete(&node, &Default::default()).await?;
+    k.terminate("executor", Exit::KILLED).await?;
+
+    let (stop, task) = start_classifier(k.client().clone());
+    let pods = k.pods();
+    eventually(Duration::from_secs(60), "the verdict", || async {
+        Ok(verdict_of(pods.get("executor").await?.annotations()).is_some())
+    })
+    .await?;
+    let (_, _, evidence) = verdict_of(pods.get("executor").await?.annotations()).unwrap();
+    assert!(
+        evidence.signals.contains(&"pod-annotation".to_owned()),
+        "{:?}",
+        evidence.signals
+    );
+    assert_eq!(evidence.node, node);
+    let version = pods.get("executor").await?.resource_version();
+    stop.send(true)?;
+    task.await?;
+
+    // A third classifier sees the marked pod again (initial list) and writes nothing;
+    // a pod failing after it shows it has processed what came before.
+    let (stop, task) = start_classifier(k.client().clone());
+    k.run_pod(
+        &node,
+        TestPod::new("later")
+            .annotation("reclaim.dev/interruption", &notice.for_pod(&node).to_json()),
+    )
+    .await?;
+    k.terminate("later", Exit::KILLED).await?;
+    eventually(Duration::from_secs(60), "the later verdict", || async {
+        Ok(verdict_of(pods.get("later").await?.annotations()).is_some())
+    })
+    .await?;
+    assert_eq!(
+        pods.get("executor").await?.resource_version(),
+        version,
+        "an existing verdict is not rewritten"
+    );
+    stop.send(true)?;
+    task.await?;
     Ok(())
 }

@@ -1,0 +1,156 @@
+//! Watches failed pods and writes the verdict where Airflow will read it.
+//!
+//! Only pods the server reports as Failed are watched (a field selector), and Nodes
+//! only through their metadata, so memory does not grow with the number of healthy
+//! pods. A verdict is written once: an object that already carries `reclaim.dev/cause`
+//! is left alone, and every write is conditioned on the resourceVersion that was read.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher as watch;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use reclaim_model::keys::{
+    CAUSE_ANNOTATION, EVIDENCE_ANNOTATION, NODE_NOTICE_ANNOTATION, POD_INTERRUPTION_ANNOTATION,
+    RETRYABLE_ANNOTATION,
+};
+use reclaim_model::verdict::SPOT_INTERRUPTION_CAUSE;
+use reclaim_model::{Evidence, Notice, PodInterruption};
+use serde_json::json;
+use tokio::sync::{Mutex, watch as signal};
+
+use crate::notices::NodeNotices;
+use crate::verdict::{Verdict, classify, failure_of};
+
+/// Runs until `shutdown` turns true.
+pub async fn run(client: Client, retention: Duration, mut shutdown: signal::Receiver<bool>) {
+    let notices = Mutex::new(NodeNotices::new(retention));
+    let nodes = async {
+        let nodes = Api::<PartialObjectMeta<Node>>::all(client.clone());
+        let mut stream = watch(nodes, watcher::Config::default()).boxed();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(Event::Apply(node) | Event::InitApply(node)) => {
+                    let notice = node
+                        .annotations()
+                        .get(NODE_NOTICE_ANNOTATION)
+                        .and_then(|t| Notice::from_json(t).ok());
+                    notices.lock().await.observe(&node.name_any(), notice);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "watching nodes failed; retrying"),
+            }
+        }
+    };
+    let pods = async {
+        let failed = watcher::Config::default().fields("status.phase=Failed");
+        let mut stream = watch(Api::<Pod>::all(client.clone()), failed).boxed();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
+                    let node = pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .unwrap_or_default();
+                    let node_notice = notices.lock().await.get(&node).cloned();
+                    if let Err(e) = handle(
+                        &client,
+                        &pod,
+                        node_notice.as_ref().map(|n| (node.as_str(), n)),
+                    )
+                    .await
+                    {
+                        tracing::warn!(pod = %pod.name_any(), error = %e, "could not write the verdict; the next update of the pod retries");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "watching failed pods failed; retrying"),
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown.changed() => {}
+        _ = nodes => {}
+        _ = pods => {}
+    }
+}
+
+/// Classifies one failed pod and, when spot-caused, marks it and its Job.
+async fn handle(
+    client: &Client,
+    pod: &Pod,
+    node_notice: Option<(&str, &Notice)>,
+) -> kube::Result<()> {
+    if pod.annotations().contains_key(CAUSE_ANNOTATION) {
+        return Ok(());
+    }
+    let record = pod
+        .annotations()
+        .get(POD_INTERRUPTION_ANNOTATION)
+        .and_then(|t| PodInterruption::from_json(t).ok());
+    let verdict = classify(&failure_of(pod, false), record.as_ref(), node_notice);
+    let name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+    let evidence = match verdict {
+        Verdict::SpotCaused(evidence) => evidence,
+        Verdict::NotSpot(why) => {
+            tracing::info!(pod = %name, why, "not a spot interruption; nothing written");
+            return Ok(());
+        }
+        Verdict::Unknown(why) => {
+            tracing::debug!(pod = %name, why, "no verdict");
+            return Ok(());
+        }
+    };
+    let namespace = pod.namespace().unwrap_or_default();
+    mark(
+        &Api::<Pod>::namespaced(client.clone(), &namespace),
+        &pod.name_any(),
+        pod.resource_version(),
+        &evidence,
+    )
+    .await?;
+    tracing::info!(pod = %name, signals = ?evidence.signals, "spot-caused failure marked retryable");
+    for owner in pod
+        .owner_references()
+        .iter()
+        .filter(|o| o.kind == "Job" && o.api_version == "batch/v1")
+    {
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+        match jobs.get_opt(&owner.name).await? {
+            Some(job) if !job.annotations().contains_key(CAUSE_ANNOTATION) => {
+                mark(&jobs, &owner.name, job.resource_version(), &evidence).await?
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Writes the verdict, only on the version of the object that was read.
+async fn mark<K>(
+    api: &Api<K>,
+    name: &str,
+    resource_version: Option<String>,
+    evidence: &Evidence,
+) -> kube::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({"metadata": {
+        "resourceVersion": resource_version,
+        "annotations": {
+            CAUSE_ANNOTATION: SPOT_INTERRUPTION_CAUSE,
+            RETRYABLE_ANNOTATION: "true",
+            EVIDENCE_ANNOTATION: serde_json::to_string(evidence).expect("evidence serializes"),
+        },
+    }});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
