@@ -1,7 +1,7 @@
 //! Watches failed pods and writes the verdict where Airflow will read it.
 //!
-//! Only pods the server reports as Failed are watched (a field selector), and Nodes
-//! only through their metadata, so memory does not grow with the number of healthy
+//! Only pods the server reports as Failed are watched in full (a field selector); Nodes
+//! and pod deletions only through their metadata, so memory does not grow with the number of healthy
 //! pods. A verdict is written once: an object that already carries `reclaim.dev/cause`
 //! is left alone, and every write is conditioned on the resourceVersion that was read.
 
@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher as watch;
@@ -25,7 +26,7 @@ use serde_json::json;
 use tokio::sync::{Mutex, watch as signal};
 
 use crate::notices::NodeNotices;
-use crate::verdict::{Verdict, classify, failure_of};
+use crate::verdict::{Failure, Verdict, classify, failure_of};
 
 /// Runs until `shutdown` turns true.
 pub async fn run(client: Client, retention: Duration, mut shutdown: signal::Receiver<bool>) {
@@ -74,11 +75,54 @@ pub async fn run(client: Client, retention: Duration, mut shutdown: signal::Rece
             }
         }
     };
+    // A pod evicted by the agent is often deleted before it is ever reported Failed: its
+    // Job is marked from the deleted pod's own annotation. Metadata only, nothing kept.
+    let deleted = async {
+        let pods = Api::<PartialObjectMeta<Pod>>::all(client.clone());
+        let mut stream = watch(pods, watcher::Config::default()).boxed();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(Event::Delete(pod)) => {
+                    if let Err(e) = handle_deleted(&client, &pod).await {
+                        tracing::warn!(pod = %pod.name_any(), error = %e, "could not mark the deleted pod's Job");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "watching pod deletions failed; retrying"),
+            }
+        }
+    };
     tokio::select! {
         _ = shutdown.changed() => {}
         _ = nodes => {}
         _ = pods => {}
+        _ = deleted => {}
     }
+}
+
+/// A pod deleted while the agent was draining its node: its Job gets the verdict.
+async fn handle_deleted(client: &Client, pod: &PartialObjectMeta<Pod>) -> kube::Result<()> {
+    let Some(record) = pod
+        .annotations()
+        .get(POD_INTERRUPTION_ANNOTATION)
+        .and_then(|t| PodInterruption::from_json(t).ok())
+    else {
+        return Ok(());
+    };
+    let failure = Failure {
+        deleted: true,
+        ..Failure::default()
+    };
+    if let Verdict::SpotCaused(evidence) = classify(&failure, Some(&record), None) {
+        mark_owning_jobs(
+            client,
+            &pod.namespace().unwrap_or_default(),
+            pod.owner_references(),
+            &evidence,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Classifies one failed pod and, when spot-caused, marks it and its Job.
@@ -116,17 +160,26 @@ async fn handle(
     )
     .await?;
     tracing::info!(pod = %name, signals = ?evidence.signals, "spot-caused failure marked retryable");
-    for owner in pod
-        .owner_references()
+    mark_owning_jobs(client, &namespace, pod.owner_references(), &evidence).await
+}
+
+/// Marks the `batch/v1` Jobs among `owners` that carry no verdict yet.
+async fn mark_owning_jobs(
+    client: &Client,
+    namespace: &str,
+    owners: &[OwnerReference],
+    evidence: &Evidence,
+) -> kube::Result<()> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    for owner in owners
         .iter()
         .filter(|o| o.kind == "Job" && o.api_version == "batch/v1")
     {
-        let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
-        match jobs.get_opt(&owner.name).await? {
-            Some(job) if !job.annotations().contains_key(CAUSE_ANNOTATION) => {
-                mark(&jobs, &owner.name, job.resource_version(), &evidence).await?
-            }
-            _ => {}
+        if let Some(job) = jobs.get_opt(&owner.name).await?
+            && !job.annotations().contains_key(CAUSE_ANNOTATION)
+        {
+            mark(&jobs, &owner.name, job.resource_version(), evidence).await?;
+            tracing::info!(job = %format!("{namespace}/{}", owner.name), signals = ?evidence.signals, "spot-caused Job failure marked retryable");
         }
     }
     Ok(())

@@ -274,3 +274,57 @@ async fn a_pod_whose_node_is_gone_is_marked_by_a_restarted_classifier_and_never_
     task.await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_job_whose_pod_the_agent_evicted_is_marked_even_if_the_pod_never_showed_failed()
+-> Result<()> {
+    let k = TestKubelet::new(
+        ControlPlane::shared().admin_client().await?,
+        "classify-evicted",
+    )
+    .await?;
+    let node = k.node_name("spot-evicted");
+    k.register_node(TestNode::spot(&node)).await?;
+    let notice = notice_on(&k, &node).await?;
+    let (stop, task) = start_classifier(k.client().clone());
+    let plain = job(&k, "job-plain")
+        .await?
+        .controller_owner_ref(&())
+        .unwrap();
+    k.run_pod(&node, TestPod::new("deleted-unmarked").owned_by(plain))
+        .await?;
+    let evicted = job(&k, "job-evicted")
+        .await?
+        .controller_owner_ref(&())
+        .unwrap();
+    let record = notice.for_pod(&node).to_json();
+    k.run_pod(
+        &node,
+        TestPod::new("evicted")
+            .owned_by(evicted)
+            .annotation("reclaim.dev/interruption", &record),
+    )
+    .await?;
+    // Deleted in this order: once the second Job is marked, the first deletion was seen.
+    k.finish_deletion("deleted-unmarked").await?;
+    k.finish_deletion("evicted").await?;
+
+    let jobs: Api<Job> = Api::namespaced(k.client().clone(), &k.namespace);
+    eventually(
+        Duration::from_secs(60),
+        "the evicted pod's Job verdict",
+        || async { Ok(verdict_of(jobs.get("job-evicted").await?.annotations()).is_some()) },
+    )
+    .await?;
+    let (_, retryable, evidence) =
+        verdict_of(jobs.get("job-evicted").await?.annotations()).unwrap();
+    assert_eq!(retryable, "true");
+    assert_eq!(evidence.signals, ["pod-deleted", "pod-annotation"]);
+    assert!(
+        verdict_of(jobs.get("job-plain").await?.annotations()).is_none(),
+        "a pod deleted without a notice says nothing"
+    );
+    stop.send(true)?;
+    task.await?;
+    Ok(())
+}
