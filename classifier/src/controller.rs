@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams};
@@ -25,11 +26,66 @@ use reclaim_model::{Evidence, Notice, PodInterruption};
 use serde_json::json;
 use tokio::sync::{Mutex, watch as signal};
 
+use crate::leader::Election;
 use crate::notices::NodeNotices;
 use crate::verdict::{Failure, Verdict, classify, failure_of};
 
-/// Runs until `shutdown` turns true.
-pub async fn run(client: Client, retention: Duration, mut shutdown: signal::Receiver<bool>) {
+/// Runs the controller while this replica holds the Lease; follows otherwise. Runs
+/// until `shutdown` turns true.
+pub async fn run_elected(
+    client: Client,
+    retention: Duration,
+    election: Election,
+    mut shutdown: signal::Receiver<bool>,
+) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &election.namespace);
+    let renew_every = election.lease_duration / 3;
+    loop {
+        match election.hold(&leases).await {
+            Ok(true) => {
+                tracing::info!(identity = %election.identity, lease = %election.lease_name, "leading: writing verdicts");
+                let lost = async {
+                    loop {
+                        tokio::time::sleep(renew_every).await;
+                        match election.hold(&leases).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                return tracing::warn!(
+                                    "another replica holds the Lease; no longer writing"
+                                );
+                            }
+                            Err(e) => {
+                                return tracing::warn!(error = %e, "could not renew the Lease; no longer writing until it is held again");
+                            }
+                        }
+                    }
+                };
+                let run_shutdown = shutdown.clone();
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = run(client.clone(), retention, &election.identity, run_shutdown) => return,
+                    _ = lost => {}
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the Lease (check RBAC: leases get/create/update); retrying")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(renew_every) => {}
+        }
+    }
+}
+
+/// Watches and writes verdicts (as field manager `writer`) until `shutdown` turns true.
+pub async fn run(
+    client: Client,
+    retention: Duration,
+    writer: &str,
+    mut shutdown: signal::Receiver<bool>,
+) {
     let notices = Mutex::new(NodeNotices::new(retention));
     let nodes = async {
         let nodes = Api::<PartialObjectMeta<Node>>::all(client.clone());
@@ -62,6 +118,7 @@ pub async fn run(client: Client, retention: Duration, mut shutdown: signal::Rece
                     let node_notice = notices.lock().await.get(&node).cloned();
                     if let Err(e) = handle(
                         &client,
+                        writer,
                         &pod,
                         node_notice.as_ref().map(|n| (node.as_str(), n)),
                     )
@@ -83,7 +140,7 @@ pub async fn run(client: Client, retention: Duration, mut shutdown: signal::Rece
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::Delete(pod)) => {
-                    if let Err(e) = handle_deleted(&client, &pod).await {
+                    if let Err(e) = handle_deleted(&client, writer, &pod).await {
                         tracing::warn!(pod = %pod.name_any(), error = %e, "could not mark the deleted pod's Job");
                     }
                 }
@@ -101,7 +158,11 @@ pub async fn run(client: Client, retention: Duration, mut shutdown: signal::Rece
 }
 
 /// A pod deleted while the agent was draining its node: its Job gets the verdict.
-async fn handle_deleted(client: &Client, pod: &PartialObjectMeta<Pod>) -> kube::Result<()> {
+async fn handle_deleted(
+    client: &Client,
+    writer: &str,
+    pod: &PartialObjectMeta<Pod>,
+) -> kube::Result<()> {
     let Some(record) = pod
         .annotations()
         .get(POD_INTERRUPTION_ANNOTATION)
@@ -116,6 +177,7 @@ async fn handle_deleted(client: &Client, pod: &PartialObjectMeta<Pod>) -> kube::
     if let Verdict::SpotCaused(evidence) = classify(&failure, Some(&record), None) {
         mark_owning_jobs(
             client,
+            writer,
             &pod.namespace().unwrap_or_default(),
             pod.owner_references(),
             &evidence,
@@ -128,6 +190,7 @@ async fn handle_deleted(client: &Client, pod: &PartialObjectMeta<Pod>) -> kube::
 /// Classifies one failed pod and, when spot-caused, marks it and its Job.
 async fn handle(
     client: &Client,
+    writer: &str,
     pod: &Pod,
     node_notice: Option<(&str, &Notice)>,
 ) -> kube::Result<()> {
@@ -154,18 +217,27 @@ async fn handle(
     let namespace = pod.namespace().unwrap_or_default();
     mark(
         &Api::<Pod>::namespaced(client.clone(), &namespace),
+        writer,
         &pod.name_any(),
         pod.resource_version(),
         &evidence,
     )
     .await?;
     tracing::info!(pod = %name, signals = ?evidence.signals, "spot-caused failure marked retryable");
-    mark_owning_jobs(client, &namespace, pod.owner_references(), &evidence).await
+    mark_owning_jobs(
+        client,
+        writer,
+        &namespace,
+        pod.owner_references(),
+        &evidence,
+    )
+    .await
 }
 
 /// Marks the `batch/v1` Jobs among `owners` that carry no verdict yet.
 async fn mark_owning_jobs(
     client: &Client,
+    writer: &str,
     namespace: &str,
     owners: &[OwnerReference],
     evidence: &Evidence,
@@ -178,7 +250,7 @@ async fn mark_owning_jobs(
         if let Some(job) = jobs.get_opt(&owner.name).await?
             && !job.annotations().contains_key(CAUSE_ANNOTATION)
         {
-            mark(&jobs, &owner.name, job.resource_version(), evidence).await?;
+            mark(&jobs, writer, &owner.name, job.resource_version(), evidence).await?;
             tracing::info!(job = %format!("{namespace}/{}", owner.name), signals = ?evidence.signals, "spot-caused Job failure marked retryable");
         }
     }
@@ -188,6 +260,7 @@ async fn mark_owning_jobs(
 /// Writes the verdict, only on the version of the object that was read.
 async fn mark<K>(
     api: &Api<K>,
+    writer: &str,
     name: &str,
     resource_version: Option<String>,
     evidence: &Evidence,
@@ -203,7 +276,11 @@ where
             EVIDENCE_ANNOTATION: serde_json::to_string(evidence).expect("evidence serializes"),
         },
     }});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    // The field manager names the replica that wrote the verdict (visible in managedFields).
+    let params = PatchParams {
+        field_manager: Some(writer.to_owned()),
+        ..PatchParams::default()
+    };
+    api.patch(name, &params, &Patch::Merge(&patch)).await?;
     Ok(())
 }

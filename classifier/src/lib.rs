@@ -3,8 +3,10 @@
 //!
 //! - [`verdict`]: the rules, as pure functions over a pod's status and its node's notice;
 //! - [`notices`]: which nodes carried a notice, remembered beyond the node's life;
-//! - [`controller`]: the watches, and the writes of the verdict on pods and Jobs.
+//! - [`controller`]: the watches, and the writes of the verdict on pods and Jobs;
+//! - [`leader`]: a Lease, so that of several replicas only one writes.
 
 pub mod controller;
+pub mod leader;
 pub mod notices;
 pub mod verdict;

@@ -21,6 +21,17 @@ struct Args {
     /// How long a node's interruption notice is remembered after it was last seen, in hours.
     #[arg(long, env = "RECLAIM_NOTICE_RETENTION_HOURS", default_value_t = 6)]
     notice_retention_hours: u64,
+    /// The Lease that elects the one replica that writes.
+    #[arg(long, env = "RECLAIM_LEASE_NAME", default_value = "reclaim-classifier")]
+    lease_name: String,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's name in the Lease (default: the host name, which is the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// A leader that has not renewed the Lease for this many seconds is replaced.
+    #[arg(long, env = "RECLAIM_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -70,6 +81,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         retention_hours = args.notice_retention_hours,
         "classifying failed pods"
     );
-    reclaim_classifier::controller::run(client, retention, shutdown).await;
+    let identity = match args.identity {
+        Some(identity) => identity,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")?
+            .trim()
+            .to_owned(),
+    };
+    let election = reclaim_classifier::leader::Election {
+        lease_name: args.lease_name,
+        namespace: args.lease_namespace,
+        identity,
+        lease_duration: std::time::Duration::from_secs(args.lease_duration_seconds.max(3)),
+    };
+    reclaim_classifier::controller::run_elected(client, retention, election, shutdown).await;
     Ok(())
 }

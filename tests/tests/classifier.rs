@@ -7,10 +7,12 @@ use std::time::Duration;
 use anyhow::Result;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Resource;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use reclaim_agent::node::{apply_notice_patch, record_of, update_node};
+use reclaim_classifier::leader::Election;
 use reclaim_classifier::verdict::{Verdict, classify, failure_of};
 use reclaim_model::{Evidence, Notice, NoticeKind, PodInterruption, Provider};
 use reclaim_testbed::kubelet::Exit;
@@ -95,16 +97,25 @@ async fn verdicts_from_pods_and_nodes_as_the_server_returns_them() -> Result<()>
     Ok(())
 }
 
+/// A classifier replica named `identity`, electing its leader through a Lease in `k`'s namespace.
 fn start_classifier(
-    client: kube::Client,
+    k: &TestKubelet,
+    identity: &str,
 ) -> (
     tokio::sync::watch::Sender<bool>,
     tokio::task::JoinHandle<()>,
 ) {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(reclaim_classifier::controller::run(
-        client,
-        std::time::Duration::from_secs(6 * 3600),
+    let election = Election {
+        lease_name: "reclaim-classifier".into(),
+        namespace: k.namespace.clone(),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(3),
+    };
+    let task = tokio::spawn(reclaim_classifier::controller::run_elected(
+        k.client().clone(),
+        Duration::from_secs(6 * 3600),
+        election,
         shutdown,
     ));
     (stop, task)
@@ -152,7 +163,7 @@ async fn the_classifier_marks_spot_killed_pods_and_their_jobs_and_nothing_else()
     k.register_node(TestNode::spot(&noticed)).await?;
     k.register_node(TestNode::spot(&quiet)).await?;
     notice_on(&k, &noticed).await?;
-    let (stop, task) = start_classifier(k.client().clone());
+    let (stop, task) = start_classifier(&k, "replica-a");
 
     // The spot-killed pod fails last: once it is marked, the classifier has seen the others.
     let cases = [
@@ -220,7 +231,7 @@ async fn a_pod_whose_node_is_gone_is_marked_by_a_restarted_classifier_and_never_
     let node = k.node_name("spot-gone");
     k.register_node(TestNode::spot(&node)).await?;
     let notice = notice_on(&k, &node).await?;
-    let (stop, task) = start_classifier(k.client().clone());
+    let (stop, task) = start_classifier(&k, "replica-a");
     // The agent marks the pod before evicting it; then the classifier is down while the
     // node disappears and the pod dies.
     k.run_pod(
@@ -234,7 +245,7 @@ async fn a_pod_whose_node_is_gone_is_marked_by_a_restarted_classifier_and_never_
     k.nodes().delete(&node, &Default::default()).await?;
     k.terminate("executor", Exit::KILLED).await?;
 
-    let (stop, task) = start_classifier(k.client().clone());
+    let (stop, task) = start_classifier(&k, "replica-a");
     let pods = k.pods();
     eventually(Duration::from_secs(60), "the verdict", || async {
         Ok(verdict_of(pods.get("executor").await?.annotations()).is_some())
@@ -253,7 +264,7 @@ async fn a_pod_whose_node_is_gone_is_marked_by_a_restarted_classifier_and_never_
 
     // A third classifier sees the marked pod again (initial list) and writes nothing;
     // a pod failing after it shows it has processed what came before.
-    let (stop, task) = start_classifier(k.client().clone());
+    let (stop, task) = start_classifier(&k, "replica-a");
     k.run_pod(
         &node,
         TestPod::new("later")
@@ -286,7 +297,7 @@ async fn a_job_whose_pod_the_agent_evicted_is_marked_even_if_the_pod_never_showe
     let node = k.node_name("spot-evicted");
     k.register_node(TestNode::spot(&node)).await?;
     let notice = notice_on(&k, &node).await?;
-    let (stop, task) = start_classifier(k.client().clone());
+    let (stop, task) = start_classifier(&k, "replica-a");
     let plain = job(&k, "job-plain")
         .await?
         .controller_owner_ref(&())
@@ -323,6 +334,103 @@ async fn a_job_whose_pod_the_agent_evicted_is_marked_even_if_the_pod_never_showe
     assert!(
         verdict_of(jobs.get("job-plain").await?.annotations()).is_none(),
         "a pod deleted without a notice says nothing"
+    );
+    stop.send(true)?;
+    task.await?;
+    Ok(())
+}
+
+/// Which field manager last wrote the verdict annotations of a pod.
+fn verdict_writer(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
+    pod.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|f| {
+            f.fields_v1
+                .as_ref()
+                .is_some_and(|v| v.0.to_string().contains("reclaim.dev/cause"))
+        })
+        .and_then(|f| f.manager.clone())
+}
+
+#[tokio::test]
+async fn of_two_replicas_only_the_lease_holder_writes_and_the_other_takes_over() -> Result<()> {
+    let k = TestKubelet::new(ControlPlane::shared().admin_client().await?, "classify-ha").await?;
+    let node = k.node_name("spot-ha");
+    k.register_node(TestNode::spot(&node)).await?;
+    let notice = notice_on(&k, &node).await?;
+    let replicas = [
+        ("replica-a", start_classifier(&k, "replica-a")),
+        ("replica-b", start_classifier(&k, "replica-b")),
+    ];
+    let leases: Api<Lease> = Api::namespaced(k.client().clone(), &k.namespace);
+    let holder = || async {
+        anyhow::Ok(
+            leases
+                .get_opt("reclaim-classifier")
+                .await?
+                .and_then(|l| l.spec?.holder_identity),
+        )
+    };
+    eventually(Duration::from_secs(30), "a leader", || async {
+        Ok(holder().await?.is_some())
+    })
+    .await?;
+    let leader = holder().await?.unwrap();
+
+    let record = notice.for_pod(&node).to_json();
+    k.run_pod(
+        &node,
+        TestPod::new("first").annotation("reclaim.dev/interruption", &record),
+    )
+    .await?;
+    k.terminate("first", Exit::KILLED).await?;
+    let pods = k.pods();
+    eventually(Duration::from_secs(60), "the first verdict", || async {
+        Ok(verdict_of(pods.get("first").await?.annotations()).is_some())
+    })
+    .await?;
+    assert_eq!(
+        verdict_writer(&pods.get("first").await?).as_deref(),
+        Some(leader.as_str()),
+        "the Lease holder wrote the verdict"
+    );
+
+    let mut follower = None;
+    for (name, (stop, task)) in replicas {
+        if name == leader {
+            stop.send(true)?;
+            task.await?;
+        } else {
+            follower = Some((name, stop, task));
+        }
+    }
+    let (follower, stop, task) = follower.unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the follower to take over",
+        || async { Ok(holder().await?.as_deref() == Some(follower)) },
+    )
+    .await?;
+    k.run_pod(
+        &node,
+        TestPod::new("second").annotation("reclaim.dev/interruption", &record),
+    )
+    .await?;
+    k.terminate("second", Exit::KILLED).await?;
+    eventually(Duration::from_secs(60), "the second verdict", || async {
+        Ok(verdict_of(pods.get("second").await?.annotations()).is_some())
+    })
+    .await?;
+    assert_eq!(
+        verdict_writer(&pods.get("second").await?).as_deref(),
+        Some(follower)
+    );
+    assert_eq!(
+        verdict_writer(&pods.get("first").await?).as_deref(),
+        Some(leader.as_str()),
+        "the first verdict was not rewritten"
     );
     stop.send(true)?;
     task.await?;
