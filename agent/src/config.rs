@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use reclaim_service::LogFormat;
+
 use crate::decision::Policy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -14,12 +16,6 @@ pub enum ProviderChoice {
     Aws,
     Azure,
     Gcp,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Guards one spot node: taint, cordon and drain it before the cloud reclaims it.

@@ -5,53 +5,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use reclaim_agent::config::{Config, LogFormat};
+use reclaim_agent::config::Config;
 use reclaim_agent::endpoints::{self, Health};
 use reclaim_agent::metrics::Metrics;
 use reclaim_agent::{client, guard};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use tokio::sync::watch;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    match config.log_format {
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-    }
-    // One thread is plenty for a loop that mostly waits, and keeps the footprint small.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("reclaim-agent: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    reclaim_service::init_logging(config.log_format);
+    reclaim_service::run("reclaim-agent", |shutdown| run(config, shutdown))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            tracing::info!(signal, "shutting down");
-            let _ = stop.send(true);
-        }
-    });
+async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let stale_after =
         Duration::from_secs(30) + config.poll_interval * 3 + config.metadata_timeout * 4;

@@ -1,16 +1,12 @@
 //! `reclaim-classifier`: see the README for the rules and the annotations it writes.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
+use clap::Parser;
+use reclaim_classifier::leader::Election;
+use reclaim_service::LogFormat;
+use tokio::sync::watch;
 
 /// Marks spot-caused job failures as retryable, and nothing else.
 #[derive(Debug, Parser)]
@@ -36,63 +32,29 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    match args.log_format {
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("reclaim-classifier: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    reclaim_service::init_logging(args.log_format);
+    reclaim_service::run("reclaim-classifier", |shutdown| run(args, shutdown))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            let _ = stop.send(true);
-        }
-    });
+async fn run(args: Args, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let config = kube::Config::infer().await.map_err(|e| {
         anyhow::anyhow!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
     })?;
     let client = kube::Client::try_from(config)?;
-    let retention = std::time::Duration::from_secs(args.notice_retention_hours * 3600);
-    tracing::info!(
-        retention_hours = args.notice_retention_hours,
-        "classifying failed pods"
-    );
     let identity = match args.identity {
         Some(identity) => identity,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")?
             .trim()
             .to_owned(),
     };
-    let election = reclaim_classifier::leader::Election {
+    let election = Election {
         lease_name: args.lease_name,
         namespace: args.lease_namespace,
         identity,
-        lease_duration: std::time::Duration::from_secs(args.lease_duration_seconds.max(3)),
+        lease_duration: Duration::from_secs(args.lease_duration_seconds.max(3)),
     };
+    let retention = Duration::from_secs(args.notice_retention_hours * 3600);
+    tracing::info!(retention_hours = args.notice_retention_hours, identity = %election.identity, "classifying failed pods");
     reclaim_classifier::controller::run_elected(client, retention, election, shutdown).await;
     Ok(())
 }
