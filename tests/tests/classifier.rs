@@ -110,7 +110,8 @@ fn start_classifier(
         lease_name: "reclaim-classifier".into(),
         namespace: k.namespace.clone(),
         identity: identity.into(),
-        lease_duration: Duration::from_secs(3),
+        // Long enough that a renewal delayed by a loaded machine does not hand the Lease over.
+        lease_duration: Duration::from_secs(10),
     };
     let task = tokio::spawn(reclaim_classifier::controller::run_elected(
         k.client().clone(),
@@ -139,6 +140,15 @@ fn verdict_of(
         annotations.get("reclaim.dev/retryable")?.clone(),
         serde_json::from_str(annotations.get("reclaim.dev/evidence")?).ok()?,
     ))
+}
+
+/// A test's kubelet and one spot node carrying a spot notice, as the agent writes it.
+async fn noticed_node(test: &str, node: &str) -> Result<(TestKubelet, String, Notice)> {
+    let k = TestKubelet::new(ControlPlane::shared().admin_client().await?, test).await?;
+    let node = k.node_name(node);
+    k.register_node(TestNode::spot(&node)).await?;
+    let notice = notice_on(&k, &node).await?;
+    Ok((k, node, notice))
 }
 
 async fn notice_on(k: &TestKubelet, node: &str) -> Result<Notice> {
@@ -223,14 +233,7 @@ async fn the_classifier_marks_spot_killed_pods_and_their_jobs_and_nothing_else()
 #[tokio::test]
 async fn a_pod_whose_node_is_gone_is_marked_by_a_restarted_classifier_and_never_rewritten()
 -> Result<()> {
-    let k = TestKubelet::new(
-        ControlPlane::shared().admin_client().await?,
-        "classify-gone",
-    )
-    .await?;
-    let node = k.node_name("spot-gone");
-    k.register_node(TestNode::spot(&node)).await?;
-    let notice = notice_on(&k, &node).await?;
+    let (k, node, notice) = noticed_node("classify-gone", "spot-gone").await?;
     let (stop, task) = start_classifier(&k, "replica-a");
     // The agent marks the pod before evicting it; then the classifier is down while the
     // node disappears and the pod dies.
@@ -289,14 +292,7 @@ async fn a_pod_whose_node_is_gone_is_marked_by_a_restarted_classifier_and_never_
 #[tokio::test]
 async fn a_job_whose_pod_the_agent_evicted_is_marked_even_if_the_pod_never_showed_failed()
 -> Result<()> {
-    let k = TestKubelet::new(
-        ControlPlane::shared().admin_client().await?,
-        "classify-evicted",
-    )
-    .await?;
-    let node = k.node_name("spot-evicted");
-    k.register_node(TestNode::spot(&node)).await?;
-    let notice = notice_on(&k, &node).await?;
+    let (k, node, notice) = noticed_node("classify-evicted", "spot-evicted").await?;
     let (stop, task) = start_classifier(&k, "replica-a");
     let plain = job(&k, "job-plain")
         .await?
