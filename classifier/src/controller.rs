@@ -30,11 +30,33 @@ use crate::leader::Election;
 use crate::notices::NodeNotices;
 use crate::verdict::{Failure, Verdict, classify, failure_of};
 
+/// What the controller watches and remembers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a node's notice is remembered after it was last seen.
+    pub retention: Duration,
+    /// Classify only the pods of this namespace (`None`: every namespace).
+    pub namespace: Option<String>,
+}
+
+impl Settings {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+            None => Api::all(client.clone()),
+        }
+    }
+}
+
 /// Runs the controller while this replica holds the Lease; follows otherwise. Runs
 /// until `shutdown` turns true.
 pub async fn run_elected(
     client: Client,
-    retention: Duration,
+    settings: Settings,
     election: Election,
     mut shutdown: signal::Receiver<bool>,
 ) {
@@ -63,7 +85,7 @@ pub async fn run_elected(
                 let run_shutdown = shutdown.clone();
                 tokio::select! {
                     _ = shutdown.changed() => return,
-                    _ = run(client.clone(), retention, &election.identity, run_shutdown) => return,
+                    _ = run(client.clone(), &settings, &election.identity, run_shutdown) => return,
                     _ = lost => {}
                 }
             }
@@ -82,11 +104,11 @@ pub async fn run_elected(
 /// Watches and writes verdicts (as field manager `writer`) until `shutdown` turns true.
 pub async fn run(
     client: Client,
-    retention: Duration,
+    settings: &Settings,
     writer: &str,
     mut shutdown: signal::Receiver<bool>,
 ) {
-    let notices = Mutex::new(NodeNotices::new(retention));
+    let notices = Mutex::new(NodeNotices::new(settings.retention));
     let nodes = async {
         let nodes = Api::<PartialObjectMeta<Node>>::all(client.clone());
         let mut stream = watch(nodes, watcher::Config::default()).boxed();
@@ -106,7 +128,7 @@ pub async fn run(
     };
     let pods = async {
         let failed = watcher::Config::default().fields("status.phase=Failed");
-        let mut stream = watch(Api::<Pod>::all(client.clone()), failed).boxed();
+        let mut stream = watch(settings.api::<Pod>(&client), failed).boxed();
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
@@ -135,7 +157,7 @@ pub async fn run(
     // A pod evicted by the agent is often deleted before it is ever reported Failed: its
     // Job is marked from the deleted pod's own annotation. Metadata only, nothing kept.
     let deleted = async {
-        let pods = Api::<PartialObjectMeta<Pod>>::all(client.clone());
+        let pods = settings.api::<PartialObjectMeta<Pod>>(&client);
         let mut stream = watch(pods, watcher::Config::default()).boxed();
         while let Some(event) = stream.next().await {
             match event {
@@ -194,8 +216,23 @@ async fn handle(
     pod: &Pod,
     node_notice: Option<(&str, &Notice)>,
 ) -> kube::Result<()> {
-    if pod.annotations().contains_key(CAUSE_ANNOTATION) {
-        return Ok(());
+    let namespace = pod.namespace().unwrap_or_default();
+    // Already marked (by an earlier run, or another replica): its Jobs may still need the
+    // verdict, if marking them failed last time.
+    if let Some(evidence) = pod
+        .annotations()
+        .get(EVIDENCE_ANNOTATION)
+        .and_then(|t| serde_json::from_str::<Evidence>(t).ok())
+        && pod.annotations().contains_key(CAUSE_ANNOTATION)
+    {
+        return mark_owning_jobs(
+            client,
+            writer,
+            &namespace,
+            pod.owner_references(),
+            &evidence,
+        )
+        .await;
     }
     let record = pod
         .annotations()
@@ -214,7 +251,6 @@ async fn handle(
             return Ok(());
         }
     };
-    let namespace = pod.namespace().unwrap_or_default();
     mark(
         &Api::<Pod>::namespaced(client.clone(), &namespace),
         writer,

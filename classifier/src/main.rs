@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use reclaim_classifier::controller::Settings;
 use reclaim_classifier::leader::Election;
 use reclaim_service::LogFormat;
 use tokio::sync::watch;
@@ -17,6 +18,9 @@ struct Args {
     /// How long a node's interruption notice is remembered after it was last seen, in hours.
     #[arg(long, env = "RECLAIM_NOTICE_RETENTION_HOURS", default_value_t = 6)]
     notice_retention_hours: u64,
+    /// Classify only the pods of this namespace (default: every namespace).
+    #[arg(long, env = "RECLAIM_NAMESPACE")]
+    namespace: Option<String>,
     /// The Lease that elects the one replica that writes.
     #[arg(long, env = "RECLAIM_LEASE_NAME", default_value = "reclaim-classifier")]
     lease_name: String,
@@ -53,8 +57,11 @@ async fn run(args: Args, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> 
         identity,
         lease_duration: Duration::from_secs(args.lease_duration_seconds.max(3)),
     };
-    let retention = Duration::from_secs(args.notice_retention_hours * 3600);
-    tracing::info!(retention_hours = args.notice_retention_hours, identity = %election.identity, "classifying failed pods");
-    reclaim_classifier::controller::run_elected(client, retention, election, shutdown).await;
+    let settings = Settings {
+        retention: Duration::from_secs(args.notice_retention_hours * 3600),
+        namespace: args.namespace,
+    };
+    tracing::info!(retention_hours = args.notice_retention_hours, namespace = ?settings.namespace, identity = %election.identity, "classifying failed pods");
+    reclaim_classifier::controller::run_elected(client, settings, election, shutdown).await;
     Ok(())
 }

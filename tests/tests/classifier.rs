@@ -12,6 +12,7 @@ use kube::Resource;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use reclaim_agent::node::{apply_notice_patch, record_of, update_node};
+use reclaim_classifier::controller::Settings;
 use reclaim_classifier::leader::Election;
 use reclaim_classifier::verdict::{Verdict, classify, failure_of};
 use reclaim_model::{Evidence, Notice, NoticeKind, PodInterruption, Provider};
@@ -113,9 +114,14 @@ fn start_classifier(
         // Long enough that a renewal delayed by a loaded machine does not hand the Lease over.
         lease_duration: Duration::from_secs(10),
     };
+    // Scoped to the test's namespace: tests share the control plane, not their pods.
+    let settings = Settings {
+        retention: Duration::from_secs(6 * 3600),
+        namespace: Some(k.namespace.clone()),
+    };
     let task = tokio::spawn(reclaim_classifier::controller::run_elected(
         k.client().clone(),
-        Duration::from_secs(6 * 3600),
+        settings,
         election,
         shutdown,
     ));
@@ -427,6 +433,46 @@ async fn of_two_replicas_only_the_lease_holder_writes_and_the_other_takes_over()
         verdict_writer(&pods.get("first").await?).as_deref(),
         Some(leader.as_str()),
         "the first verdict was not rewritten"
+    );
+    stop.send(true)?;
+    task.await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_job_is_marked_even_when_its_pod_was_marked_before() -> Result<()> {
+    let (k, node, notice) = noticed_node("classify-job-later", "spot-later").await?;
+    let owner = job(&k, "job-later")
+        .await?
+        .controller_owner_ref(&())
+        .unwrap();
+    // Marked by an earlier run that failed before it reached the Job.
+    let evidence = Evidence {
+        node: node.clone(),
+        notice_kind: notice.kind,
+        notice_time: notice.notice_time,
+        exit_code: Some(137),
+        reason: Some("Error".into()),
+        signals: vec!["exit-137".into(), "node-notice".into()],
+    };
+    let marked = TestPod::new("marked")
+        .owned_by(owner)
+        .annotation("reclaim.dev/cause", "spot-interruption")
+        .annotation("reclaim.dev/retryable", "true")
+        .annotation("reclaim.dev/evidence", &serde_json::to_string(&evidence)?);
+    k.run_pod(&node, marked).await?;
+    k.terminate("marked", Exit::KILLED).await?;
+    let (stop, task) = start_classifier(&k, "replica-a");
+    let jobs: Api<Job> = Api::namespaced(k.client().clone(), &k.namespace);
+    eventually(Duration::from_secs(60), "the Job's verdict", || async {
+        Ok(verdict_of(jobs.get("job-later").await?.annotations()).is_some())
+    })
+    .await?;
+    assert_eq!(
+        verdict_of(jobs.get("job-later").await?.annotations())
+            .unwrap()
+            .2,
+        evidence
     );
     stop.send(true)?;
     task.await?;
