@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Node;
-use kube::Client;
 use kube::api::Api;
+use kube::{Client, Resource};
 use reclaim_model::{Notice, Provider};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -22,7 +22,6 @@ use crate::decision::{Decision, NodeRecord, Policy, decide, drain_deadline, drai
 use crate::drain::plan::OwnPod;
 use crate::drain::{DrainJob, PodOutcome, drain};
 use crate::endpoints::Health;
-use crate::events::{self, Severity};
 use crate::eviction::{EvictionVersion, discover_version};
 use crate::imds::aws::AwsImds;
 use crate::imds::azure::{AzureEvents, AzureRules};
@@ -30,6 +29,7 @@ use crate::imds::gcp::GcpMetadata;
 use crate::imds::{Announced, MetadataClient, probe, provider_of};
 use crate::metrics::Metrics;
 use crate::node::{apply_notice_patch, record_of, undo_patch, update_node};
+use reclaim_service::events::{self, Severity};
 
 /// Longest pause between retries after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -361,7 +361,16 @@ impl Guard {
     }
 
     async fn publish(&self, node: &Node, severity: Severity, reason: &str, note: String) {
-        if let Err(e) = events::record(&self.client, node, severity, reason, &note).await {
+        if let Err(e) = events::record(
+            &self.client,
+            &node.object_ref(&()),
+            "reclaim-agent",
+            severity,
+            reason,
+            &note,
+        )
+        .await
+        {
             tracing::warn!(error = %e, "could not record a Kubernetes Event on the node (check the agent's RBAC: events create)");
         }
     }

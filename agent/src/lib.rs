@@ -5,7 +5,7 @@
 //! - [`decision`]: what to do about it, as pure rules;
 //! - [`node`]: the Node changes (taint, cordon, annotations), never losing others' writes;
 //! - [`drain`]: the deadline-aware drain, with its pure plan in [`drain::plan`];
-//! - [`eviction`], [`pods`], [`events`], [`client`]: Kubernetes access;
+//! - [`eviction`], [`pods`], [`client`]: Kubernetes access (Events: `reclaim_service::events`);
 //! - [`guard`]: the loop tying them together; [`config`], [`metrics`], [`endpoints`] around it.
 
 pub mod client;
@@ -13,7 +13,6 @@ pub mod config;
 pub mod decision;
 pub mod drain;
 pub mod endpoints;
-pub mod events;
 pub mod eviction;
 pub mod guard;
 pub mod imds;

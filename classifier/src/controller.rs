@@ -16,13 +16,14 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher as watch;
 use kube::runtime::watcher::{self, Event};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use reclaim_model::keys::{
     CAUSE_ANNOTATION, EVIDENCE_ANNOTATION, NODE_NOTICE_ANNOTATION, POD_INTERRUPTION_ANNOTATION,
     RETRYABLE_ANNOTATION,
 };
 use reclaim_model::verdict::SPOT_INTERRUPTION_CAUSE;
 use reclaim_model::{Evidence, Notice, PodInterruption};
+use reclaim_service::events::{self, Severity};
 use serde_json::json;
 use tokio::sync::{Mutex, watch as signal};
 
@@ -260,6 +261,7 @@ async fn handle(
     )
     .await?;
     tracing::info!(pod = %name, signals = ?evidence.signals, "spot-caused failure marked retryable");
+    record_event(client, &pod.object_ref(&()), &evidence).await;
     mark_owning_jobs(
         client,
         writer,
@@ -288,9 +290,36 @@ async fn mark_owning_jobs(
         {
             mark(&jobs, writer, &owner.name, job.resource_version(), evidence).await?;
             tracing::info!(job = %format!("{namespace}/{}", owner.name), signals = ?evidence.signals, "spot-caused Job failure marked retryable");
+            record_event(client, &job.object_ref(&()), evidence).await;
         }
     }
     Ok(())
+}
+
+/// Tells `kubectl describe` readers why the object now carries a verdict.
+async fn record_event(
+    client: &Client,
+    regarding: &k8s_openapi::api::core::v1::ObjectReference,
+    evidence: &Evidence,
+) {
+    let message = format!(
+        "failure caused by the {} notice on node {} (signals: {}); marked retryable",
+        evidence.notice_kind.as_str(),
+        evidence.node,
+        evidence.signals.join(", ")
+    );
+    if let Err(e) = events::record(
+        client,
+        regarding,
+        "reclaim-classifier",
+        Severity::Warning,
+        "SpotInterruption",
+        &message,
+    )
+    .await
+    {
+        tracing::warn!(error = %e, "could not record a Kubernetes Event (check RBAC: events create)");
+    }
 }
 
 /// Writes the verdict, only on the version of the object that was read.

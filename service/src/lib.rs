@@ -1,6 +1,9 @@
 //! What every Reclaim binary does as a process, written once: logs in text or JSON, a
 //! single-threaded runtime (the work is mostly waiting, and one thread keeps the
-//! footprint small), and a clean stop on SIGTERM or SIGINT.
+//! footprint small), and a clean stop on SIGTERM or SIGINT; and the Kubernetes Events
+//! both write ([`events`]).
+
+pub mod events;
 
 use std::future::Future;
 use std::process::ExitCode;

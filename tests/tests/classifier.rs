@@ -8,6 +8,7 @@ use anyhow::Result;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Event;
 use kube::Resource;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
@@ -221,6 +222,33 @@ async fn the_classifier_marks_spot_killed_pods_and_their_jobs_and_nothing_else()
         Ok(verdict_of(jobs.get("job-killed").await?.annotations()).is_some())
     })
     .await?;
+    let events: Api<Event> = Api::namespaced(k.client().clone(), &k.namespace);
+    let spot_events = |listed: Vec<Event>| -> Vec<(String, String)> {
+        let mut about: Vec<_> = listed
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("SpotInterruption"))
+            .map(|e| {
+                (
+                    e.involved_object.kind.unwrap_or_default(),
+                    e.involved_object.name.unwrap_or_default(),
+                )
+            })
+            .collect();
+        about.sort();
+        about
+    };
+    eventually(Duration::from_secs(30), "the Events", || async {
+        Ok(spot_events(events.list(&Default::default()).await?.items).len() == 2)
+    })
+    .await?;
+    assert_eq!(
+        spot_events(events.list(&Default::default()).await?.items),
+        [
+            ("Job".to_owned(), "job-killed".to_owned()),
+            ("Pod".to_owned(), "killed".to_owned())
+        ],
+        "one Event on each marked object, none on the others"
+    );
     for other in ["oom", "bug", "elsewhere"] {
         assert!(
             verdict_of(pods.get(other).await?.annotations()).is_none(),
