@@ -21,7 +21,6 @@ use crate::config::{Config, ProviderChoice};
 use crate::decision::{Decision, NodeRecord, Policy, decide, drain_deadline, drains};
 use crate::drain::plan::OwnPod;
 use crate::drain::{DrainJob, PodOutcome, drain};
-use crate::endpoints::Health;
 use crate::eviction::{EvictionVersion, discover_version};
 use crate::imds::aws::AwsImds;
 use crate::imds::azure::{AzureEvents, AzureRules};
@@ -29,6 +28,7 @@ use crate::imds::gcp::GcpMetadata;
 use crate::imds::{Announced, MetadataClient, probe, provider_of};
 use crate::metrics::Metrics;
 use crate::node::{apply_notice_patch, record_of, undo_patch, update_node};
+use reclaim_service::endpoints::Health;
 use reclaim_service::events::{self, Severity};
 
 /// Longest pause between retries after repeated failures.

@@ -6,13 +6,13 @@
 //! - [`node`]: the Node changes (taint, cordon, annotations), never losing others' writes;
 //! - [`drain`]: the deadline-aware drain, with its pure plan in [`drain::plan`];
 //! - [`eviction`], [`pods`], [`client`]: Kubernetes access (Events: `reclaim_service::events`);
-//! - [`guard`]: the loop tying them together; [`config`], [`metrics`], [`endpoints`] around it.
+//! - [`guard`]: the loop tying them together; [`config`] and [`metrics`] around it
+//!   (served by `reclaim_service::endpoints`).
 
 pub mod client;
 pub mod config;
 pub mod decision;
 pub mod drain;
-pub mod endpoints;
 pub mod eviction;
 pub mod guard;
 pub mod imds;

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use reclaim_agent::config::Config;
-use reclaim_agent::endpoints::{self, Health};
 use reclaim_agent::metrics::Metrics;
 use reclaim_agent::{client, guard};
+use reclaim_service::endpoints::{self, Health};
 use tokio::sync::watch;
 
 fn main() -> ExitCode {

@@ -112,15 +112,17 @@ impl Default for Metrics {
     }
 }
 
-impl Metrics {
+impl reclaim_service::endpoints::Exposition for Metrics {
     /// The text exposition format served on `/metrics`.
-    pub fn encode(&self) -> String {
+    fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String never fails");
         out
     }
+}
 
+impl Metrics {
     pub fn notice(&self, provider: Provider, kind: NoticeKind) {
         let provider = serde_json::to_value(provider)
             .ok()

@@ -5,6 +5,7 @@
 //! pods. A verdict is written once: an object that already carries `reclaim.dev/cause`
 //! is left alone, and every write is conditioned on the resourceVersion that was read.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -28,6 +29,7 @@ use serde_json::json;
 use tokio::sync::{Mutex, watch as signal};
 
 use crate::leader::Election;
+use crate::metrics::ClassifierMetrics;
 use crate::notices::NodeNotices;
 use crate::verdict::{Failure, Verdict, classify, failure_of};
 
@@ -38,6 +40,7 @@ pub struct Settings {
     pub retention: Duration,
     /// Classify only the pods of this namespace (`None`: every namespace).
     pub namespace: Option<String>,
+    pub metrics: Arc<ClassifierMetrics>,
 }
 
 impl Settings {
@@ -142,6 +145,7 @@ pub async fn run(
                     if let Err(e) = handle(
                         &client,
                         writer,
+                        &settings.metrics,
                         &pod,
                         node_notice.as_ref().map(|n| (node.as_str(), n)),
                     )
@@ -214,6 +218,7 @@ async fn handle_deleted(
 async fn handle(
     client: &Client,
     writer: &str,
+    metrics: &ClassifierMetrics,
     pod: &Pod,
     node_notice: Option<(&str, &Notice)>,
 ) -> kube::Result<()> {
@@ -239,15 +244,18 @@ async fn handle(
         .annotations()
         .get(POD_INTERRUPTION_ANNOTATION)
         .and_then(|t| PodInterruption::from_json(t).ok());
-    let verdict = classify(&failure_of(pod, false), record.as_ref(), node_notice);
+    let failure = failure_of(pod, false);
+    let verdict = classify(&failure, record.as_ref(), node_notice);
     let name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
     let evidence = match verdict {
         Verdict::SpotCaused(evidence) => evidence,
         Verdict::NotSpot(why) => {
+            metrics.verdict("not_spot");
             tracing::info!(pod = %name, why, "not a spot interruption; nothing written");
             return Ok(());
         }
         Verdict::Unknown(why) => {
+            metrics.verdict("unknown");
             tracing::debug!(pod = %name, why, "no verdict");
             return Ok(());
         }
@@ -260,6 +268,10 @@ async fn handle(
         &evidence,
     )
     .await?;
+    metrics.verdict("spot_caused");
+    if let Some(died) = failure.exits.iter().filter_map(|e| e.finished_at).max() {
+        metrics.classified_after(jiff::Timestamp::now().duration_since(died).as_secs_f64());
+    }
     tracing::info!(pod = %name, signals = ?evidence.signals, "spot-caused failure marked retryable");
     record_event(client, &pod.object_ref(&()), &evidence).await;
     mark_owning_jobs(

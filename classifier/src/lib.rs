@@ -4,9 +4,11 @@
 //! - [`verdict`]: the rules, as pure functions over a pod's status and its node's notice;
 //! - [`notices`]: which nodes carried a notice, remembered beyond the node's life;
 //! - [`controller`]: the watches, and the writes of the verdict on pods and Jobs;
-//! - [`leader`]: a Lease, so that of several replicas only one writes.
+//! - [`leader`]: a Lease, so that of several replicas only one writes;
+//! - [`metrics`]: verdicts by outcome and time to a verdict.
 
 pub mod controller;
 pub mod leader;
+pub mod metrics;
 pub mod notices;
 pub mod verdict;

@@ -1,12 +1,15 @@
 //! `reclaim-classifier`: see the README for the rules and the annotations it writes.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use reclaim_classifier::controller::Settings;
 use reclaim_classifier::leader::Election;
+use reclaim_classifier::metrics::ClassifierMetrics;
 use reclaim_service::LogFormat;
+use reclaim_service::endpoints::{self, Health};
 use tokio::sync::watch;
 
 /// Marks spot-caused job failures as retryable, and nothing else.
@@ -18,6 +21,9 @@ struct Args {
     /// How long a node's interruption notice is remembered after it was last seen, in hours.
     #[arg(long, env = "RECLAIM_NOTICE_RETENTION_HOURS", default_value_t = 6)]
     notice_retention_hours: u64,
+    /// Serves /metrics, /healthz and /readyz (read-only); next to the agent's 9847.
+    #[arg(long, env = "RECLAIM_METRICS_ADDR", default_value = "0.0.0.0:9848")]
+    metrics_addr: std::net::SocketAddr,
     /// Classify only the pods of this namespace (default: every namespace).
     #[arg(long, env = "RECLAIM_NAMESPACE")]
     namespace: Option<String>,
@@ -41,6 +47,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let metrics = Arc::new(ClassifierMetrics::default());
+    // The process is healthy and ready once it serves: its watches retry by themselves.
+    let health = Arc::new(Health::new(Duration::MAX));
+    health.poll_succeeded();
+    let listener = endpoints::bind(args.metrics_addr).await?;
+    tokio::spawn(endpoints::serve(listener, metrics.clone(), health));
     let config = kube::Config::infer().await.map_err(|e| {
         anyhow::anyhow!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
     })?;
@@ -60,6 +72,7 @@ async fn run(args: Args, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> 
     let settings = Settings {
         retention: Duration::from_secs(args.notice_retention_hours * 3600),
         namespace: args.namespace,
+        metrics,
     };
     tracing::info!(retention_hours = args.notice_retention_hours, namespace = ?settings.namespace, identity = %election.identity, "classifying failed pods");
     reclaim_classifier::controller::run_elected(client, settings, election, shutdown).await;

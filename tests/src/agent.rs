@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Parser;
 use reclaim_agent::config::Config;
-use reclaim_agent::endpoints::Health;
 use reclaim_agent::metrics::Metrics;
+use reclaim_service::endpoints::{Exposition, Health};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

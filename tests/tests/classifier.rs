@@ -2,6 +2,7 @@
 //! kubelet reports them, on nodes whose notice the agent wrote; and the controller's
 //! verdicts on pods and Jobs, read back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -15,8 +16,10 @@ use kube::api::{Api, PostParams};
 use reclaim_agent::node::{apply_notice_patch, record_of, update_node};
 use reclaim_classifier::controller::Settings;
 use reclaim_classifier::leader::Election;
+use reclaim_classifier::metrics::ClassifierMetrics;
 use reclaim_classifier::verdict::{Verdict, classify, failure_of};
 use reclaim_model::{Evidence, Notice, NoticeKind, PodInterruption, Provider};
+use reclaim_service::endpoints::Exposition;
 use reclaim_testbed::kubelet::Exit;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
 
@@ -106,7 +109,9 @@ fn start_classifier(
 ) -> (
     tokio::sync::watch::Sender<bool>,
     tokio::task::JoinHandle<()>,
+    Arc<ClassifierMetrics>,
 ) {
+    let metrics = Arc::new(ClassifierMetrics::default());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let election = Election {
         lease_name: "reclaim-classifier".into(),
@@ -119,6 +124,7 @@ fn start_classifier(
     let settings = Settings {
         retention: Duration::from_secs(6 * 3600),
         namespace: Some(k.namespace.clone()),
+        metrics: metrics.clone(),
     };
     let task = tokio::spawn(reclaim_classifier::controller::run_elected(
         k.client().clone(),
@@ -126,7 +132,7 @@ fn start_classifier(
         election,
         shutdown,
     ));
-    (stop, task)
+    (stop, task, metrics)
 }
 
 async fn job(k: &TestKubelet, name: &str) -> Result<Job> {
@@ -180,7 +186,7 @@ async fn the_classifier_marks_spot_killed_pods_and_their_jobs_and_nothing_else()
     k.register_node(TestNode::spot(&noticed)).await?;
     k.register_node(TestNode::spot(&quiet)).await?;
     notice_on(&k, &noticed).await?;
-    let (stop, task) = start_classifier(&k, "replica-a");
+    let (stop, task, metrics) = start_classifier(&k, "replica-a");
 
     // The spot-killed pod fails last: once it is marked, the classifier has seen the others.
     let cases = [
@@ -249,6 +255,23 @@ async fn the_classifier_marks_spot_killed_pods_and_their_jobs_and_nothing_else()
         ],
         "one Event on each marked object, none on the others"
     );
+    let text = metrics.encode();
+    let count = |verdict: &str| {
+        let sample = format!("reclaim_classifier_verdicts_total{{verdict=\"{verdict}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&sample))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(count("spot_caused"), 1.0, "{text}");
+    assert!(
+        count("not_spot") >= 2.0 && count("unknown") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("reclaim_classifier_classify_seconds_count 1"),
+        "{text}"
+    );
     for other in ["oom", "bug", "elsewhere"] {
         assert!(
             verdict_of(pods.get(other).await?.annotations()).is_none(),
@@ -268,7 +291,7 @@ async fn the_classifier_marks_spot_killed_pods_and_their_jobs_and_nothing_else()
 async fn a_pod_whose_node_is_gone_is_marked_by_a_restarted_classifier_and_never_rewritten()
 -> Result<()> {
     let (k, node, notice) = noticed_node("classify-gone", "spot-gone").await?;
-    let (stop, task) = start_classifier(&k, "replica-a");
+    let (stop, task, _) = start_classifier(&k, "replica-a");
     // The agent marks the pod before evicting it; then the classifier is down while the
     // node disappears and the pod dies.
     k.run_pod(
@@ -282,7 +305,7 @@ async fn a_pod_whose_node_is_gone_is_marked_by_a_restarted_classifier_and_never_
     k.nodes().delete(&node, &Default::default()).await?;
     k.terminate("executor", Exit::KILLED).await?;
 
-    let (stop, task) = start_classifier(&k, "replica-a");
+    let (stop, task, _) = start_classifier(&k, "replica-a");
     let pods = k.pods();
     eventually(Duration::from_secs(60), "the verdict", || async {
         Ok(verdict_of(pods.get("executor").await?.annotations()).is_some())
@@ -301,7 +324,7 @@ async fn a_pod_whose_node_is_gone_is_marked_by_a_restarted_classifier_and_never_
 
     // A third classifier sees the marked pod again (initial list) and writes nothing;
     // a pod failing after it shows it has processed what came before.
-    let (stop, task) = start_classifier(&k, "replica-a");
+    let (stop, task, _) = start_classifier(&k, "replica-a");
     k.run_pod(
         &node,
         TestPod::new("later")
@@ -327,7 +350,7 @@ async fn a_pod_whose_node_is_gone_is_marked_by_a_restarted_classifier_and_never_
 async fn a_job_whose_pod_the_agent_evicted_is_marked_even_if_the_pod_never_showed_failed()
 -> Result<()> {
     let (k, node, notice) = noticed_node("classify-evicted", "spot-evicted").await?;
-    let (stop, task) = start_classifier(&k, "replica-a");
+    let (stop, task, _) = start_classifier(&k, "replica-a");
     let plain = job(&k, "job-plain")
         .await?
         .controller_owner_ref(&())
@@ -428,7 +451,7 @@ async fn of_two_replicas_only_the_lease_holder_writes_and_the_other_takes_over()
     );
 
     let mut follower = None;
-    for (name, (stop, task)) in replicas {
+    for (name, (stop, task, _)) in replicas {
         if name == leader {
             stop.send(true)?;
             task.await?;
@@ -490,7 +513,7 @@ async fn a_job_is_marked_even_when_its_pod_was_marked_before() -> Result<()> {
         .annotation("reclaim.dev/evidence", &serde_json::to_string(&evidence)?);
     k.run_pod(&node, marked).await?;
     k.terminate("marked", Exit::KILLED).await?;
-    let (stop, task) = start_classifier(&k, "replica-a");
+    let (stop, task, _) = start_classifier(&k, "replica-a");
     let jobs: Api<Job> = Api::namespaced(k.client().clone(), &k.namespace);
     eventually(Duration::from_secs(60), "the Job's verdict", || async {
         Ok(verdict_of(jobs.get("job-later").await?.annotations()).is_some())

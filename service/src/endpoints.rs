@@ -1,4 +1,4 @@
-//! The agent's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`. Read-only by design:
+//! The HTTP endpoints of both binaries: `/metrics`, `/healthz`, `/readyz`. Read-only by design:
 //! nothing served here changes anything, so it needs no authentication.
 
 use std::convert::Infallible;
@@ -13,7 +13,10 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::metrics::Metrics;
+/// Metrics in the Prometheus text format.
+pub trait Exposition: Send + Sync + 'static {
+    fn encode(&self) -> String;
+}
 
 /// Liveness of the poll loop (not just of the process) and readiness.
 pub struct Health {
@@ -59,7 +62,7 @@ impl Health {
 }
 
 /// Serves the endpoints on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
+pub async fn serve(listener: TcpListener, metrics: Arc<dyn Exposition>, health: Arc<Health>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -72,7 +75,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Hea
         let (metrics, health) = (metrics.clone(), health.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let response = respond(&request, &metrics, &health);
+                let response = respond(&request, metrics.as_ref(), &health);
                 async move { Ok::<_, Infallible>(response) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -88,7 +91,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Hea
 
 fn respond(
     request: &Request<hyper::body::Incoming>,
-    metrics: &Metrics,
+    metrics: &dyn Exposition,
     health: &Health,
 ) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match request.uri().path() {

@@ -1,0 +1,68 @@
+//! The classifier's Prometheus metrics: verdicts by outcome, and how long after a pod
+//! died its verdict was written. No pod names or ids as labels.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: String,
+}
+
+#[derive(Debug)]
+pub struct ClassifierMetrics {
+    registry: Registry,
+    verdicts: Family<VerdictLabels, Counter>,
+    classify_seconds: Histogram,
+}
+
+impl Default for ClassifierMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("reclaim_classifier");
+        let verdicts = Family::<VerdictLabels, Counter>::default();
+        registry.register(
+            "verdicts",
+            "Failed pods classified, by verdict (spot_caused, not_spot, unknown)",
+            verdicts.clone(),
+        );
+        let classify_seconds =
+            Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]);
+        registry.register(
+            "classify_seconds",
+            "Time from a container's death to its spot-caused verdict being written",
+            classify_seconds.clone(),
+        );
+        ClassifierMetrics {
+            registry,
+            verdicts,
+            classify_seconds,
+        }
+    }
+}
+
+impl ClassifierMetrics {
+    /// `verdict`: `spot_caused`, `not_spot` or `unknown`.
+    pub fn verdict(&self, verdict: &str) {
+        self.verdicts
+            .get_or_create(&VerdictLabels {
+                verdict: verdict.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn classified_after(&self, seconds: f64) {
+        self.classify_seconds.observe(seconds.max(0.0));
+    }
+}
+
+impl reclaim_service::endpoints::Exposition for ClassifierMetrics {
+    fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String never fails");
+        out
+    }
+}
