@@ -27,7 +27,7 @@ use crate::imds::azure::{AzureEvents, AzureRules};
 use crate::imds::gcp::GcpMetadata;
 use crate::imds::{Announced, MetadataClient, probe, provider_of};
 use crate::metrics::Metrics;
-use crate::node::{apply_notice_patch, record_of, undo_patch, update_node};
+use crate::node::{apply_notice_patch, record_of, undo_patch, update_node_from};
 use reclaim_service::endpoints::Health;
 use reclaim_service::events::{self, Severity};
 
@@ -291,9 +291,12 @@ impl Guard {
             }
             return;
         }
-        match update_node(&self.nodes(), &self.config.node_name, |n| {
-            apply_notice_patch(n, &notice)
-        })
+        match update_node_from(
+            &self.nodes(),
+            &self.config.node_name,
+            Some(node.clone()),
+            |n| apply_notice_patch(n, &notice),
+        )
         .await
         {
             Ok(applied) if applied.changed => {
@@ -336,9 +339,12 @@ impl Guard {
             tracing::info!(why, "dry run: would lift the taint and the agent's cordon");
             return;
         }
-        match update_node(&self.nodes(), &self.config.node_name, |n| {
-            undo_patch(n, retire.as_deref())
-        })
+        match update_node_from(
+            &self.nodes(),
+            &self.config.node_name,
+            Some(node.clone()),
+            |n| undo_patch(n, retire.as_deref()),
+        )
         .await
         {
             Ok(applied) if applied.changed => {

@@ -191,16 +191,30 @@ pub async fn update_node(
     node: &str,
     change: impl Fn(&Node) -> Option<Value>,
 ) -> Result<Applied, NodeUpdateError> {
+    update_node_from(nodes, node, None, change).await
+}
+
+/// Like [`update_node`], starting from `known`, the Node as the caller just read it, so
+/// the first attempt costs no second read; only a conflict re-reads.
+pub async fn update_node_from(
+    nodes: &Api<Node>,
+    node: &str,
+    mut known: Option<Node>,
+    change: impl Fn(&Node) -> Option<Value>,
+) -> Result<Applied, NodeUpdateError> {
     let api_error = |source| NodeUpdateError::Api {
         node: node.to_owned(),
         source,
     };
     for attempt in 1..=MAX_ATTEMPTS {
-        let read = nodes
-            .get_opt(node)
-            .await
-            .map_err(api_error)?
-            .ok_or_else(|| NodeUpdateError::NotFound(node.to_owned()))?;
+        let read = match known.take() {
+            Some(read) => read,
+            None => nodes
+                .get_opt(node)
+                .await
+                .map_err(api_error)?
+                .ok_or_else(|| NodeUpdateError::NotFound(node.to_owned()))?,
+        };
         let Some(patch) = change(&read) else {
             return Ok(Applied {
                 changed: false,

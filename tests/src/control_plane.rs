@@ -79,15 +79,6 @@ impl ControlPlane {
             .map(|r| r.children.iter().map(Child::id).collect())
             .unwrap_or_default()
     }
-
-    /// A client that authenticates with `token`, e.g. a ServiceAccount's, so RBAC applies.
-    pub async fn client_with_token(&self, token: &str) -> Result<Client> {
-        let text = kubeconfig_text(&self.server, &self.ca_file, "user", token);
-        let kubeconfig = Kubeconfig::from_yaml(&text)?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Ok(client_from_config(config)?)
-    }
 }
 
 /// Where `scripts/control-plane` caches the binaries (the script is the one authority).
