@@ -5,6 +5,7 @@
 //! pods. A verdict is written once: an object that already carries `reclaim.dev/cause`
 //! is left alone, and every write is conditioned on the resourceVersion that was read.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::PartialObjectMeta;
+use kube::core::{DynamicObject, PartialObjectMeta};
 use kube::runtime::watcher as watch;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
@@ -31,6 +32,7 @@ use tokio::sync::{Mutex, watch as signal};
 use crate::leader::Election;
 use crate::metrics::ClassifierMetrics;
 use crate::notices::NodeNotices;
+use crate::owners::{Owner, owners_to_mark, spark_application_resource};
 use crate::verdict::{Failure, Verdict, classify, failure_of};
 
 /// What the controller watches and remembers.
@@ -184,7 +186,7 @@ pub async fn run(
     }
 }
 
-/// A pod deleted while the agent was draining its node: its Job gets the verdict.
+/// A pod deleted while the agent was draining its node: its owners get the verdict.
 async fn handle_deleted(
     client: &Client,
     writer: &str,
@@ -201,8 +203,13 @@ async fn handle_deleted(
         deleted: true,
         ..Failure::default()
     };
-    if let Verdict::SpotCaused(evidence) = classify(&failure, Some(&record), None) {
-        mark_owning_jobs(
+    if let Verdict::SpotCaused(mut evidence) = classify(&failure, Some(&record), None) {
+        evidence.pod = Some(format!(
+            "{}/{}",
+            pod.namespace().unwrap_or_default(),
+            pod.name_any()
+        ));
+        mark_owners(
             client,
             writer,
             &pod.namespace().unwrap_or_default(),
@@ -214,7 +221,7 @@ async fn handle_deleted(
     Ok(())
 }
 
-/// Classifies one failed pod and, when spot-caused, marks it and its Job.
+/// Classifies one failed pod and, when spot-caused, marks it and its owners.
 async fn handle(
     client: &Client,
     writer: &str,
@@ -231,7 +238,7 @@ async fn handle(
         .and_then(|t| serde_json::from_str::<Evidence>(t).ok())
         && pod.annotations().contains_key(CAUSE_ANNOTATION)
     {
-        return mark_owning_jobs(
+        return mark_owners(
             client,
             writer,
             &namespace,
@@ -248,7 +255,10 @@ async fn handle(
     let verdict = classify(&failure, record.as_ref(), node_notice);
     let name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
     let evidence = match verdict {
-        Verdict::SpotCaused(evidence) => evidence,
+        Verdict::SpotCaused(evidence) => Evidence {
+            pod: Some(name.clone()),
+            ..evidence
+        },
         Verdict::NotSpot(why) => {
             metrics.verdict("not_spot");
             tracing::info!(pod = %name, why, "not a spot interruption; nothing written");
@@ -274,7 +284,7 @@ async fn handle(
     }
     tracing::info!(pod = %name, signals = ?evidence.signals, "spot-caused failure marked retryable");
     record_event(client, &pod.object_ref(&()), &evidence).await;
-    mark_owning_jobs(
+    mark_owners(
         client,
         writer,
         &namespace,
@@ -284,28 +294,74 @@ async fn handle(
     .await
 }
 
-/// Marks the `batch/v1` Jobs among `owners` that carry no verdict yet.
-async fn mark_owning_jobs(
+/// Marks the objects that outlive the pod (its Job; a Spark executor's driver pod and
+/// SparkApplication) when they carry no verdict yet. An owner already marked is left
+/// alone, but its own owners are still visited, so a write that failed last time is
+/// made on the next pass.
+async fn mark_owners(
     client: &Client,
     writer: &str,
     namespace: &str,
     owners: &[OwnerReference],
     evidence: &Evidence,
 ) -> kube::Result<()> {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    for owner in owners
-        .iter()
-        .filter(|o| o.kind == "Job" && o.api_version == "batch/v1")
-    {
-        if let Some(job) = jobs.get_opt(&owner.name).await?
-            && !job.annotations().contains_key(CAUSE_ANNOTATION)
-        {
-            mark(&jobs, writer, &owner.name, job.resource_version(), evidence).await?;
-            tracing::info!(job = %format!("{namespace}/{}", owner.name), signals = ?evidence.signals, "spot-caused Job failure marked retryable");
-            record_event(client, &job.object_ref(&()), evidence).await;
+    let mut pending = owners_to_mark(owners);
+    let mut visited = HashSet::new();
+    while let Some(owner) = pending.pop() {
+        if !visited.insert(owner.clone()) {
+            continue;
+        }
+        match owner {
+            Owner::Job(name) => {
+                let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+                mark_once(client, writer, &jobs, &(), &name, evidence).await?;
+            }
+            Owner::DriverPod(name) => {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+                if let Some(driver) = mark_once(client, writer, &pods, &(), &name, evidence).await?
+                {
+                    pending.extend(owners_to_mark(driver.owner_references()));
+                }
+            }
+            Owner::SparkApplication(name) => {
+                let resource = spark_application_resource();
+                let apps: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), namespace, &resource);
+                // A cluster without the Spark operator answers 404 for the whole API.
+                if mark_once(client, writer, &apps, &resource, &name, evidence)
+                    .await?
+                    .is_none()
+                {
+                    tracing::debug!(application = %format!("{namespace}/{name}"), "no such SparkApplication (or the Spark operator's CRD is not installed); skipped");
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Marks one object unless it is gone or already carries a verdict; returns it as read.
+async fn mark_once<K>(
+    client: &Client,
+    writer: &str,
+    api: &Api<K>,
+    dynamic_type: &K::DynamicType,
+    name: &str,
+    evidence: &Evidence,
+) -> kube::Result<Option<K>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(object) = api.get_opt(name).await? else {
+        return Ok(None);
+    };
+    if !object.annotations().contains_key(CAUSE_ANNOTATION) {
+        mark(api, writer, name, object.resource_version(), evidence).await?;
+        let reference = object.object_ref(dynamic_type);
+        tracing::info!(kind = ?reference.kind, object = %format!("{}/{name}", object.namespace().unwrap_or_default()), signals = ?evidence.signals, "spot-caused failure marked retryable");
+        record_event(client, &reference, evidence).await;
+    }
+    Ok(Some(object))
 }
 
 /// Tells `kubectl describe` readers why the object now carries a verdict.

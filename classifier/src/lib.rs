@@ -3,7 +3,8 @@
 //!
 //! - [`verdict`]: the rules, as pure functions over a pod's status and its node's notice;
 //! - [`notices`]: which nodes carried a notice, remembered beyond the node's life;
-//! - [`controller`]: the watches, and the writes of the verdict on pods and Jobs;
+//! - [`owners`]: which objects outlive a failed pod (Job, Spark driver, SparkApplication);
+//! - [`controller`]: the watches, and the writes of the verdict on pods and their owners;
 //! - [`leader`]: a Lease, so that of several replicas only one writes;
 //! - [`metrics`]: verdicts by outcome and time to a verdict.
 
@@ -11,4 +12,5 @@ pub mod controller;
 pub mod leader;
 pub mod metrics;
 pub mod notices;
+pub mod owners;
 pub mod verdict;

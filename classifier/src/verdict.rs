@@ -151,6 +151,7 @@ pub fn classify(
         exit_code: killed.map(|e| e.code),
         reason: killed.and_then(|e| e.reason.clone()),
         signals,
+        pod: None,
     })
 }
 

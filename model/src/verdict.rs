@@ -24,4 +24,8 @@ pub struct Evidence {
     pub reason: Option<String>,
     /// The signals that matched, e.g. `pod-annotation`, `exit-137`, `pod-deleted`.
     pub signals: Vec<String>,
+    /// The failed pod (`namespace/name`) the verdict was drawn from: on a Job, a driver
+    /// or a SparkApplication, the pod that actually died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }

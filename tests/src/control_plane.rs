@@ -70,6 +70,40 @@ impl ControlPlane {
         Ok(client_from_config(config)?)
     }
 
+    /// Runs kubectl as cluster admin against this control plane; returns its stdout, or
+    /// fails with its stderr.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let output = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .context("running kubectl (is it installed?)")?;
+        if !output.status.success() {
+            anyhow::bail!(
+                "kubectl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8(output.stdout)?)
+    }
+
+    /// Installs the CustomResourceDefinitions of `tests/fixtures/crds/<file>` and waits
+    /// until the server serves them.
+    pub fn install_crds(&self, file: &str) -> Result<()> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/crds/").to_owned() + file;
+        self.kubectl(&["apply", "-f", &path])?;
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            &path,
+        ])?;
+        Ok(())
+    }
+
     /// Process ids of etcd, kube-apiserver and kube-controller-manager, in start order.
     pub fn component_pids(&self) -> Vec<u32> {
         RUNNING

@@ -505,6 +505,7 @@ async fn a_job_is_marked_even_when_its_pod_was_marked_before() -> Result<()> {
         exit_code: Some(137),
         reason: Some("Error".into()),
         signals: vec!["exit-137".into(), "node-notice".into()],
+        pod: Some(format!("{}/marked", k.namespace)),
     };
     let marked = TestPod::new("marked")
         .owned_by(owner)
@@ -525,6 +526,127 @@ async fn a_job_is_marked_even_when_its_pod_was_marked_before() -> Result<()> {
             .2,
         evidence
     );
+    stop.send(true)?;
+    task.await?;
+    Ok(())
+}
+
+/// A Spark driver (on an on-demand node) and one executor on the noticed spot node,
+/// owned as Spark on Kubernetes owns them; the executor is then SIGKILLed.
+async fn spark_app_loses_an_executor(
+    k: &TestKubelet,
+    spot: &str,
+    on_demand: &str,
+    driver: &str,
+    driver_owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+) -> Result<String> {
+    let mut driver_pod = TestPod::new(driver).label("spark-role", "driver");
+    if let Some(owner) = driver_owner {
+        driver_pod = driver_pod.owned_by(owner);
+    }
+    let driver_ref = k
+        .run_pod(on_demand, driver_pod)
+        .await?
+        .controller_owner_ref(&())
+        .unwrap();
+    let executor = format!("{driver}-exec-1");
+    k.run_pod(
+        spot,
+        TestPod::spark_executor(&executor, &format!("spark-{driver}")).owned_by(driver_ref),
+    )
+    .await?;
+    k.terminate(&executor, Exit::KILLED).await?;
+    Ok(executor)
+}
+
+#[tokio::test]
+async fn a_spark_executors_verdict_reaches_its_driver_and_spark_application_when_that_api_exists()
+-> Result<()> {
+    let (k, spot, _) = noticed_node("classify-spark", "spot-spark").await?;
+    let on_demand = k.node_name("on-demand");
+    k.register_node(TestNode::new(&on_demand)).await?;
+    let (stop, task, _) = start_classifier(&k, "replica-a");
+    let pods = k.pods();
+
+    // No SparkApplication API on the server yet: the driver is marked, its owner skipped
+    // cleanly, and the classifier goes on.
+    let missing_app = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "sparkoperator.k8s.io/v1beta2".into(),
+        kind: "SparkApplication".into(),
+        name: "not-served-yet".into(),
+        uid: "00000000-0000-0000-0000-000000000001".into(),
+        controller: Some(true),
+        ..Default::default()
+    };
+    let lost =
+        spark_app_loses_an_executor(&k, &spot, &on_demand, "driver-a", Some(missing_app)).await?;
+    eventually(Duration::from_secs(60), "the driver's verdict", || async {
+        Ok(verdict_of(pods.get("driver-a").await?.annotations()).is_some())
+    })
+    .await?;
+    let (cause, retryable, evidence) =
+        verdict_of(pods.get("driver-a").await?.annotations()).unwrap();
+    assert_eq!(
+        (cause.as_str(), retryable.as_str()),
+        ("spot-interruption", "true")
+    );
+    assert_eq!(evidence.pod, Some(format!("{}/{lost}", k.namespace)));
+    assert_eq!(evidence.node, spot);
+    assert!(verdict_of(pods.get(&lost).await?.annotations()).is_some());
+
+    // With the Spark operator's CRD installed, the SparkApplication that owns the driver
+    // is marked too, with an Event.
+    ControlPlane::shared().install_crds("sparkapplications.yaml")?;
+    let resource = reclaim_classifier::owners::spark_application_resource();
+    let apps: Api<kube::core::DynamicObject> =
+        Api::namespaced_with(k.client().clone(), &k.namespace, &resource);
+    let app = apps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "sparkoperator.k8s.io/v1beta2", "kind": "SparkApplication",
+                "metadata": {"name": "nightly-etl"},
+                "spec": {"type": "Scala", "mode": "cluster"},
+            }))?,
+        )
+        .await?;
+    let lost = spark_app_loses_an_executor(
+        &k,
+        &spot,
+        &on_demand,
+        "driver-b",
+        app.controller_owner_ref(&resource),
+    )
+    .await?;
+    eventually(
+        Duration::from_secs(60),
+        "the SparkApplication's verdict",
+        || async { Ok(verdict_of(apps.get("nightly-etl").await?.annotations()).is_some()) },
+    )
+    .await?;
+    let (_, retryable, evidence) =
+        verdict_of(apps.get("nightly-etl").await?.annotations()).unwrap();
+    assert_eq!(retryable, "true");
+    assert_eq!(evidence.pod, Some(format!("{}/{lost}", k.namespace)));
+    assert!(verdict_of(pods.get("driver-b").await?.annotations()).is_some());
+    let events: Api<Event> = Api::namespaced(k.client().clone(), &k.namespace);
+    eventually(
+        Duration::from_secs(30),
+        "the SparkApplication's Event",
+        || async {
+            Ok(events
+                .list(&Default::default())
+                .await?
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("SpotInterruption")
+                        && e.involved_object.kind.as_deref() == Some("SparkApplication")
+                        && e.involved_object.name.as_deref() == Some("nightly-etl")
+                }))
+        },
+    )
+    .await?;
     stop.send(true)?;
     task.await?;
     Ok(())
