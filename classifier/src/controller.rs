@@ -33,7 +33,7 @@ use crate::leader::Election;
 use crate::metrics::ClassifierMetrics;
 use crate::notices::NodeNotices;
 use crate::owners::{Owner, owners_to_mark, spark_application_resource};
-use crate::verdict::{Failure, Verdict, classify, failure_of};
+use crate::verdict::{Failure, NO_NODE_NOTICE, Verdict, classify, failure_of};
 
 /// What the controller watches and remembers.
 #[derive(Debug, Clone)]
@@ -121,11 +121,10 @@ pub async fn run(
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::Apply(node) | Event::InitApply(node)) => {
-                    let notice = node
-                        .annotations()
-                        .get(NODE_NOTICE_ANNOTATION)
-                        .and_then(|t| Notice::from_json(t).ok());
-                    notices.lock().await.observe(&node.name_any(), notice);
+                    notices
+                        .lock()
+                        .await
+                        .observe(&node.name_any(), notice_of(&node));
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "watching nodes failed; retrying"),
@@ -138,20 +137,8 @@ pub async fn run(
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
-                    let node = pod
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.node_name.clone())
-                        .unwrap_or_default();
-                    let node_notice = notices.lock().await.get(&node).cloned();
-                    if let Err(e) = handle(
-                        &client,
-                        writer,
-                        &settings.metrics,
-                        &pod,
-                        node_notice.as_ref().map(|n| (node.as_str(), n)),
-                    )
-                    .await
+                    if let Err(e) =
+                        handle(&client, writer, &settings.metrics, &pod, &notices).await
                     {
                         tracing::warn!(pod = %pod.name_any(), error = %e, "could not write the verdict; the next update of the pod retries");
                     }
@@ -184,6 +171,18 @@ pub async fn run(
         _ = pods => {}
         _ = deleted => {}
     }
+}
+
+/// The notice `node` carries now, if it still exists and carries one.
+async fn read_node_notice(client: &Client, node: &str) -> kube::Result<Option<Notice>> {
+    let nodes = Api::<Node>::all(client.clone());
+    Ok(nodes.get_metadata_opt(node).await?.and_then(|n| notice_of(&n)))
+}
+
+fn notice_of(node: &PartialObjectMeta<Node>) -> Option<Notice> {
+    node.annotations()
+        .get(NODE_NOTICE_ANNOTATION)
+        .and_then(|t| Notice::from_json(t).ok())
 }
 
 /// A pod deleted while the agent was draining its node: its owners get the verdict.
@@ -227,7 +226,7 @@ async fn handle(
     writer: &str,
     metrics: &ClassifierMetrics,
     pod: &Pod,
-    node_notice: Option<(&str, &Notice)>,
+    notices: &Mutex<NodeNotices>,
 ) -> kube::Result<()> {
     let namespace = pod.namespace().unwrap_or_default();
     // Already marked (by an earlier run, or another replica): its Jobs may still need the
@@ -252,7 +251,26 @@ async fn handle(
         .get(POD_INTERRUPTION_ANNOTATION)
         .and_then(|t| PodInterruption::from_json(t).ok());
     let failure = failure_of(pod, false);
-    let verdict = classify(&failure, record.as_ref(), node_notice);
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default();
+    let remembered = notices.lock().await.get(&node).cloned();
+    let mut verdict = classify(
+        &failure,
+        record.as_ref(),
+        remembered.as_ref().map(|n| (node.as_str(), n)),
+    );
+    // A pod's failure can come in before its node's notice does on the other watch:
+    // such a kill is worth one read of the node.
+    if matches!(verdict, Verdict::Unknown(NO_NODE_NOTICE))
+        && !node.is_empty()
+        && let Some(fresh) = read_node_notice(client, &node).await?
+    {
+        verdict = classify(&failure, record.as_ref(), Some((&node, &fresh)));
+        notices.lock().await.observe(&node, Some(fresh));
+    }
     let name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
     let evidence = match verdict {
         Verdict::SpotCaused(evidence) => Evidence {

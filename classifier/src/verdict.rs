@@ -37,6 +37,10 @@ pub enum Verdict {
     Unknown(&'static str),
 }
 
+/// Why a kill is unknown when nothing ties its node to a notice: the one verdict that
+/// a fresher read of the node can change.
+pub const NO_NODE_NOTICE: &str = "its node never carried an interruption notice";
+
 /// `DisruptionTarget` reasons that mean the pod was taken away, not that it failed.
 const DISRUPTIONS: [&str; 4] = [
     "DeletionByPodGC",
@@ -141,7 +145,7 @@ pub fn classify(
             signals.push("node-notice".into());
             (node, notice)
         }
-        (None, None) => return Verdict::Unknown("its node never carried an interruption notice"),
+        (None, None) => return Verdict::Unknown(NO_NODE_NOTICE),
     };
     let killed = failure.exits.iter().find(|e| e.code != 0);
     Verdict::SpotCaused(Evidence {

@@ -1,0 +1,105 @@
+"""The verdict rules on plain pod dicts, as the API server returns them."""
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from reclaim_airflow import Action, decide, verdict_of_object, verdict_of_pod
+from reclaim_airflow.lookup import safe_label_value
+
+RECORD = {"provider": "aws", "kind": "spot-interruption", "node": "ip-10-0-1-7", "noticeTime": "2026-11-22T10:00:00Z"}
+
+
+def pod(annotations=None, exit_code=None, reason=None):
+    status = {}
+    if exit_code is not None:
+        status["containerStatuses"] = [{"name": "base", "state": {"terminated": {"exitCode": exit_code, "reason": reason}}}]
+    return {"metadata": {"name": "task", "annotations": annotations or {}}, "status": status}
+
+
+def classified(retryable="true"):
+    evidence = {"node": "ip-10-0-1-7", "noticeKind": "spot-interruption", "signals": ["exit-137", "node-notice"]}
+    return {
+        "reclaim.dev/cause": "spot-interruption",
+        "reclaim.dev/retryable": retryable,
+        "reclaim.dev/evidence": json.dumps(evidence),
+    }
+
+
+@pytest.mark.parametrize(
+    "case, expected_spot, expected_source",
+    [
+        (pod(classified(), 137, "Error"), True, "classifier"),
+        (pod({"reclaim.dev/interruption": json.dumps(RECORD)}, 137, "Error"), True, "agent-annotation"),
+        (pod({"reclaim.dev/interruption": json.dumps(RECORD)}, 143, "Error"), True, "agent-annotation"),
+        (pod({"reclaim.dev/interruption": json.dumps(RECORD)}), True, "agent-annotation"),
+        (pod({"reclaim.dev/interruption": json.dumps(RECORD)}, 137, "OOMKilled"), False, "pod-status"),
+        (pod({"reclaim.dev/interruption": json.dumps(RECORD)}, 1, "Error"), False, "pod-status"),
+        (pod({}, 2, "Error"), False, "pod-status"),
+        (pod({}, 137, "Error"), None, "none"),
+        (pod({"reclaim.dev/interruption": "not json"}, 137, "Error"), None, "none"),
+    ],
+    ids=[
+        "classifier-verdict",
+        "agent-annotation-sigkill",
+        "agent-annotation-sigterm",
+        "agent-annotation-deleted-before-exit",
+        "oom-on-interrupted-node",
+        "error-exit-on-interrupted-node",
+        "error-exit",
+        "kill-without-notice",
+        "garbage-annotation",
+    ],
+)
+def test_rules(case, expected_spot, expected_source):
+    verdict = verdict_of_pod(case)
+    assert (verdict.spot, verdict.source) == (expected_spot, expected_source)
+
+
+def test_classifier_evidence_names_the_node():
+    verdict = verdict_of_object(pod(classified()))
+    assert verdict.node == "ip-10-0-1-7"
+    assert "exit-137" in verdict.reason
+
+
+def test_decisions():
+    assert decide(verdict_of_pod(pod(classified(), 137, "Error"))).action is Action.RETRY
+    oom = verdict_of_pod(pod({}, 137, "OOMKilled"))
+    assert decide(oom).action is Action.FAIL
+    assert decide(oom, fail_non_spot=False).action is Action.DEFAULT
+    assert decide(verdict_of_pod(pod({}, 137, "Error"))).action is Action.DEFAULT
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["extract", "manual__2026-11-22T10:00:00+00:00", "scheduled__2026-11-22T00:00:00+00:00", "x" * 80, "-a.b_c-"],
+)
+def test_label_values_match_kubernetes_pod_operator(value):
+    pod_generator = pytest.importorskip("airflow.providers.cncf.kubernetes.pod_generator")
+    assert safe_label_value(value) == pod_generator.make_safe_label_value(value)
+
+
+def test_the_retry_policy_survives_dag_serialization():
+    pytest.importorskip("airflow.sdk")
+    from reclaim_airflow.retry_policy import SpotRetryPolicy
+
+    policy = SpotRetryPolicy(spot_retry_delay=timedelta(minutes=2), fail_non_spot=False)
+    again = SpotRetryPolicy.deserialize(json.loads(json.dumps(policy.serialize())))
+    assert (again.spot_retry_delay, again.fail_non_spot) == (timedelta(minutes=2), False)
+
+
+def test_the_example_dag_parses_with_the_policy_attached():
+    pytest.importorskip("airflow.providers.cncf.kubernetes")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "example_dags" / "spot_aware_etl.py"
+    spec = importlib.util.spec_from_file_location("spot_aware_etl", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from reclaim_airflow.retry_policy import SpotRetryPolicy
+
+    task = module.dag.get_task("extract")
+    assert isinstance(task.retry_policy, SpotRetryPolicy)
+    assert task.on_finish_action.value == "delete_succeeded_pod"
