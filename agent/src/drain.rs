@@ -17,8 +17,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use reclaim_model::PodInterruption;
-use reclaim_model::keys::POD_INTERRUPTION_ANNOTATION;
-use serde_json::json;
+use reclaim_model::keys::{INTERRUPTED_LABEL, POD_INTERRUPTION_ANNOTATION};
 
 use crate::eviction::{EvictionOutcome, EvictionVersion, evict};
 use crate::pods::pods_on_node;
@@ -153,15 +152,17 @@ async fn first_request(client: &Client, job: &DrainJob, pod: &Pod) -> FirstAnswe
     }
 }
 
-/// Writes `reclaim.dev/interruption` on the pod unless it is already there.
+/// Writes `reclaim.dev/interruption` (and the `reclaim.dev/interrupted` label) on the pod
+/// unless they are already there.
 /// `Err(AlreadyGone)` when the pod no longer exists.
 async fn annotate(client: &Client, job: &DrainJob, pod: &Pod) -> Result<(), PodOutcome> {
-    let record = job.record.to_json();
-    if pod.annotations().get(POD_INTERRUPTION_ANNOTATION) == Some(&record) {
+    if pod.annotations().get(POD_INTERRUPTION_ANNOTATION) == Some(&job.record.to_json())
+        && pod.labels().contains_key(INTERRUPTED_LABEL)
+    {
         return Ok(());
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
-    let patch = json!({"metadata": {"annotations": {POD_INTERRUPTION_ANNOTATION: record}}});
+    let patch = job.record.pod_metadata_patch();
     match pods
         .patch(
             &pod.name_any(),

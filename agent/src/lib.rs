@@ -5,11 +5,10 @@
 //! - [`decision`]: what to do about it, as pure rules;
 //! - [`node`]: the Node changes (taint, cordon, annotations), never losing others' writes;
 //! - [`drain`]: the deadline-aware drain, with its pure plan in [`drain::plan`];
-//! - [`eviction`], [`pods`], [`client`]: Kubernetes access (Events: `reclaim_service::events`);
+//! - [`eviction`], [`pods`]: Kubernetes access (client and Events: `reclaim_service`);
 //! - [`guard`]: the loop tying them together; [`config`] and [`metrics`] around it
 //!   (served by `reclaim_service::endpoints`).
 
-pub mod client;
 pub mod config;
 pub mod decision;
 pub mod drain;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use reclaim_agent::config::Config;
+use reclaim_agent::guard;
 use reclaim_agent::metrics::Metrics;
-use reclaim_agent::{client, guard};
 use reclaim_service::endpoints::{self, Health};
 use tokio::sync::watch;
 
@@ -24,9 +24,11 @@ async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<
     let health = Arc::new(Health::new(stale_after));
     let listener = endpoints::bind(config.metrics_addr).await?;
     tokio::spawn(endpoints::serve(listener, metrics.clone(), health.clone()));
-    let client = client::default_client().await.map_err(|e| {
-        anyhow::anyhow!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
-    })?;
+    let client = reclaim_service::client::default_client()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
+        })?;
     guard::run(config, client, metrics, health, shutdown).await;
     Ok(())
 }

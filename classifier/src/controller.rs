@@ -1,9 +1,10 @@
 //! Watches failed pods and writes the verdict where Airflow will read it.
 //!
-//! Only pods the server reports as Failed are watched in full (a field selector); Nodes
-//! and pod deletions only through their metadata, so memory does not grow with the number of healthy
-//! pods. A verdict is written once: an object that already carries `reclaim.dev/cause`
-//! is left alone, and every write is conditioned on the resourceVersion that was read.
+//! Only pods the server reports as Failed (a field selector) and pods the agent labelled
+//! `reclaim.dev/interrupted` (a label selector) are watched in full; Nodes only through
+//! their metadata, so memory and traffic do not grow with the number of healthy pods.
+//! A verdict is written once: an object that already carries `reclaim.dev/cause` is left
+//! alone, and every write is conditioned on the resourceVersion that was read.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,8 +21,8 @@ use kube::runtime::watcher as watch;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use reclaim_model::keys::{
-    CAUSE_ANNOTATION, EVIDENCE_ANNOTATION, NODE_NOTICE_ANNOTATION, POD_INTERRUPTION_ANNOTATION,
-    RETRYABLE_ANNOTATION,
+    CAUSE_ANNOTATION, EVIDENCE_ANNOTATION, INTERRUPTED_LABEL, NODE_NOTICE_ANNOTATION,
+    POD_INTERRUPTION_ANNOTATION, RETRYABLE_ANNOTATION,
 };
 use reclaim_model::verdict::SPOT_INTERRUPTION_CAUSE;
 use reclaim_model::{Evidence, Notice, PodInterruption};
@@ -33,7 +34,7 @@ use crate::leader::Election;
 use crate::metrics::ClassifierMetrics;
 use crate::notices::NodeNotices;
 use crate::owners::{Owner, owners_to_mark, spark_application_resource};
-use crate::verdict::{Failure, NO_NODE_NOTICE, Verdict, classify, failure_of};
+use crate::verdict::{NO_NODE_NOTICE, Verdict, classify, failure_of};
 
 /// What the controller watches and remembers.
 #[derive(Debug, Clone)]
@@ -137,8 +138,7 @@ pub async fn run(
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
-                    if let Err(e) =
-                        handle(&client, writer, &settings.metrics, &pod, &notices).await
+                    if let Err(e) = handle(&client, writer, &settings.metrics, &pod, &notices).await
                     {
                         tracing::warn!(pod = %pod.name_any(), error = %e, "could not write the verdict; the next update of the pod retries");
                     }
@@ -149,19 +149,20 @@ pub async fn run(
         }
     };
     // A pod evicted by the agent is often deleted before it is ever reported Failed: its
-    // Job is marked from the deleted pod's own annotation. Metadata only, nothing kept.
+    // owners are judged from the deleted pod's last state. Only pods the agent labelled
+    // are watched, so this costs nothing for the healthy rest.
     let deleted = async {
-        let pods = settings.api::<PartialObjectMeta<Pod>>(&client);
-        let mut stream = watch(pods, watcher::Config::default()).boxed();
+        let interrupted = watcher::Config::default().labels(INTERRUPTED_LABEL);
+        let mut stream = watch(settings.api::<Pod>(&client), interrupted).boxed();
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::Delete(pod)) => {
-                    if let Err(e) = handle_deleted(&client, writer, &pod).await {
-                        tracing::warn!(pod = %pod.name_any(), error = %e, "could not mark the deleted pod's Job");
+                    if let Err(e) = handle_deleted(&client, writer, &settings.metrics, &pod).await {
+                        tracing::warn!(pod = %pod.name_any(), error = %e, "could not mark the deleted pod's owners");
                     }
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "watching pod deletions failed; retrying"),
+                Err(e) => tracing::warn!(error = %e, "watching interrupted pods failed; retrying"),
             }
         }
     };
@@ -176,7 +177,10 @@ pub async fn run(
 /// The notice `node` carries now, if it still exists and carries one.
 async fn read_node_notice(client: &Client, node: &str) -> kube::Result<Option<Notice>> {
     let nodes = Api::<Node>::all(client.clone());
-    Ok(nodes.get_metadata_opt(node).await?.and_then(|n| notice_of(&n)))
+    Ok(nodes
+        .get_metadata_opt(node)
+        .await?
+        .and_then(|n| notice_of(&n)))
 }
 
 fn notice_of(node: &PartialObjectMeta<Node>) -> Option<Notice> {
@@ -185,11 +189,13 @@ fn notice_of(node: &PartialObjectMeta<Node>) -> Option<Notice> {
         .and_then(|t| Notice::from_json(t).ok())
 }
 
-/// A pod deleted while the agent was draining its node: its owners get the verdict.
+/// A pod deleted while the agent was draining its node: its owners get the verdict,
+/// unless its last status shows a failure of its own (OOMKilled during its grace period).
 async fn handle_deleted(
     client: &Client,
     writer: &str,
-    pod: &PartialObjectMeta<Pod>,
+    metrics: &ClassifierMetrics,
+    pod: &Pod,
 ) -> kube::Result<()> {
     let Some(record) = pod
         .annotations()
@@ -198,26 +204,36 @@ async fn handle_deleted(
     else {
         return Ok(());
     };
-    let failure = Failure {
-        deleted: true,
-        ..Failure::default()
-    };
-    if let Verdict::SpotCaused(mut evidence) = classify(&failure, Some(&record), None) {
-        evidence.pod = Some(format!(
-            "{}/{}",
-            pod.namespace().unwrap_or_default(),
-            pod.name_any()
-        ));
-        mark_owners(
-            client,
-            writer,
-            &pod.namespace().unwrap_or_default(),
-            pod.owner_references(),
-            &evidence,
-        )
-        .await?;
+    let name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+    // A pod that reached Failed was counted by the failed-pod watch already.
+    let uncounted = pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed");
+    match classify(&failure_of(pod, true), Some(&record), None) {
+        Verdict::SpotCaused(evidence) => {
+            if uncounted {
+                metrics.verdict("spot_caused");
+            }
+            let evidence = Evidence {
+                pod: Some(name),
+                ..evidence
+            };
+            mark_owners(
+                client,
+                writer,
+                &pod.namespace().unwrap_or_default(),
+                pod.owner_references(),
+                &evidence,
+            )
+            .await
+        }
+        Verdict::NotSpot(why) => {
+            if uncounted {
+                metrics.verdict("not_spot");
+            }
+            tracing::info!(pod = %name, why, "deleted during the drain, but not because of it; nothing written");
+            Ok(())
+        }
+        Verdict::Unknown(_) => Ok(()),
     }
-    Ok(())
 }
 
 /// Classifies one failed pod and, when spot-caused, marks it and its owners.

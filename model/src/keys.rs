@@ -13,6 +13,10 @@ pub const NODE_NOTICE_ANNOTATION: &str = "reclaim.dev/notice";
 /// agent evicts or deletes the pod, so the reason outlives the node.
 pub const POD_INTERRUPTION_ANNOTATION: &str = "reclaim.dev/interruption";
 
+/// Pod label the agent sets with the interruption annotation (value: the notice kind), so
+/// the classifier can watch just the interrupted pods in full, final status included.
+pub const INTERRUPTED_LABEL: &str = "reclaim.dev/interrupted";
+
 /// Classifier verdict: why the pod failed (`spot-interruption`).
 pub const CAUSE_ANNOTATION: &str = "reclaim.dev/cause";
 

@@ -132,6 +132,15 @@ impl PodInterruption {
             source,
         })
     }
+
+    /// The merge patch that marks a pod: the record as an annotation, and the notice kind
+    /// as a label.
+    pub fn pod_metadata_patch(&self) -> serde_json::Value {
+        serde_json::json!({"metadata": {
+            "labels": {crate::keys::INTERRUPTED_LABEL: self.notice.kind.as_str()},
+            "annotations": {crate::keys::POD_INTERRUPTION_ANNOTATION: self.to_json()},
+        }})
+    }
 }
 
 #[cfg(test)]

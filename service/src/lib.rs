@@ -1,8 +1,10 @@
 //! What every Reclaim binary does as a process, written once: logs in text or JSON, a
 //! single-threaded runtime (the work is mostly waiting, and one thread keeps the
 //! footprint small), and a clean stop on SIGTERM or SIGINT; the read-only HTTP endpoints
-//! ([`endpoints`]) and the Kubernetes Events ([`events`]) both binaries have.
+//! ([`endpoints`]), the Kubernetes client ([`client`]) and Events ([`events`]) both
+//! binaries have.
 
+pub mod client;
 pub mod endpoints;
 pub mod events;
 

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::ControlPlane;
+use crate::process::ReclaimProcess;
 
 pub struct RunningAgent {
     pub metrics: Arc<Metrics>,
@@ -96,70 +97,15 @@ impl RunningAgent {
     }
 }
 
-/// The real `reclaim-agent` binary, run as a child process (demo and benchmarks).
-/// Killed when dropped.
-pub struct AgentProcess {
-    pub child: std::process::Child,
-    /// Where its `/metrics`, `/healthz` and `/readyz` are served.
-    pub metrics_url: String,
-}
-
-impl AgentProcess {
-    /// Starts the binary next to the current executable (cargo puts all of a
-    /// workspace's binaries in one directory), with its logs to `log`.
-    pub fn spawn(
-        node: &str,
-        metadata_url: &str,
-        extra: &[&str],
-        log: std::process::Stdio,
-    ) -> Result<AgentProcess> {
-        let binary = std::env::current_exe()?.with_file_name("reclaim-agent");
-        anyhow::ensure!(
-            binary.is_file(),
-            "{} not found: build it first (cargo build -p reclaim-agent, with the same profile)",
-            binary.display()
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let metrics_addr = format!("127.0.0.1:{port}");
-        let child = std::process::Command::new(binary)
-            .args([
-                "--node-name",
-                node,
-                "--metadata-url",
-                metadata_url,
-                "--metrics-addr",
-                &metrics_addr,
-            ])
-            .args(extra)
-            .env("KUBECONFIG", &ControlPlane::shared().kubeconfig)
-            .stdout(log)
-            .stderr(std::process::Stdio::inherit())
-            .spawn()?;
-        Ok(AgentProcess {
-            child,
-            metrics_url: format!("http://{metrics_addr}"),
-        })
-    }
-
-    /// Waits until `/readyz` answers 200 (the first metadata poll succeeded).
-    pub async fn ready(&self, http: &reqwest::Client) -> Result<()> {
-        let url = format!("{}/readyz", self.metrics_url);
-        crate::eventually(Duration::from_secs(60), "the agent's /readyz", || async {
-            Ok(http
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success()))
-        })
-        .await
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The real `reclaim-agent` binary guarding `node`, as a child process (demo and
+/// benchmarks); `extra` are more flags.
+pub fn spawn_agent_process(
+    node: &str,
+    metadata_url: &str,
+    extra: &[&str],
+    log: std::process::Stdio,
+) -> Result<ReclaimProcess> {
+    let mut args = vec!["--node-name", node, "--metadata-url", metadata_url];
+    args.extend_from_slice(extra);
+    ReclaimProcess::spawn("reclaim-agent", &args, log)
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use reclaim_agent::client::client_from_config;
+use reclaim_service::client::client_from_config;
 
 const DIR_PREFIX: &str = "reclaim-cp-";
 const PROVISION_HINT: &str =

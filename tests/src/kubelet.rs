@@ -106,6 +106,20 @@ impl TestPod {
         self
     }
 
+    /// Marks the pod as the agent does before evicting it (annotation and label).
+    pub fn interrupted(mut self, record: &reclaim_model::PodInterruption) -> TestPod {
+        let patch = record.pod_metadata_patch();
+        for (map, key) in [
+            (&mut self.labels, "labels"),
+            (&mut self.annotations, "annotations"),
+        ] {
+            for (k, v) in patch["metadata"][key].as_object().into_iter().flatten() {
+                map.insert(k.clone(), v.as_str().unwrap_or_default().to_owned());
+            }
+        }
+        self
+    }
+
     pub fn grace_period(mut self, seconds: i64) -> TestPod {
         self.grace_period_seconds = seconds;
         self

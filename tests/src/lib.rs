@@ -4,6 +4,7 @@
 //!   on loopback, one per process, torn down when the process ends however it ends;
 //! - [`clouds`]: a spot interruption staged on AWS, Azure or GCP;
 //! - [`agent`]: the real agent loop, run in-process so tests can kill it mid-drain;
+//! - [`process`]: the real binaries as child processes, for the demo and the benchmarks;
 //! - [`kubelet`]: plays the kubelet the control plane does not have (nodes, running pods,
 //!   graceful deletions, container exits, DaemonSet and mirror pods, disruption budgets).
 
@@ -11,6 +12,7 @@ pub mod agent;
 pub mod clouds;
 pub mod control_plane;
 pub mod kubelet;
+pub mod process;
 pub mod wait;
 
 pub use control_plane::ControlPlane;

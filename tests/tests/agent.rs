@@ -108,6 +108,10 @@ impl PodHistory {
     fn annotated(&self, name: &str) -> Option<(u64, PodInterruption)> {
         self.first(name, |p| {
             p.annotations().contains_key("reclaim.dev/interruption")
+                && p.labels()
+                    .get("reclaim.dev/interrupted")
+                    .map(String::as_str)
+                    == Some("spot-interruption")
         })
         .map(|(rv, p)| {
             (

@@ -52,10 +52,7 @@ async fn verdicts_from_pods_and_nodes_as_the_server_returns_them() -> Result<()>
     for (name, node, exit, annotated) in cases {
         let mut pod = TestPod::new(name);
         if annotated {
-            pod = pod.annotation(
-                "reclaim.dev/interruption",
-                &node_notice.for_pod(node).to_json(),
-            );
+            pod = pod.interrupted(&node_notice.for_pod(node));
         }
         k.run_pod(node, pod).await?;
         k.terminate(name, exit).await?;
@@ -296,8 +293,7 @@ async fn a_pod_whose_node_is_gone_is_marked_by_a_restarted_classifier_and_never_
     // node disappears and the pod dies.
     k.run_pod(
         &node,
-        TestPod::new("executor")
-            .annotation("reclaim.dev/interruption", &notice.for_pod(&node).to_json()),
+        TestPod::new("executor").interrupted(&notice.for_pod(&node)),
     )
     .await?;
     stop.send(true)?;
@@ -327,8 +323,7 @@ async fn a_pod_whose_node_is_gone_is_marked_by_a_restarted_classifier_and_never_
     let (stop, task, _) = start_classifier(&k, "replica-a");
     k.run_pod(
         &node,
-        TestPod::new("later")
-            .annotation("reclaim.dev/interruption", &notice.for_pod(&node).to_json()),
+        TestPod::new("later").interrupted(&notice.for_pod(&node)),
     )
     .await?;
     k.terminate("later", Exit::KILLED).await?;
@@ -347,8 +342,7 @@ async fn a_pod_whose_node_is_gone_is_marked_by_a_restarted_classifier_and_never_
 }
 
 #[tokio::test]
-async fn a_job_whose_pod_the_agent_evicted_is_marked_even_if_the_pod_never_showed_failed()
--> Result<()> {
+async fn a_job_whose_pod_the_agent_evicted_is_marked_unless_the_pod_died_by_itself() -> Result<()> {
     let (k, node, notice) = noticed_node("classify-evicted", "spot-evicted").await?;
     let (stop, task, _) = start_classifier(&k, "replica-a");
     let plain = job(&k, "job-plain")
@@ -361,16 +355,28 @@ async fn a_job_whose_pod_the_agent_evicted_is_marked_even_if_the_pod_never_showe
         .await?
         .controller_owner_ref(&())
         .unwrap();
-    let record = notice.for_pod(&node).to_json();
+    let record = notice.for_pod(&node);
     k.run_pod(
         &node,
         TestPod::new("evicted")
             .owned_by(evicted)
-            .annotation("reclaim.dev/interruption", &record),
+            .interrupted(&record),
     )
     .await?;
-    // Deleted in this order: once the second Job is marked, the first deletion was seen.
+    // Evicted too, but OOMKilled during its grace period: a failure of its own.
+    let oom = job(&k, "job-oom").await?.controller_owner_ref(&()).unwrap();
+    k.run_pod(
+        &node,
+        TestPod::new("oom-in-grace")
+            .owned_by(oom)
+            .interrupted(&record),
+    )
+    .await?;
+    k.terminate("oom-in-grace", Exit::OOM_KILLED).await?;
+    // Deleted in this order: once the last Job is marked, the other deletions were seen
+    // (the interrupted pods come through one watch, in order).
     k.finish_deletion("deleted-unmarked").await?;
+    k.finish_deletion("oom-in-grace").await?;
     k.finish_deletion("evicted").await?;
 
     let jobs: Api<Job> = Api::namespaced(k.client().clone(), &k.namespace);
@@ -387,6 +393,10 @@ async fn a_job_whose_pod_the_agent_evicted_is_marked_even_if_the_pod_never_showe
     assert!(
         verdict_of(jobs.get("job-plain").await?.annotations()).is_none(),
         "a pod deleted without a notice says nothing"
+    );
+    assert!(
+        verdict_of(jobs.get("job-oom").await?.annotations()).is_none(),
+        "OOMKilled during the drain is not spot-caused"
     );
     stop.send(true)?;
     task.await?;
@@ -432,12 +442,9 @@ async fn of_two_replicas_only_the_lease_holder_writes_and_the_other_takes_over()
     .await?;
     let leader = holder().await?.unwrap();
 
-    let record = notice.for_pod(&node).to_json();
-    k.run_pod(
-        &node,
-        TestPod::new("first").annotation("reclaim.dev/interruption", &record),
-    )
-    .await?;
+    let record = notice.for_pod(&node);
+    k.run_pod(&node, TestPod::new("first").interrupted(&record))
+        .await?;
     k.terminate("first", Exit::KILLED).await?;
     let pods = k.pods();
     eventually(Duration::from_secs(60), "the first verdict", || async {
@@ -466,11 +473,8 @@ async fn of_two_replicas_only_the_lease_holder_writes_and_the_other_takes_over()
         || async { Ok(holder().await?.as_deref() == Some(follower)) },
     )
     .await?;
-    k.run_pod(
-        &node,
-        TestPod::new("second").annotation("reclaim.dev/interruption", &record),
-    )
-    .await?;
+    k.run_pod(&node, TestPod::new("second").interrupted(&record))
+        .await?;
     k.terminate("second", Exit::KILLED).await?;
     eventually(Duration::from_secs(60), "the second verdict", || async {
         Ok(verdict_of(pods.get("second").await?.annotations()).is_some())

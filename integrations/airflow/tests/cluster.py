@@ -116,9 +116,11 @@ class Kubelet:
     def mark_interrupted(self, pod: str, node: str) -> None:
         """What the agent writes on a pod before it evicts it."""
         record = dict(self.notice(), node=node)
-        self.core.patch_namespaced_pod(
-            pod, self.namespace, {"metadata": {"annotations": {"reclaim.dev/interruption": json.dumps(record)}}}
-        )
+        metadata = {
+            "labels": {"reclaim.dev/interrupted": record["kind"]},
+            "annotations": {"reclaim.dev/interruption": json.dumps(record)},
+        }
+        self.core.patch_namespaced_pod(pod, self.namespace, {"metadata": metadata})
 
     def create_pod(self, name: str, labels: dict | None = None) -> None:
         self.core.create_namespaced_pod(

@@ -16,7 +16,7 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use reclaim_model::Provider;
 use reclaim_simulator::{SimState, Simulator};
-use reclaim_testbed::agent::AgentProcess;
+use reclaim_testbed::agent::spawn_agent_process;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, clouds};
 
 struct Args {
@@ -98,12 +98,11 @@ async fn main() -> Result<()> {
 
     let node = kubelet.node_name("idle");
     kubelet.register_node(TestNode::spot(&node)).await?;
-    let agent = AgentProcess::spawn(&node, &sim.url(), &[], std::process::Stdio::null())?;
+    let agent = spawn_agent_process(&node, &sim.url(), &[], std::process::Stdio::null())?;
     agent.ready(&http).await?;
-    let pid = agent.child.id();
-    let (cpu_before, started) = (cpu_ticks(pid)?, Instant::now());
+    let (cpu_before, started) = (agent.cpu_ticks()?, Instant::now());
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
-    let (cpu_after, elapsed) = (cpu_ticks(pid)?, started.elapsed());
+    let (cpu_after, elapsed) = (agent.cpu_ticks()?, started.elapsed());
     // SAFETY: sysconf has no preconditions.
     let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let millicores =
@@ -113,7 +112,7 @@ async fn main() -> Result<()> {
         "\n3. idle agent over {} s, polling every 1 s (targets: RSS <= 10 MiB, CPU <= 1 millicore):",
         args.idle_seconds
     );
-    let mib = |key| status_kib(pid, key).map(|kib| kib / 1024.0);
+    let mib = |key| agent.memory_mib(key);
     println!(
         "   RSS {:.1} MiB = {:.1} MiB heap and stacks (RssAnon) + {:.1} MiB mapped binary and libraries (RssFile); peak {:.1} MiB",
         mib("VmRSS")?,
@@ -143,7 +142,7 @@ async fn notice_to_taint(
             .await?;
         let flags = clouds::agent_flags(provider, &node, lead);
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let agent = AgentProcess::spawn(&node, &sim.url(), &flags, std::process::Stdio::null())?;
+        let agent = spawn_agent_process(&node, &sim.url(), &flags, std::process::Stdio::null())?;
         agent.ready(http).await?;
         let tainted = tokio::spawn(taint_seen(kubelet.nodes(), node.clone()));
         tokio::time::sleep(Duration::from_millis(200 + (i as u64 * 379) % 1000)).await;
@@ -185,7 +184,7 @@ async fn full_node_drain(
     }
     let flags = clouds::agent_flags(provider, &node, lead);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let agent = AgentProcess::spawn(&node, &sim.url(), &flags, std::process::Stdio::null())?;
+    let agent = spawn_agent_process(&node, &sim.url(), &flags, std::process::Stdio::null())?;
     agent.ready(http).await?;
     let tainted = tokio::spawn(taint_seen(kubelet.nodes(), node.clone()));
     let evictions = tokio::spawn(evictions_seen(kubelet.pods(), node.clone(), count));
@@ -273,24 +272,4 @@ async fn evictions_seen(pods: Api<Pod>, node: String, count: usize) -> Result<(I
         }
     }
     anyhow::bail!("the pod watch ended")
-}
-
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
-}
-
-fn status_kib(pid: u32, key: &str) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(key))
-        .with_context(|| format!("{key} missing"))?;
-    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }

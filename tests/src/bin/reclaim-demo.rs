@@ -21,7 +21,7 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use reclaim_model::Provider;
 use reclaim_simulator::{SimState, Simulator};
-use reclaim_testbed::agent::AgentProcess;
+use reclaim_testbed::agent::spawn_agent_process;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestPod, clouds};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -154,7 +154,7 @@ async fn main() -> Result<()> {
     ];
     flags.extend(clouds::agent_flags(args.provider, node, lead));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let mut agent = AgentProcess::spawn(node, &sim.url(), &flags, Stdio::piped())?;
+    let mut agent = spawn_agent_process(node, &sim.url(), &flags, Stdio::piped())?;
     let http = reqwest::Client::builder().no_proxy().build()?;
     forward_agent_log(
         agent.child.stdout.take().context("agent stdout")?,

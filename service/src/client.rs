@@ -1,10 +1,11 @@
-//! The Kubernetes client the agent drains with.
+//! The Kubernetes client both binaries use.
 //!
 //! kube's default client retries every 429 answer up to 15 times, with a backoff that
 //! grows to minutes. From the eviction endpoint a 429 is a PodDisruptionBudget saying
 //! "not now", and only the drain knows, against the deadline, whether to ask again or
 //! to delete the pod: one blocked eviction must never stall the drain inside the
-//! client. So this client has that retry layer turned off.
+//! client. The classifier's writes are retried by its watches instead. So this client
+//! has that retry layer turned off.
 
 use kube::{Client, Config};
 
