@@ -30,6 +30,7 @@ use reclaim_service::events::{self, Severity};
 use serde_json::json;
 use tokio::sync::{Mutex, watch as signal};
 
+use crate::judged::Judged;
 use crate::leader::Election;
 use crate::metrics::ClassifierMetrics;
 use crate::notices::NodeNotices;
@@ -116,6 +117,7 @@ pub async fn run(
     mut shutdown: signal::Receiver<bool>,
 ) {
     let notices = Mutex::new(NodeNotices::new(settings.retention));
+    let judged = Mutex::new(Judged::default());
     let nodes = async {
         let nodes = Api::<PartialObjectMeta<Node>>::all(client.clone());
         let mut stream = watch(nodes, watcher::Config::default()).boxed();
@@ -138,10 +140,21 @@ pub async fn run(
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
-                    if let Err(e) = handle(&client, writer, &settings.metrics, &pod, &notices).await
-                    {
-                        tracing::warn!(pod = %pod.name_any(), error = %e, "could not write the verdict; the next update of the pod retries");
+                    let uid = pod.uid().unwrap_or_default();
+                    if judged.lock().await.contains(&uid) {
+                        continue;
                     }
+                    match handle(&client, writer, &settings.metrics, &pod, &notices).await {
+                        Ok(Written::Verdict) => {}
+                        Ok(Written::Nothing) => judged.lock().await.insert(uid),
+                        Err(e) => {
+                            tracing::warn!(pod = %pod.name_any(), error = %e, "could not write the verdict; the next update of the pod retries")
+                        }
+                    }
+                }
+                // The deletion of a labelled pod is the other watch's to forget.
+                Ok(Event::Delete(pod)) if !pod.labels().contains_key(INTERRUPTED_LABEL) => {
+                    judged.lock().await.remove(&pod.uid().unwrap_or_default());
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "watching failed pods failed; retrying"),
@@ -157,6 +170,10 @@ pub async fn run(
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::Delete(pod)) => {
+                    // Judged when it failed: nothing more to say.
+                    if judged.lock().await.remove(&pod.uid().unwrap_or_default()) {
+                        continue;
+                    }
                     if let Err(e) = handle_deleted(&client, writer, &settings.metrics, &pod).await {
                         tracing::warn!(pod = %pod.name_any(), error = %e, "could not mark the deleted pod's owners");
                     }
@@ -237,13 +254,19 @@ async fn handle_deleted(
 }
 
 /// Classifies one failed pod and, when spot-caused, marks it and its owners.
+/// What [`handle`] wrote about a failed pod.
+enum Written {
+    Verdict,
+    Nothing,
+}
+
 async fn handle(
     client: &Client,
     writer: &str,
     metrics: &ClassifierMetrics,
     pod: &Pod,
     notices: &Mutex<NodeNotices>,
-) -> kube::Result<()> {
+) -> kube::Result<Written> {
     let namespace = pod.namespace().unwrap_or_default();
     // Already marked (by an earlier run, or another replica): its Jobs may still need the
     // verdict, if marking them failed last time.
@@ -253,14 +276,15 @@ async fn handle(
         .and_then(|t| serde_json::from_str::<Evidence>(t).ok())
         && pod.annotations().contains_key(CAUSE_ANNOTATION)
     {
-        return mark_owners(
+        mark_owners(
             client,
             writer,
             &namespace,
             pod.owner_references(),
             &evidence,
         )
-        .await;
+        .await?;
+        return Ok(Written::Verdict);
     }
     let record = pod
         .annotations()
@@ -296,12 +320,12 @@ async fn handle(
         Verdict::NotSpot(why) => {
             metrics.verdict("not_spot");
             tracing::info!(pod = %name, why, "not a spot interruption; nothing written");
-            return Ok(());
+            return Ok(Written::Nothing);
         }
         Verdict::Unknown(why) => {
             metrics.verdict("unknown");
-            tracing::debug!(pod = %name, why, "no verdict");
-            return Ok(());
+            tracing::info!(pod = %name, why, "no verdict");
+            return Ok(Written::Nothing);
         }
     };
     mark(
@@ -316,7 +340,7 @@ async fn handle(
     if let Some(died) = failure.exits.iter().filter_map(|e| e.finished_at).max() {
         metrics.classified_after(jiff::Timestamp::now().duration_since(died).as_secs_f64());
     }
-    tracing::info!(pod = %name, signals = ?evidence.signals, "spot-caused failure marked retryable");
+    tracing::info!(kind = "Pod", object = %name, signals = %evidence.signals.join(","), "spot-caused failure marked retryable");
     record_event(client, &pod.object_ref(&()), &evidence).await;
     mark_owners(
         client,
@@ -325,7 +349,8 @@ async fn handle(
         pod.owner_references(),
         &evidence,
     )
-    .await
+    .await?;
+    Ok(Written::Verdict)
 }
 
 /// Marks the objects that outlive the pod (its Job; a Spark executor's driver pod and
@@ -392,7 +417,7 @@ where
     if !object.annotations().contains_key(CAUSE_ANNOTATION) {
         mark(api, writer, name, object.resource_version(), evidence).await?;
         let reference = object.object_ref(dynamic_type);
-        tracing::info!(kind = ?reference.kind, object = %format!("{}/{name}", object.namespace().unwrap_or_default()), signals = ?evidence.signals, "spot-caused failure marked retryable");
+        tracing::info!(kind = reference.kind.as_deref().unwrap_or_default(), object = %format!("{}/{name}", object.namespace().unwrap_or_default()), signals = %evidence.signals.join(","), "spot-caused failure marked retryable");
         record_event(client, &reference, evidence).await;
     }
     Ok(Some(object))

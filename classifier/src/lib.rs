@@ -3,12 +3,14 @@
 //!
 //! - [`verdict`]: the rules, as pure functions over a pod's status and its node's notice;
 //! - [`notices`]: which nodes carried a notice, remembered beyond the node's life;
+//! - [`judged`]: failed pods already judged, so their later updates are not judged again;
 //! - [`owners`]: which objects outlive a failed pod (Job, Spark driver, SparkApplication);
 //! - [`controller`]: the watches, and the writes of the verdict on pods and their owners;
 //! - [`leader`]: a Lease, so that of several replicas only one writes;
 //! - [`metrics`]: verdicts by outcome and time to a verdict.
 
 pub mod controller;
+pub mod judged;
 pub mod leader;
 pub mod metrics;
 pub mod notices;

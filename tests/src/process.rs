@@ -43,8 +43,13 @@ impl ReclaimProcess {
 
     /// The real `reclaim-classifier`, electing itself through a Lease in `namespace` and
     /// classifying only that namespace's pods.
-    pub fn classifier(namespace: &str, log: std::process::Stdio) -> Result<ReclaimProcess> {
-        let args = [
+    /// `extra` are more flags.
+    pub fn classifier(
+        namespace: &str,
+        extra: &[&str],
+        log: std::process::Stdio,
+    ) -> Result<ReclaimProcess> {
+        let mut args = vec![
             "--namespace",
             namespace,
             "--lease-namespace",
@@ -52,6 +57,7 @@ impl ReclaimProcess {
             "--identity",
             "reclaim-classifier-0",
         ];
+        args.extend_from_slice(extra);
         ReclaimProcess::spawn("reclaim-classifier", &args, log)
     }
 

@@ -88,12 +88,12 @@ async fn main() -> Result<()> {
     let nodes: Vec<String> = (0..NODES).map(|i| k.node_name(&format!("n{i}"))).collect();
     for (i, node) in nodes.iter().enumerate() {
         k.register_node(TestNode::spot(node)).await?;
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             update_node(&k.nodes(), node, |n| apply_notice_patch(n, &notice)).await?;
         }
     }
 
-    let classifier = ReclaimProcess::classifier(&k.namespace, std::process::Stdio::null())?;
+    let classifier = ReclaimProcess::classifier(&k.namespace, &[], std::process::Stdio::null())?;
     classifier.ready(&http).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!("\nclassifier memory (RSS) as healthy pods are added:");
@@ -132,7 +132,7 @@ async fn main() -> Result<()> {
         .map(|j| {
             let (exit, noticed, spot) = failure_plan(j, args.failures);
             let mut i = j * stride;
-            if ((i % NODES) % 2 == 0) != noticed {
+            if (i % NODES).is_multiple_of(2) != noticed {
                 i += 1;
             }
             (pod_name(i.min(args.pods - 1)), exit, spot)

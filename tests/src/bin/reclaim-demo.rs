@@ -1,11 +1,15 @@
 //! The demo: a spot interruption end to end on a real local control plane, on AWS
 //! (default), Azure or GCP (`--provider`).
 //!
-//! A Karpenter spot node runs three Spark executors behind a PodDisruptionBudget that
-//! allows one disruption, an Airflow task pod, a node-critical DNS pod and a DaemonSet
-//! pod. The metadata simulator announces a spot interruption; the real `reclaim-agent`
-//! binary taints, cordons and drains the node. What happened is printed as a timeline
-//! read from the API server (watches on the node and the pods) and the agent's log.
+//! A spot node runs three Spark executors (their driver is on an on-demand node) behind a
+//! PodDisruptionBudget that allows one disruption, an Airflow task's Job pod, a report
+//! Job pod that runs out of memory while it is drained, a node-critical DNS pod and a
+//! DaemonSet pod; an ad-hoc query on the on-demand node is SIGKILLed meanwhile. The
+//! metadata simulator announces a spot interruption; the real `reclaim-agent` binary
+//! taints, cordons and drains the node, and the real `reclaim-classifier` writes its
+//! verdicts. What happened is printed as a timeline read from the API server (watches
+//! on the node and the pods) and the binaries' logs, then a table of verdicts read back
+//! from the pods, the Jobs and the driver.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -15,14 +19,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::ResourceExt;
-use kube::api::Api;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
 use reclaim_model::Provider;
 use reclaim_simulator::{SimState, Simulator};
 use reclaim_testbed::agent::spawn_agent_process;
-use reclaim_testbed::{ControlPlane, TestKubelet, TestPod, clouds};
+use reclaim_testbed::kubelet::Exit;
+use reclaim_testbed::process::ReclaimProcess;
+use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, clouds};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tokio::sync::mpsc;
@@ -35,7 +43,25 @@ struct Args {
     provider: Provider,
 }
 
-/// A node name as each cloud's Kubernetes service names its nodes.
+/// An on-demand node's name, as each cloud's Kubernetes service names its nodes.
+fn on_demand_node_name(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Aws => "ip-10-0-3-9.ec2.internal",
+        Provider::Azure => "aks-system-12345678-vmss000000",
+        Provider::Gcp => "gke-data-default-pool-1a2b3c4d-9zq0",
+    }
+}
+
+/// The label that makes the node a spot node, on each cloud.
+fn spot_label(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Aws => "karpenter.sh/capacity-type=spot",
+        Provider::Azure => "kubernetes.azure.com/scalesetpriority=spot",
+        Provider::Gcp => "cloud.google.com/gke-spot=true",
+    }
+}
+
+/// A spot node's name, as each cloud's Kubernetes service names its nodes.
 fn node_name(provider: Provider) -> &'static str {
     match provider {
         Provider::Aws => "ip-10-0-7-21.ec2.internal",
@@ -100,11 +126,24 @@ async fn main() -> Result<()> {
     kubelet
         .register_node(clouds::spot_node(args.provider, node))
         .await?;
+    let on_demand = on_demand_node_name(args.provider);
+    kubelet.register_node(TestNode::new(on_demand)).await?;
+    let driver = kubelet
+        .run_pod(
+            on_demand,
+            TestPod::new("etl-daily-driver")
+                .label("spark-role", "driver")
+                .label("spark-app-selector", "spark-7f3a"),
+        )
+        .await?
+        .controller_owner_ref(&())
+        .context("the driver's owner reference")?;
     for i in 1..=3 {
         kubelet
             .run_pod(
                 node,
                 TestPod::spark_executor(&format!("etl-daily-exec-{i}"), "spark-7f3a")
+                    .owned_by(driver.clone())
                     .grace_period(5),
             )
             .await?;
@@ -119,8 +158,13 @@ async fn main() -> Result<()> {
     let task = TestPod::new("orders-load-5b1c")
         .label("dag_id", "orders")
         .label("task_id", "load")
+        .owned_by(job(&kubelet, "orders-load").await?)
         .grace_period(3);
     kubelet.run_pod(node, task).await?;
+    let report = TestPod::new("report-build-x7")
+        .owned_by(job(&kubelet, "report-build").await?)
+        .grace_period(10);
+    kubelet.run_pod(node, report).await?;
     kubelet
         .run_pod(
             node,
@@ -133,17 +177,27 @@ async fn main() -> Result<()> {
         .run_daemonset_pod(node, "fluent-bit")
         .await?
         .name_any();
+    kubelet
+        .run_pod(on_demand, TestPod::new("ad-hoc-query-2f"))
+        .await?;
     let finisher = kubelet.keep_finishing_deletions(node);
     println!(
-        "\nSpot node {node} (karpenter.sh/capacity-type=spot), namespace {}:",
+        "\nSpot node {node} ({}), namespace {}:",
+        spot_label(args.provider),
         kubelet.namespace
     );
     println!(
-        "  etl-daily-exec-1..3   Spark executors, grace 5 s, PodDisruptionBudget minAvailable 2 (allows one disruption)"
+        "  etl-daily-exec-1..3   Spark executors of etl-daily-driver, grace 5 s, PodDisruptionBudget minAvailable 2 (allows one disruption)"
     );
-    println!("  orders-load-5b1c      Airflow KubernetesPodOperator task, grace 3 s");
+    println!("  orders-load-5b1c      Airflow task (Job orders-load), grace 3 s");
+    println!(
+        "  report-build-x7       Job report-build, grace 10 s; will run out of memory while it shuts down"
+    );
     println!("  node-local-dns        priorityClassName system-node-critical, grace 2 s");
     println!("  {daemon:<21} DaemonSet pod (left alone: it dies with the node)");
+    println!("On-demand node {on_demand}:");
+    println!("  etl-daily-driver      the Spark driver (drivers belong on on-demand nodes)");
+    println!("  ad-hoc-query-2f       will be SIGKILLed (exit 137) with no notice anywhere");
 
     let (tx, mut timeline) = mpsc::unbounded_channel::<(Instant, String)>();
     let mut flags = vec![
@@ -156,7 +210,8 @@ async fn main() -> Result<()> {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut agent = spawn_agent_process(node, &sim.url(), &flags, Stdio::piped())?;
     let http = reqwest::Client::builder().no_proxy().build()?;
-    forward_agent_log(
+    forward_log(
+        "agent",
         agent.child.stdout.take().context("agent stdout")?,
         tx.clone(),
     );
@@ -164,6 +219,26 @@ async fn main() -> Result<()> {
     println!(
         "\nreclaim-agent is watching the {:?} metadata service ({}).",
         args.provider, agent.metrics_url
+    );
+
+    let mut classifier = ReclaimProcess::classifier(
+        &kubelet.namespace,
+        &["--log-format", "json"],
+        Stdio::piped(),
+    )?;
+    forward_log(
+        "classifier",
+        classifier
+            .child
+            .stdout
+            .take()
+            .context("classifier stdout")?,
+        tx.clone(),
+    );
+    classifier.ready(&http).await?;
+    println!(
+        "reclaim-classifier is watching namespace {} ({}).",
+        kubelet.namespace, classifier.metrics_url
     );
 
     tokio::spawn(watch_node(kubelet.nodes(), node, tx.clone()));
@@ -183,14 +258,24 @@ async fn main() -> Result<()> {
         announcement(args.provider, node, action)
     );
 
+    tokio::spawn(oom_while_terminating(kubelet.clone(), "report-build-x7"));
+    let adhoc = kubelet.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        adhoc.terminate("ad-hoc-query-2f", Exit::KILLED).await
+    });
+
     let drained = [
         "etl-daily-exec-1",
         "etl-daily-exec-2",
         "etl-daily-exec-3",
         "orders-load-5b1c",
+        "report-build-x7",
         "node-local-dns",
     ];
     let mut gone_at: HashMap<String, f64> = HashMap::new();
+    // What the classifier logged about pods it wrote nothing on, by pod name.
+    let mut said: HashMap<String, String> = HashMap::new();
     let give_up = notice_at + Duration::from_secs(args.lead_seconds as u64 + 5);
     while gone_at.len() < drained.len() && Instant::now() < give_up {
         let Ok(Some((at, line))) =
@@ -200,6 +285,7 @@ async fn main() -> Result<()> {
         };
         let t = at.saturating_duration_since(notice_at).as_secs_f64();
         println!("[{t:>+7.1}s] {line}");
+        note_verdict(&mut said, &line);
         if let Some(name) = line
             .strip_prefix("pod ")
             .and_then(|l| l.strip_suffix(" is gone"))
@@ -207,12 +293,31 @@ async fn main() -> Result<()> {
             gone_at.insert(name.to_owned(), t);
         }
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    while let Ok((at, line)) = timeline.try_recv() {
+    // The classifier's last words: each job pod's verdict, logged or written.
+    let verdict_pods = [
+        ("etl-daily-exec-1", Some(("Pod", "etl-daily-driver"))),
+        ("etl-daily-exec-2", Some(("Pod", "etl-daily-driver"))),
+        ("etl-daily-exec-3", Some(("Pod", "etl-daily-driver"))),
+        ("orders-load-5b1c", Some(("Job", "orders-load"))),
+        ("report-build-x7", Some(("Job", "report-build"))),
+        ("ad-hoc-query-2f", None),
+    ];
+    let quiet_by = Instant::now() + Duration::from_secs(20);
+    loop {
+        let settled = said.contains_key("report-build-x7") && said.contains_key("ad-hoc-query-2f");
+        let wait = if settled {
+            Duration::from_millis(1500)
+        } else {
+            quiet_by.saturating_duration_since(Instant::now())
+        };
+        let Ok(Some((at, line))) = tokio::time::timeout(wait, timeline.recv()).await else {
+            break;
+        };
         println!(
             "[{:>+7.1}s] {line}",
             at.saturating_duration_since(notice_at).as_secs_f64()
         );
+        note_verdict(&mut said, &line);
     }
 
     let budget = (args.lead_seconds - SAFETY_MARGIN) as f64;
@@ -234,6 +339,7 @@ async fn main() -> Result<()> {
         "running",
         ds.metadata.deletion_timestamp.is_none()
     );
+    print_verdicts(&kubelet, &verdict_pods, &said).await?;
     let metrics = http
         .get(format!("{}/metrics", agent.metrics_url))
         .send()
@@ -258,8 +364,10 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Relays the agent's JSON log lines that tell the story (warnings, notices, drain summary).
-fn forward_agent_log(
+/// Relays the JSON log lines of `component` that tell the story: the agent's notices,
+/// budget refusals and drain summary, the classifier's verdicts.
+fn forward_log(
+    component: &'static str,
     stdout: std::process::ChildStdout,
     tx: mpsc::UnboundedSender<(Instant, String)>,
 ) {
@@ -269,34 +377,146 @@ fn forward_agent_log(
                 continue;
             };
             let fields = &entry["fields"];
-            let message = fields["message"].as_str().unwrap_or_default();
-            let text = match message {
-                "interruption notice: node tainted and cordoned" => format!(
-                    "agent: {message} ({})",
-                    fields["kind"].as_str().unwrap_or_default()
-                ),
-                "disruption budget still refused at the deadline; deleted the pod" => {
-                    format!(
-                        "agent: budget still refuses {} -> deleted with grace {} s so it is gone by the deadline",
-                        fields["pod"].as_str().unwrap_or_default(),
-                        fields["grace_seconds"]
-                    )
+            let text = |key: &str| fields[key].as_str().unwrap_or_default().to_owned();
+            let message = text("message");
+            let story = match message.as_str() {
+                "interruption notice: node tainted and cordoned" => {
+                    format!("{message} ({})", text("kind"))
                 }
+                "disruption budget still refused at the deadline; deleted the pod" => format!(
+                    "budget still refuses {} -> deleted with grace {} s so it is gone by the deadline",
+                    text("pod"),
+                    fields["grace_seconds"]
+                ),
                 "drain finished" => format!(
-                    "agent: drain finished: evicted {}, deleted at deadline {}, already gone {}, failed {}, exempt {}",
+                    "drain finished: evicted {}, deleted at deadline {}, already gone {}, failed {}, exempt {}",
                     fields["evicted"],
                     fields["deleted_at_deadline"],
                     fields["already_gone"],
                     fields["failed"],
                     fields["exempt"]
                 ),
+                "spot-caused failure marked retryable" => format!(
+                    "{} {} marked spot-interruption, retryable (signals {})",
+                    text("kind"),
+                    text("object"),
+                    text("signals")
+                ),
+                "not a spot interruption; nothing written"
+                | "deleted during the drain, but not because of it; nothing written" => {
+                    format!("{}: not spot: {}", text("pod"), text("why"))
+                }
+                "no verdict" => format!("{}: unknown: {}", text("pod"), text("why")),
                 _ => continue,
             };
-            if tx.send((Instant::now(), text)).is_err() {
+            if tx
+                .send((Instant::now(), format!("{component}: {story}")))
+                .is_err()
+            {
                 return;
             }
         }
     });
+}
+
+/// Remembers a classifier log line about a pod (`classifier: ns/pod: not spot: why`).
+fn note_verdict(said: &mut HashMap<String, String>, line: &str) {
+    if let Some((pod, verdict)) = line
+        .strip_prefix("classifier: ")
+        .and_then(|l| l.split_once(": "))
+    {
+        let pod = pod.rsplit('/').next().unwrap_or(pod);
+        said.insert(pod.to_owned(), verdict.to_owned());
+    }
+}
+
+/// Plays a container that runs out of memory once its pod is asked to stop.
+async fn oom_while_terminating(kubelet: TestKubelet, name: &'static str) -> Result<()> {
+    loop {
+        let pod = kubelet.pods().get(name).await?;
+        if pod.metadata.deletion_timestamp.is_some() {
+            kubelet.terminate(name, Exit::OOM_KILLED).await?;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The verdict of each job pod, read back from the objects the classifier writes on (the
+/// pod while it exists, its Job, the Spark driver); what it logged where it wrote nothing.
+async fn print_verdicts(
+    kubelet: &TestKubelet,
+    pods: &[(&str, Option<(&str, &str)>)],
+    said: &HashMap<String, String>,
+) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(kubelet.client().clone(), &kubelet.namespace);
+    println!("\nVerdicts (reclaim-classifier; read back from the API server):");
+    println!("  {:<18} {:<38} written on", "pod", "verdict");
+    for (pod, owner) in pods {
+        let mut targets = vec![(
+            "Pod",
+            pod.to_string(),
+            kubelet.pods().get_opt(pod).await?.map(|p| p.metadata),
+        )];
+        if let Some((kind, name)) = owner {
+            let meta = match *kind {
+                "Job" => jobs.get_opt(name).await?.map(|j| j.metadata),
+                _ => kubelet.pods().get_opt(name).await?.map(|p| p.metadata),
+            };
+            targets.push((kind, name.to_string(), meta));
+        }
+        let marked: Vec<String> = targets
+            .iter()
+            .filter_map(|(kind, name, meta)| {
+                let annotations = meta.as_ref()?.annotations.as_ref()?;
+                let cause = annotations.get("reclaim.dev/cause")?;
+                let retryable = annotations.get("reclaim.dev/retryable")?;
+                let evidence: reclaim_model::Evidence =
+                    serde_json::from_str(annotations.get("reclaim.dev/evidence")?).ok()?;
+                let from = evidence.pod.unwrap_or_default();
+                let from = from.rsplit('/').next().unwrap_or_default();
+                let via = if from == *pod {
+                    String::new()
+                } else {
+                    format!(" (from {from})")
+                };
+                Some(format!(
+                    "{cause}, retryable={retryable} -> {kind} {name}{via}"
+                ))
+            })
+            .collect();
+        match (marked.is_empty(), said.get(*pod)) {
+            (false, _) => {
+                let (verdict, written) = marked[0].split_once(" -> ").unwrap_or_default();
+                let more: Vec<&str> = marked[1..]
+                    .iter()
+                    .filter_map(|m| m.split_once(" -> ").map(|x| x.1))
+                    .collect();
+                let written = std::iter::once(written)
+                    .chain(more)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                println!("  {pod:<18} {verdict:<38} {written}");
+            }
+            (true, Some(logged)) => println!("  {pod:<18} {logged}; nothing written"),
+            (true, None) => println!("  {pod:<18} no verdict yet"),
+        }
+    }
+    Ok(())
+}
+
+/// A Job whose pods the test kubelet runs (parallelism 0: the job controller starts none).
+async fn job(kubelet: &TestKubelet, name: &str) -> Result<OwnerReference> {
+    let manifest = serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+        "spec": {"parallelism": 0, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "registry.invalid/data/job:1"}]}}},
+    });
+    let jobs: Api<Job> = Api::namespaced(kubelet.client().clone(), &kubelet.namespace);
+    jobs.create(&PostParams::default(), &serde_json::from_value(manifest)?)
+        .await?
+        .controller_owner_ref(&())
+        .context("the Job's owner reference")
 }
 
 async fn watch_node(
@@ -341,7 +561,11 @@ async fn watch_node(
 
 async fn watch_pods(pods: Api<Pod>, tx: mpsc::UnboundedSender<(Instant, String)>) {
     let mut stream = watcher(pods, watcher::Config::default()).boxed();
-    let (mut annotated, mut terminating) = (Vec::<String>::new(), Vec::<String>::new());
+    let (mut annotated, mut terminating, mut exited) = (
+        Vec::<String>::new(),
+        Vec::<String>::new(),
+        Vec::<String>::new(),
+    );
     while let Some(Ok(event)) = stream.next().await {
         let now = Instant::now();
         match event {
@@ -359,6 +583,22 @@ async fn watch_pods(pods: Api<Pod>, tx: mpsc::UnboundedSender<(Instant, String)>
                     let _ = tx.send((
                         now,
                         format!("{role} {name}: reason written (reclaim.dev/interruption)"),
+                    ));
+                }
+                let exit = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|cs| cs.iter().find_map(|c| c.state.as_ref()?.terminated.clone()));
+                if let Some(exit) = exit.filter(|_| !exited.contains(&name)) {
+                    exited.push(name.clone());
+                    let _ = tx.send((
+                        now,
+                        format!(
+                            "{role} {name}: container exited {} ({})",
+                            exit.exit_code,
+                            exit.reason.unwrap_or_default()
+                        ),
                     ));
                 }
                 if let Some(grace) = pod
