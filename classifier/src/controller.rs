@@ -74,6 +74,7 @@ pub async fn run_elected(
         match election.hold(&leases).await {
             Ok(true) => {
                 tracing::info!(identity = %election.identity, lease = %election.lease_name, "leading: writing verdicts");
+                settings.metrics.leading(true);
                 let lost = async {
                     loop {
                         tokio::time::sleep(renew_every).await;
@@ -94,7 +95,7 @@ pub async fn run_elected(
                 tokio::select! {
                     _ = shutdown.changed() => return,
                     _ = run(client.clone(), &settings, &election.identity, run_shutdown) => return,
-                    _ = lost => {}
+                    _ = lost => settings.metrics.leading(false),
                 }
             }
             Ok(false) => {}

@@ -1,9 +1,10 @@
-//! The classifier's Prometheus metrics: verdicts by outcome, and how long after a pod
-//! died its verdict was written. No pod names or ids as labels.
+//! The classifier's Prometheus metrics: verdicts by outcome, how long after a pod died
+//! its verdict was written, and whether this replica leads. No pod names or ids as labels.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -17,7 +18,11 @@ pub struct ClassifierMetrics {
     registry: Registry,
     verdicts: Family<VerdictLabels, Counter>,
     classify_seconds: Histogram,
+    leader: Gauge,
 }
+
+/// The verdicts, each exported from the start (at 0) so rates see the first one.
+const VERDICTS: [&str; 3] = ["spot_caused", "not_spot", "unknown"];
 
 impl Default for ClassifierMetrics {
     fn default() -> Self {
@@ -35,10 +40,24 @@ impl Default for ClassifierMetrics {
             "Time from a container's death to its spot-caused verdict being written",
             classify_seconds.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease and writes verdicts, else 0",
+            leader.clone(),
+        );
+        for verdict in VERDICTS {
+            verdicts
+                .get_or_create(&VerdictLabels {
+                    verdict: verdict.to_owned(),
+                })
+                .inc_by(0);
+        }
         ClassifierMetrics {
             registry,
             verdicts,
             classify_seconds,
+            leader,
         }
     }
 }
@@ -51,6 +70,10 @@ impl ClassifierMetrics {
                 verdict: verdict.to_owned(),
             })
             .inc();
+    }
+
+    pub fn leading(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     pub fn classified_after(&self, seconds: f64) {
