@@ -25,6 +25,18 @@ pub struct RunningAgent {
 /// Starts an agent guarding `node`, reading metadata from `metadata_url`; `extra` are
 /// more command-line flags (e.g. `["--safety-margin", "5s"]`).
 pub async fn start_agent(node: &str, metadata_url: &str, extra: &[&str]) -> Result<RunningAgent> {
+    let client = ControlPlane::shared().admin_client().await?;
+    start_agent_as(client, node, metadata_url, extra).await
+}
+
+/// As [`start_agent`], with the agent's Kubernetes access through `client` (say, its
+/// ServiceAccount's token).
+pub async fn start_agent_as(
+    client: kube::Client,
+    node: &str,
+    metadata_url: &str,
+    extra: &[&str],
+) -> Result<RunningAgent> {
     let mut args = vec![
         "reclaim-agent",
         "--node-name",
@@ -41,7 +53,6 @@ pub async fn start_agent(node: &str, metadata_url: &str, extra: &[&str]) -> Resu
         .with_test_writer()
         .with_env_filter("reclaim_agent=debug")
         .try_init();
-    let client = ControlPlane::shared().admin_client().await?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::new(Duration::from_secs(30)));
     let (stop, shutdown) = watch::channel(false);

@@ -20,8 +20,10 @@ use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Client;
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::api::{Api, PostParams};
+use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 use reclaim_service::client::client_from_config;
 
 const DIR_PREFIX: &str = "reclaim-cp-";
@@ -65,6 +67,34 @@ impl ControlPlane {
     /// (no automatic 429 retries). Each async runtime needs its own client.
     pub async fn admin_client(&self) -> Result<Client> {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(client_from_config(config)?)
+    }
+
+    /// A client authenticated as the ServiceAccount `namespace/name`, with a token from the
+    /// TokenRequest API: what a pod running as that ServiceAccount gets.
+    pub async fn service_account_client(&self, namespace: &str, name: &str) -> Result<Client> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.admin_client().await?, namespace);
+        let request = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600},
+        });
+        let answer: serde_json::Value = accounts
+            .create_subresource("token", name, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("requesting a token for ServiceAccount {namespace}/{name}"))?;
+        let token = answer["status"]["token"]
+            .as_str()
+            .context("the TokenRequest answer holds no token")?
+            .to_owned();
+        let mut kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
+        for user in &mut kubeconfig.auth_infos {
+            user.auth_info = Some(AuthInfo {
+                token: Some(token.clone().into()),
+                ..AuthInfo::default()
+            });
+        }
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         Ok(client_from_config(config)?)

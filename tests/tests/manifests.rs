@@ -1,0 +1,504 @@
+//! What we ship is what we test: every overlay of `manifests/` builds and the real API
+//! server accepts it (server-side dry run); the agent and the classifier, authenticated
+//! with tokens of their own ServiceAccounts and bound by the shipped RBAC, do their whole
+//! job; and what they must not do, the server refuses.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::DynamicObject;
+use kube::{Resource, ResourceExt};
+use reclaim_agent::node::{apply_notice_patch, update_node};
+use reclaim_classifier::controller::Settings;
+use reclaim_classifier::leader::Election;
+use reclaim_classifier::metrics::ClassifierMetrics;
+use reclaim_model::{Notice, NoticeKind, Provider};
+use reclaim_simulator::{SimState, Simulator};
+use reclaim_testbed::agent::start_agent_as;
+use reclaim_testbed::kubelet::Exit;
+use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+const NAMESPACE: &str = "reclaim-system";
+const OVERLAYS: [&str; 3] = ["aws", "azure", "gcp"];
+
+/// `kubectl kustomize manifests/overlays/<overlay>`, made servable by this 1.20 API server:
+/// it serves PodDisruptionBudgets only as policy/v1beta1 (same fields as policy/v1, which
+/// the manifests use for the clusters they target). Nothing else is changed.
+fn overlay(name: &str) -> Result<String> {
+    let cp = ControlPlane::shared();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/overlays/").to_owned() + name;
+    let built = cp.kubectl(&["kustomize", &dir])?;
+    let versions = cp.kubectl(&["api-versions"])?;
+    if versions.lines().any(|v| v == "policy/v1") {
+        return Ok(built);
+    }
+    let (v1, v1beta1) = (
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget",
+        "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget",
+    );
+    anyhow::ensure!(
+        built.matches(v1).count() == 1,
+        "expected one policy/v1 PodDisruptionBudget"
+    );
+    Ok(built.replace(v1, v1beta1))
+}
+
+fn write_temp(name: &str, text: &str) -> Result<std::path::PathBuf> {
+    let path = ControlPlane::shared().dir.join(name);
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// The AWS overlay applied for real, once per test binary (namespace, RBAC, workloads,
+/// monitoring), with the CRDs it and the classifier need.
+fn installed() -> Result<()> {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let cp = ControlPlane::shared();
+            let install = || -> Result<()> {
+                cp.install_crds("monitoring.yaml")?;
+                cp.install_crds("sparkapplications.yaml")?;
+                let path = write_temp("reclaim-aws.yaml", &overlay("aws")?)?;
+                cp.kubectl(&["apply", "-f", path.to_str().context("path")?])?;
+                Ok(())
+            };
+            install().map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn items(list: &Value) -> Vec<&Value> {
+    match list["kind"].as_str() {
+        Some("List") => list["items"].as_array().into_iter().flatten().collect(),
+        _ => vec![list],
+    }
+}
+
+fn find<'a>(objects: &[&'a Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+#[test]
+fn every_overlay_builds_and_the_api_server_accepts_every_object() -> Result<()> {
+    installed()?;
+    let cp = ControlPlane::shared();
+    for name in OVERLAYS {
+        let path = write_temp(&format!("dry-run-{name}.yaml"), &overlay(name)?)?;
+        let answer = cp.kubectl(&[
+            "apply",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            path.to_str().context("path")?,
+        ])?;
+        let answer: Value = serde_json::from_str(&answer)?;
+        let objects = items(&answer);
+        let mut kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(
+            kinds,
+            [
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "DaemonSet",
+                "Deployment",
+                "Namespace",
+                "PodDisruptionBudget",
+                "PodMonitor",
+                "PrometheusRule",
+                "Role",
+                "RoleBinding",
+                "ServiceAccount"
+            ],
+            "{name}"
+        );
+        assert_eq!(objects.len(), 16, "{name}: every object answered");
+
+        // What the server would store, read back from its answer.
+        let agent = &find(&objects, "DaemonSet", "reclaim-agent")["spec"];
+        let pod = &agent["template"]["spec"];
+        let container = &pod["containers"][0];
+        let provider = container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == "RECLAIM_PROVIDER")
+            .map(|e| e["value"].clone());
+        assert_eq!(provider, Some(json!(name)), "{name}: provider");
+        let spot_keys: Vec<&str> = pod["affinity"]["nodeAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["matchExpressions"][0]["key"].as_str())
+            .collect();
+        let expected: &[&str] = match name {
+            "aws" => &[
+                "eks.amazonaws.com/capacityType",
+                "karpenter.sh/capacity-type",
+            ],
+            "azure" => &["kubernetes.azure.com/scalesetpriority"],
+            _ => &[
+                "cloud.google.com/gke-spot",
+                "cloud.google.com/gke-preemptible",
+            ],
+        };
+        assert_eq!(spot_keys, expected, "{name}: only that cloud's spot nodes");
+        assert_eq!(
+            pod["hostNetwork"].as_bool().unwrap_or(false),
+            name != "azure",
+            "{name}: host network"
+        );
+        assert_eq!(pod["priorityClassName"], "system-node-critical");
+        assert_eq!(pod["tolerations"], json!([{"operator": "Exists"}]));
+        assert_eq!(
+            agent["updateStrategy"]["rollingUpdate"]["maxUnavailable"],
+            1
+        );
+        for workload in [
+            agent,
+            &find(&objects, "Deployment", "reclaim-classifier")["spec"],
+        ] {
+            let pod = &workload["template"]["spec"];
+            let container = &pod["containers"][0];
+            assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+            assert_eq!(
+                pod["securityContext"]["seccompProfile"]["type"],
+                "RuntimeDefault"
+            );
+            let security = &container["securityContext"];
+            assert_eq!(security["readOnlyRootFilesystem"], true);
+            assert_eq!(security["allowPrivilegeEscalation"], false);
+            assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+            for probe in ["livenessProbe", "readinessProbe"] {
+                assert!(container[probe]["httpGet"]["path"].is_string(), "{probe}");
+            }
+            assert!(container["resources"]["limits"]["memory"].is_string());
+            assert!(container["resources"]["requests"]["cpu"].is_string());
+        }
+        let classifier = &find(&objects, "Deployment", "reclaim-classifier")["spec"];
+        assert_eq!(classifier["replicas"], 2);
+        assert_eq!(
+            find(&objects, "PodDisruptionBudget", "reclaim-classifier")["spec"]["minAvailable"],
+            1
+        );
+    }
+    Ok(())
+}
+
+/// Whether the server refused `result` for lack of permission (403).
+fn forbidden<T>(result: kube::Result<T>) -> bool {
+    matches!(result, Err(kube::Error::Api(status)) if status.code == 403)
+}
+
+#[tokio::test]
+async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing_else() -> Result<()>
+{
+    installed()?;
+    let cp = ControlPlane::shared();
+    let agent_client = cp
+        .service_account_client(NAMESPACE, "reclaim-agent")
+        .await?;
+    let k = TestKubelet::new(cp.admin_client().await?, "rbac-agent").await?;
+    let node = k.node_name("spot");
+    k.register_node(TestNode::spot(&node)).await?;
+    k.run_pod(
+        &node,
+        TestPod::spark_executor("exec-1", "spark-9").grace_period(3),
+    )
+    .await?;
+    k.run_pod(&node, TestPod::new("task").grace_period(1))
+        .await?;
+    // The executor's budget refuses every eviction: the agent must delete it at the deadline.
+    k.pod_disruption_budget("executors", &[("spark-role", "executor")], 1)
+        .await?;
+    let kubelet_task = k.keep_finishing_deletions(&node);
+    let mut state = SimState::default();
+    state.aws.instance_id = "i-0123456789abcdef0".into();
+    let sim = Simulator::start("127.0.0.1:0".parse()?, state).await?;
+    let agent = start_agent_as(
+        agent_client.clone(),
+        &node,
+        &sim.url(),
+        &["--safety-margin", "5s"],
+    )
+    .await?;
+    agent.ready().await?;
+    sim.state()
+        .aws
+        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(20));
+
+    let pods = k.pods();
+    eventually(WAIT, "both pods drained", || async {
+        Ok(pods.list(&ListParams::default()).await?.items.is_empty())
+    })
+    .await?;
+    let tainted = k.nodes().get(&node).await?;
+    assert!(
+        tainted
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|ts| ts.iter().any(|t| t.key == "reclaim.dev/interruption")),
+        "tainted"
+    );
+    assert!(tainted.annotations().contains_key("reclaim.dev/notice"));
+    eventually(WAIT, "the drain summary in the metrics", || async {
+        Ok(agent.metric("reclaim_evictions_total{outcome=\"deleted_at_deadline\"}") == 1.0)
+    })
+    .await?;
+    assert_eq!(
+        agent.metric("reclaim_evictions_total{outcome=\"evicted\"}"),
+        1.0
+    );
+    assert_eq!(
+        agent.metric("reclaim_evictions_total{outcome=\"deleted_at_deadline\"}"),
+        1.0
+    );
+    assert_eq!(
+        agent.metric("reclaim_evictions_total{outcome=\"failed\"}"),
+        0.0
+    );
+    assert_eq!(
+        agent.metric("reclaim_node_actions_total{action=\"apply\",outcome=\"failed\"}"),
+        0.0
+    );
+    let events: Api<Event> = Api::namespaced(k.client().clone(), "default");
+    eventually(WAIT, "the Event on the node", || async {
+        Ok(events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .any(|e| e.involved_object.name.as_deref() == Some(node.as_str())))
+    })
+    .await?;
+    agent.stop().await?;
+    kubelet_task.abort();
+
+    // What the agent must not do.
+    let secrets: Api<Secret> = Api::namespaced(agent_client.clone(), NAMESPACE);
+    assert!(
+        forbidden(secrets.list(&ListParams::default()).await),
+        "read Secrets"
+    );
+    let admin = k.client().clone();
+    Api::<ConfigMap>::namespaced(admin.clone(), &k.namespace)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"a": "1"}}))?,
+        )
+        .await?;
+    let patch = json!({"metadata": {"labels": {"touched": "yes"}}});
+    let configmaps: Api<ConfigMap> = Api::namespaced(agent_client.clone(), &k.namespace);
+    assert!(
+        forbidden(
+            configmaps
+                .patch("settings", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+        ),
+        "patch a ConfigMap"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(agent_client.clone(), NAMESPACE);
+    assert!(
+        forbidden(
+            deployments
+                .patch(
+                    "reclaim-classifier",
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch)
+                )
+                .await
+        ),
+        "patch a Deployment"
+    );
+    let nodes: Api<Node> = Api::all(agent_client.clone());
+    assert!(
+        forbidden(nodes.delete(&node, &DeleteParams::default()).await),
+        "delete a Node"
+    );
+    assert!(
+        forbidden(nodes.list(&ListParams::default()).await),
+        "list Nodes"
+    );
+    let elsewhere: Api<Event> = Api::namespaced(agent_client.clone(), &k.namespace);
+    assert!(
+        forbidden(elsewhere.list(&ListParams::default()).await),
+        "read Events outside default"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_and_nothing_else()
+-> Result<()> {
+    installed()?;
+    let cp = ControlPlane::shared();
+    let classifier_client = cp
+        .service_account_client(NAMESPACE, "reclaim-classifier")
+        .await?;
+    let k = TestKubelet::new(cp.admin_client().await?, "rbac-classifier").await?;
+    let (spot, on_demand) = (k.node_name("spot"), k.node_name("on-demand"));
+    k.register_node(TestNode::spot(&spot)).await?;
+    k.register_node(TestNode::new(&on_demand)).await?;
+    let notice = Notice {
+        provider: Provider::Aws,
+        kind: NoticeKind::SpotInterruption,
+        event_id: "instance-action-terminate".into(),
+        notice_time: Timestamp::now() - SignedDuration::from_secs(5),
+        deadline: Some(Timestamp::now() + SignedDuration::from_secs(115)),
+        detected_at: Timestamp::now(),
+    };
+    update_node(&k.nodes(), &spot, |n| apply_notice_patch(n, &notice)).await?;
+
+    let metrics = std::sync::Arc::new(ClassifierMetrics::default());
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let election = Election {
+        lease_name: format!("reclaim-classifier-{}", k.namespace),
+        namespace: NAMESPACE.into(),
+        identity: "reclaim-classifier-0".into(),
+        lease_duration: Duration::from_secs(10),
+    };
+    let settings = Settings {
+        retention: Duration::from_secs(3600),
+        namespace: Some(k.namespace.clone()),
+        metrics: metrics.clone(),
+    };
+    let task = tokio::spawn(reclaim_classifier::controller::run_elected(
+        classifier_client.clone(),
+        settings,
+        election,
+        shutdown,
+    ));
+
+    // A Job's pod and a SparkApplication's executor, both SIGKILLed on the noticed node.
+    let jobs: Api<Job> = Api::namespaced(k.client().clone(), &k.namespace);
+    let job = jobs
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "nightly"},
+                "spec": {"template": {"spec": {"restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": "registry.invalid/job:1"}]}}},
+            }))?,
+        )
+        .await?;
+    k.run_pod(
+        &spot,
+        TestPod::new("nightly-x1").owned_by(job.controller_owner_ref(&()).unwrap()),
+    )
+    .await?;
+    let resource = reclaim_classifier::owners::spark_application_resource();
+    let apps: Api<DynamicObject> =
+        Api::namespaced_with(k.client().clone(), &k.namespace, &resource);
+    let app = apps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "sparkoperator.k8s.io/v1beta2", "kind": "SparkApplication",
+                "metadata": {"name": "etl"}, "spec": {"type": "Scala"},
+            }))?,
+        )
+        .await?;
+    let driver = k
+        .run_pod(
+            &on_demand,
+            TestPod::new("etl-driver").owned_by(app.controller_owner_ref(&resource).unwrap()),
+        )
+        .await?;
+    k.run_pod(
+        &spot,
+        TestPod::spark_executor("etl-exec-1", "spark-etl")
+            .owned_by(driver.controller_owner_ref(&()).unwrap()),
+    )
+    .await?;
+    k.terminate("nightly-x1", Exit::KILLED).await?;
+    k.terminate("etl-exec-1", Exit::KILLED).await?;
+
+    let marked = |annotations: &std::collections::BTreeMap<String, String>| {
+        annotations.get("reclaim.dev/cause").map(String::as_str) == Some("spot-interruption")
+    };
+    let pods = k.pods();
+    eventually(WAIT, "every verdict", || async {
+        Ok(marked(pods.get("nightly-x1").await?.annotations())
+            && marked(jobs.get("nightly").await?.annotations())
+            && marked(pods.get("etl-exec-1").await?.annotations())
+            && marked(pods.get("etl-driver").await?.annotations())
+            && marked(apps.get("etl").await?.annotations()))
+    })
+    .await?;
+    let events: Api<Event> = Api::namespaced(k.client().clone(), &k.namespace);
+    eventually(WAIT, "the Events", || async {
+        let about: Vec<String> = events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("SpotInterruption"))
+            .filter_map(|e| e.involved_object.name)
+            .collect();
+        Ok(["nightly-x1", "nightly", "etl-exec-1", "etl-driver", "etl"]
+            .iter()
+            .all(|n| about.iter().any(|a| a == n)))
+    })
+    .await?;
+    let leases: Api<Lease> = Api::namespaced(k.client().clone(), NAMESPACE);
+    let lease = leases
+        .get(&format!("reclaim-classifier-{}", k.namespace))
+        .await?;
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("reclaim-classifier-0")
+    );
+    stop.send(true)?;
+    task.await?;
+
+    // What the classifier must not do.
+    let secrets: Api<Secret> = Api::namespaced(classifier_client.clone(), &k.namespace);
+    assert!(
+        forbidden(secrets.list(&ListParams::default()).await),
+        "read Secrets"
+    );
+    let nodes: Api<Node> = Api::all(classifier_client.clone());
+    let patch = json!({"metadata": {"labels": {"touched": "yes"}}});
+    assert!(
+        forbidden(
+            nodes
+                .patch(&spot, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+        ),
+        "patch a Node"
+    );
+    let their_pods: Api<Pod> = Api::namespaced(classifier_client.clone(), &k.namespace);
+    assert!(
+        forbidden(
+            their_pods
+                .delete("nightly-x1", &DeleteParams::default())
+                .await
+        ),
+        "delete a pod"
+    );
+    let elsewhere: Api<Lease> = Api::namespaced(classifier_client.clone(), &k.namespace);
+    let lease = serde_json::from_value(json!({"metadata": {"name": "stolen"}, "spec": {}}))?;
+    assert!(
+        forbidden(elsewhere.create(&PostParams::default(), &lease).await),
+        "create a Lease outside its namespace"
+    );
+    Ok(())
+}
