@@ -466,6 +466,11 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
         lease.spec.and_then(|s| s.holder_identity).as_deref(),
         Some("reclaim-classifier-0")
     );
+    use reclaim_service::endpoints::Exposition;
+    assert!(
+        metrics.encode().contains("reclaim_classifier_leader 1"),
+        "the leader says so in its metrics"
+    );
     stop.send(true)?;
     task.await?;
 
