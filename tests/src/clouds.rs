@@ -3,11 +3,12 @@
 //! that cloud's metadata service makes it (through the simulator).
 
 use jiff::{SignedDuration, Timestamp};
-use reclaim_model::Provider;
+use reclaim_agent::node::{apply_notice_patch, record_of, update_node};
+use reclaim_model::{Notice, NoticeKind, Provider};
 use reclaim_simulator::Simulator;
 use serde_json::json;
 
-use crate::TestNode;
+use crate::{TestKubelet, TestNode};
 
 /// A spot node as EKS/Karpenter, AKS or GKE registers it.
 pub fn spot_node(provider: Provider, name: &str) -> TestNode {
@@ -63,4 +64,26 @@ pub fn clear(sim: &Simulator) {
 pub fn parse_provider(text: &str) -> anyhow::Result<Provider> {
     serde_json::from_value(json!(text))
         .map_err(|_| anyhow::anyhow!("unknown provider {text:?}; use aws, azure or gcp"))
+}
+
+/// A spot interruption notice on AWS as the agent records it: issued 5 s ago, 115 s to go.
+pub fn aws_spot_notice() -> Notice {
+    Notice {
+        provider: Provider::Aws,
+        kind: NoticeKind::SpotInterruption,
+        event_id: "instance-action-terminate".into(),
+        notice_time: Timestamp::now() - SignedDuration::from_secs(5),
+        deadline: Some(Timestamp::now() + SignedDuration::from_secs(115)),
+        detected_at: Timestamp::now(),
+    }
+}
+
+/// Writes [`aws_spot_notice`] on `node` as the agent does (taint, cordon, annotation);
+/// returns the notice as read back from the Node.
+pub async fn notice_node(k: &TestKubelet, node: &str) -> anyhow::Result<Notice> {
+    let notice = aws_spot_notice();
+    update_node(&k.nodes(), node, |n| apply_notice_patch(n, &notice)).await?;
+    record_of(&k.nodes().get(node).await?)
+        .notice
+        .ok_or_else(|| anyhow::anyhow!("the notice on {node} does not read back"))
 }

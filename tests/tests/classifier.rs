@@ -6,20 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Event;
 use kube::Resource;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use reclaim_agent::node::{apply_notice_patch, record_of, update_node};
 use reclaim_classifier::controller::Settings;
 use reclaim_classifier::leader::Election;
 use reclaim_classifier::metrics::ClassifierMetrics;
 use reclaim_classifier::verdict::{Verdict, classify, failure_of};
-use reclaim_model::{Evidence, Notice, NoticeKind, PodInterruption, Provider};
+use reclaim_model::{Evidence, Notice, NoticeKind, PodInterruption};
 use reclaim_service::endpoints::Exposition;
+use reclaim_testbed::clouds::notice_node;
 use reclaim_testbed::kubelet::Exit;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
 
@@ -29,18 +28,7 @@ async fn verdicts_from_pods_and_nodes_as_the_server_returns_them() -> Result<()>
     let (noticed, quiet) = (k.node_name("spot-noticed"), k.node_name("spot-quiet"));
     k.register_node(TestNode::spot(&noticed)).await?;
     k.register_node(TestNode::spot(&quiet)).await?;
-    let notice = Notice {
-        provider: Provider::Aws,
-        kind: NoticeKind::SpotInterruption,
-        event_id: "instance-action-terminate".into(),
-        notice_time: Timestamp::now() - SignedDuration::from_secs(5),
-        deadline: Some(Timestamp::now() + SignedDuration::from_secs(115)),
-        detected_at: Timestamp::now(),
-    };
-    update_node(&k.nodes(), &noticed, |n| apply_notice_patch(n, &notice)).await?;
-    let node_notice = record_of(&k.nodes().get(&noticed).await?)
-        .notice
-        .expect("the notice reads back");
+    let node_notice = notice_node(&k, &noticed).await?;
 
     let cases = [
         ("killed", &noticed, Exit::KILLED, false),
@@ -157,23 +145,8 @@ async fn noticed_node(test: &str, node: &str) -> Result<(TestKubelet, String, No
     let k = TestKubelet::new(ControlPlane::shared().admin_client().await?, test).await?;
     let node = k.node_name(node);
     k.register_node(TestNode::spot(&node)).await?;
-    let notice = notice_on(&k, &node).await?;
+    let notice = notice_node(&k, &node).await?;
     Ok((k, node, notice))
-}
-
-async fn notice_on(k: &TestKubelet, node: &str) -> Result<Notice> {
-    let notice = Notice {
-        provider: Provider::Aws,
-        kind: NoticeKind::SpotInterruption,
-        event_id: "instance-action-terminate".into(),
-        notice_time: Timestamp::now() - SignedDuration::from_secs(5),
-        deadline: Some(Timestamp::now() + SignedDuration::from_secs(115)),
-        detected_at: Timestamp::now(),
-    };
-    update_node(&k.nodes(), node, |n| apply_notice_patch(n, &notice)).await?;
-    Ok(record_of(&k.nodes().get(node).await?)
-        .notice
-        .expect("the notice reads back"))
 }
 
 #[tokio::test]
@@ -182,7 +155,7 @@ async fn the_classifier_marks_spot_killed_pods_and_their_jobs_and_nothing_else()
     let (noticed, quiet) = (k.node_name("spot-noticed"), k.node_name("spot-quiet"));
     k.register_node(TestNode::spot(&noticed)).await?;
     k.register_node(TestNode::spot(&quiet)).await?;
-    notice_on(&k, &noticed).await?;
+    notice_node(&k, &noticed).await?;
     let (stop, task, metrics) = start_classifier(&k, "replica-a");
 
     // The spot-killed pod fails last: once it is marked, the classifier has seen the others.
@@ -422,7 +395,7 @@ async fn of_two_replicas_only_the_lease_holder_writes_and_the_other_takes_over()
     let k = TestKubelet::new(ControlPlane::shared().admin_client().await?, "classify-ha").await?;
     let node = k.node_name("spot-ha");
     k.register_node(TestNode::spot(&node)).await?;
-    let notice = notice_on(&k, &node).await?;
+    let notice = notice_node(&k, &node).await?;
     let replicas = [
         ("replica-a", start_classifier(&k, "replica-a")),
         ("replica-b", start_classifier(&k, "replica-b")),

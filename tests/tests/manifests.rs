@@ -15,13 +15,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::{Resource, ResourceExt};
-use reclaim_agent::node::{apply_notice_patch, update_node};
 use reclaim_classifier::controller::Settings;
 use reclaim_classifier::leader::Election;
 use reclaim_classifier::metrics::ClassifierMetrics;
-use reclaim_model::{Notice, NoticeKind, Provider};
 use reclaim_simulator::{SimState, Simulator};
 use reclaim_testbed::agent::start_agent_as;
+use reclaim_testbed::clouds::notice_node;
 use reclaim_testbed::kubelet::Exit;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
 use serde_json::{Value, json};
@@ -357,15 +356,7 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
     let (spot, on_demand) = (k.node_name("spot"), k.node_name("on-demand"));
     k.register_node(TestNode::spot(&spot)).await?;
     k.register_node(TestNode::new(&on_demand)).await?;
-    let notice = Notice {
-        provider: Provider::Aws,
-        kind: NoticeKind::SpotInterruption,
-        event_id: "instance-action-terminate".into(),
-        notice_time: Timestamp::now() - SignedDuration::from_secs(5),
-        deadline: Some(Timestamp::now() + SignedDuration::from_secs(115)),
-        detected_at: Timestamp::now(),
-    };
-    update_node(&k.nodes(), &spot, |n| apply_notice_patch(n, &notice)).await?;
+    notice_node(&k, &spot).await?;
 
     let metrics = std::sync::Arc::new(ClassifierMetrics::default());
     let (stop, shutdown) = tokio::sync::watch::channel(false);

@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt, stream};
-use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
-use reclaim_agent::node::{apply_notice_patch, update_node};
-use reclaim_model::{Notice, NoticeKind, Provider};
+use reclaim_testbed::clouds::notice_node;
 use reclaim_testbed::kubelet::Exit;
 use reclaim_testbed::process::ReclaimProcess;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
@@ -77,19 +75,11 @@ async fn main() -> Result<()> {
         args.failures
     );
 
-    let notice = Notice {
-        provider: Provider::Aws,
-        kind: NoticeKind::SpotInterruption,
-        event_id: "instance-action-terminate".into(),
-        notice_time: Timestamp::now() - SignedDuration::from_secs(5),
-        deadline: Some(Timestamp::now() + SignedDuration::from_secs(115)),
-        detected_at: Timestamp::now(),
-    };
     let nodes: Vec<String> = (0..NODES).map(|i| k.node_name(&format!("n{i}"))).collect();
     for (i, node) in nodes.iter().enumerate() {
         k.register_node(TestNode::spot(node)).await?;
         if i.is_multiple_of(2) {
-            update_node(&k.nodes(), node, |n| apply_notice_patch(n, &notice)).await?;
+            notice_node(&k, node).await?;
         }
     }
 
