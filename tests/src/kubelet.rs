@@ -311,6 +311,26 @@ impl TestKubelet {
         self.run_pod(&node.name_any(), pod).await
     }
 
+    /// Drain work with one pod that cannot be evicted: the executor `exec-1` (grace
+    /// `executor_grace` s) behind a PodDisruptionBudget that refuses every eviction, and an
+    /// unprotected pod `task` (grace 1 s), on `node`.
+    pub async fn run_executor_behind_refusing_budget(
+        &self,
+        node: &str,
+        executor_grace: i64,
+    ) -> Result<()> {
+        self.run_pod(
+            node,
+            TestPod::spark_executor("exec-1", "spark-1").grace_period(executor_grace),
+        )
+        .await?;
+        self.run_pod(node, TestPod::new("task").grace_period(1))
+            .await?;
+        self.pod_disruption_budget("executors", &[("spark-role", "executor")], 1)
+            .await?;
+        Ok(())
+    }
+
     /// Creates a PodDisruptionBudget (policy/v1 or v1beta1, whichever the server serves) and
     /// waits until the disruption controller has computed its status, so evictions honour it.
     pub async fn pod_disruption_budget(

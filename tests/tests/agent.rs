@@ -265,15 +265,7 @@ async fn a_spot_notice_taints_annotates_and_drains_executors_first() -> Result<(
 async fn a_pod_whose_budget_keeps_refusing_is_deleted_before_the_deadline_never_after() -> Result<()>
 {
     let (k, sim, node) = spot_node("agent-pdb").await?;
-    k.run_pod(
-        &node,
-        TestPod::spark_executor("exec-1", "spark-2").grace_period(3),
-    )
-    .await?;
-    k.run_pod(&node, TestPod::new("task").grace_period(1))
-        .await?;
-    k.pod_disruption_budget("executors", &[("spark-role", "executor")], 1)
-        .await?;
+    k.run_executor_behind_refusing_budget(&node, 3).await?;
     let (history, watch) = PodHistory::record(k.pods());
     let kubelet_task = k.keep_finishing_deletions(&node);
     let agent = start_agent(
@@ -328,15 +320,7 @@ async fn a_pod_whose_budget_keeps_refusing_is_deleted_before_the_deadline_never_
 #[tokio::test]
 async fn an_agent_killed_mid_drain_is_restarted_and_finishes_without_duplicates() -> Result<()> {
     let (k, sim, node) = spot_node("agent-restart").await?;
-    k.run_pod(
-        &node,
-        TestPod::spark_executor("exec-1", "spark-3").grace_period(2),
-    )
-    .await?;
-    k.run_pod(&node, TestPod::new("task").grace_period(1))
-        .await?;
-    k.pod_disruption_budget("executors", &[("spark-role", "executor")], 1)
-        .await?;
+    k.run_executor_behind_refusing_budget(&node, 2).await?;
     let kubelet_task = k.keep_finishing_deletions(&node);
     let args = ["--safety-margin", "5s"];
     let first = start_agent(&node, &sim.url(), &args).await?;

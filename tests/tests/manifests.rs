@@ -217,16 +217,8 @@ async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing
     let k = TestKubelet::new(cp.admin_client().await?, "rbac-agent").await?;
     let node = k.node_name("spot");
     k.register_node(TestNode::spot(&node)).await?;
-    k.run_pod(
-        &node,
-        TestPod::spark_executor("exec-1", "spark-9").grace_period(3),
-    )
-    .await?;
-    k.run_pod(&node, TestPod::new("task").grace_period(1))
-        .await?;
     // The executor's budget refuses every eviction: the agent must delete it at the deadline.
-    k.pod_disruption_budget("executors", &[("spark-role", "executor")], 1)
-        .await?;
+    k.run_executor_behind_refusing_budget(&node, 3).await?;
     let kubelet_task = k.keep_finishing_deletions(&node);
     let mut state = SimState::default();
     state.aws.instance_id = "i-0123456789abcdef0".into();

@@ -97,15 +97,21 @@ def run_pod_operator(kubelet, namespace, cp, node, ending, **operator_args):
     return operator, context, raised.value
 
 
+def drained(kubelet, node, exit_code, reason):
+    """The ending of a pod the agent marked and evicted, whose container then exited so."""
+
+    def ending(pod):
+        kubelet.mark_interrupted(pod, node)
+        kubelet.end(pod, exit_code, reason)
+
+    return ending
+
+
 def test_a_spot_killed_pod_operator_task_is_retried_after_its_pod_is_deleted(kubelet, control_plane, namespace):
     node = unique("spot-reclaimed")
     kubelet.register_spot_node(node, notice=True)
-
-    def agent_drains(pod):
-        kubelet.mark_interrupted(pod, node)
-        kubelet.end(pod, 137, "Error")
-
-    operator, context, failure = run_pod_operator(kubelet, namespace, control_plane, node, agent_drains)
+    drain = drained(kubelet, node, 137, "Error")
+    operator, context, failure = run_pod_operator(kubelet, namespace, control_plane, node, drain)
     pod_name = context["ti"].xcom["pod_name"]
     eventually(
         "KubernetesPodOperator to delete its pod",
@@ -122,10 +128,7 @@ def test_an_oom_kill_on_an_interrupted_node_is_not_retried(kubelet, control_plan
     node = unique("spot-oom")
     kubelet.register_spot_node(node, notice=True)
 
-    def oom_during_drain(pod):
-        kubelet.mark_interrupted(pod, node)
-        kubelet.end(pod, 137, "OOMKilled")
-
+    oom_during_drain = drained(kubelet, node, 137, "OOMKilled")
     _, context, failure = run_pod_operator(kubelet, namespace, control_plane, node, oom_during_drain)
     decision = SpotRetryPolicy(core_v1=lambda: kubelet.core).evaluate(failure, 1, 3, context)
     assert decision.action is RetryAction.FAIL
@@ -148,12 +151,8 @@ def test_airflow2_operator_skips_retries_for_a_bug_and_keeps_them_for_a_spot_kil
     assert isinstance(failure, AirflowFailException), failure
     assert "exited with code 1" in str(failure)
 
-    def agent_drains(pod):
-        kubelet.mark_interrupted(pod, node)
-        kubelet.end(pod, 143, "Error")
-
     _, context, failure = run_pod_operator(
-        kubelet, namespace, control_plane, node, agent_drains, operator_class=SpotAwarePodOperator
+        kubelet, namespace, control_plane, node, drained(kubelet, node, 143, "Error"), operator_class=SpotAwarePodOperator
     )
     assert not isinstance(failure, AirflowFailException), "a spot kill keeps the task's retries"
     assert spot_decision(context).action is Action.RETRY
