@@ -41,7 +41,8 @@ pub struct ControlPlane {
     pub ca_file: PathBuf,
     /// Bearer token of the admin user.
     pub admin_token: String,
-    /// Where etcd data, certificates and the components' logs live.
+    /// Where etcd data, certificates and the components' logs live; `audit.log` holds the
+    /// requests of the ServiceAccounts in `reclaim-system` (JSON lines, level Metadata).
     pub dir: PathBuf,
 }
 
@@ -220,6 +221,14 @@ fn start() -> Result<ControlPlane> {
         dir.join("tokens.csv"),
         format!("{admin_token},admin,admin,system:masters\n"),
     )?;
+    // What Reclaim's ServiceAccounts ask of the API server, and nothing else, is audited:
+    // the RBAC tests compare it with what the manifests grant.
+    fs::write(
+        dir.join("audit-policy.yaml"),
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n\
+         - level: Metadata\n  userGroups: [\"system:serviceaccounts:reclaim-system\"]\n\
+         - level: None\n",
+    )?;
     let sa_key = dir.join("service-account.key");
     let status = Command::new("openssl")
         .args(["genrsa", "-out"])
@@ -255,6 +264,8 @@ fn start() -> Result<ControlPlane> {
             "--allow-privileged=true",
             "--enable-priority-and-fairness=false",
             "--profiling=false",
+            &format!("--audit-policy-file={}", d(&dir.join("audit-policy.yaml"))),
+            &format!("--audit-log-path={}", d(&dir.join("audit.log"))),
         ],
     )?;
 

@@ -3,6 +3,7 @@
 //! with tokens of their own ServiceAccounts and bound by the shipped RBAC, do their whole
 //! job; and what they must not do, the server refuses.
 
+use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -12,12 +13,14 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::{Resource, ResourceExt};
 use reclaim_classifier::controller::Settings;
 use reclaim_classifier::leader::Election;
 use reclaim_classifier::metrics::ClassifierMetrics;
+use reclaim_service::endpoints::Exposition;
 use reclaim_simulator::{SimState, Simulator};
 use reclaim_testbed::agent::start_agent_as;
 use reclaim_testbed::clouds::notice_node;
@@ -201,6 +204,80 @@ fn every_overlay_builds_and_the_api_server_accepts_every_object() -> Result<()> 
     Ok(())
 }
 
+/// One permission: scope (`*` cluster-wide, else a namespace), API group, resource
+/// (`pods/eviction` for a subresource), verb.
+type Permission = (String, String, String, String);
+
+/// What the shipped roles bound to `account` grant, as the server holds them.
+async fn granted(roles: &[(&str, &str)]) -> Result<BTreeSet<Permission>> {
+    let admin = ControlPlane::shared().admin_client().await?;
+    let mut permissions = BTreeSet::new();
+    for (namespace, name) in roles {
+        let rules = if *namespace == "*" {
+            Api::<ClusterRole>::all(admin.clone())
+                .get(name)
+                .await?
+                .rules
+        } else {
+            Api::<Role>::namespaced(admin.clone(), namespace)
+                .get(name)
+                .await?
+                .rules
+        };
+        for rule in rules.unwrap_or_default() {
+            for group in rule.api_groups.unwrap_or_default() {
+                for resource in rule.resources.clone().unwrap_or_default() {
+                    for verb in &rule.verbs {
+                        permissions.insert((
+                            namespace.to_string(),
+                            group.clone(),
+                            resource.clone(),
+                            verb.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(permissions)
+}
+
+/// The grants in `granted` that ServiceAccount `reclaim-system/<account>` never used,
+/// according to the API server's audit log (any answer but 403 is a use).
+fn unused(account: &str, granted: &BTreeSet<Permission>) -> Result<Vec<Permission>> {
+    let user = format!("system:serviceaccount:{NAMESPACE}:{account}");
+    let log = std::fs::read_to_string(ControlPlane::shared().dir.join("audit.log"))?;
+    let used: Vec<(String, String, String, String)> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|e| e["user"]["username"] == user.as_str() && e["responseStatus"]["code"] != 403)
+        .filter(|e| e["objectRef"]["resource"].is_string())
+        .map(|e| {
+            let object = &e["objectRef"];
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            let mut resource = text(&object["resource"]);
+            if let Some(sub) = object["subresource"].as_str() {
+                resource = format!("{resource}/{sub}");
+            }
+            (
+                text(&object["namespace"]),
+                text(&object["apiGroup"]),
+                resource,
+                text(&e["verb"]),
+            )
+        })
+        .collect();
+    Ok(granted
+        .iter()
+        .filter(|(scope, group, resource, verb)| {
+            !used.iter().any(|(namespace, g, r, v)| {
+                g == group && r == resource && v == verb && (scope == "*" || scope == namespace)
+            })
+        })
+        .cloned()
+        .collect())
+}
+
 /// Whether the server refused `result` for lack of permission (403).
 fn forbidden<T>(result: kube::Result<T>) -> bool {
     matches!(result, Err(kube::Error::Api(status)) if status.code == 403)
@@ -333,6 +410,19 @@ async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing
         forbidden(elsewhere.list(&ListParams::default()).await),
         "read Events outside default"
     );
+
+    // And nothing it is granted goes unused.
+    let grants = granted(&[
+        ("*", "reclaim-agent"),
+        ("default", "reclaim-agent-node-events"),
+    ])
+    .await?;
+    assert_eq!(
+        unused("reclaim-agent", &grants)?,
+        [],
+        "granted but never used"
+    );
+    assert_eq!(grants.len(), 7, "{grants:?}");
     Ok(())
 }
 
@@ -411,8 +501,11 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
             .owned_by(driver.controller_owner_ref(&()).unwrap()),
     )
     .await?;
+    // And a kill on a node that never had a notice: the classifier reads that node once.
+    k.run_pod(&on_demand, TestPod::new("ad-hoc")).await?;
     k.terminate("nightly-x1", Exit::KILLED).await?;
     k.terminate("etl-exec-1", Exit::KILLED).await?;
+    k.terminate("ad-hoc", Exit::KILLED).await?;
 
     let marked = |annotations: &std::collections::BTreeMap<String, String>| {
         annotations.get("reclaim.dev/cause").map(String::as_str) == Some("spot-interruption")
@@ -442,14 +535,23 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
     })
     .await?;
     let leases: Api<Lease> = Api::namespaced(k.client().clone(), NAMESPACE);
-    let lease = leases
-        .get(&format!("reclaim-classifier-{}", k.namespace))
-        .await?;
+    let lease_name = format!("reclaim-classifier-{}", k.namespace);
+    let lease = leases.get(&lease_name).await?;
     assert_eq!(
         lease.spec.and_then(|s| s.holder_identity).as_deref(),
         Some("reclaim-classifier-0")
     );
-    use reclaim_service::endpoints::Exposition;
+    eventually(WAIT, "a renewal of the Lease", || async {
+        let spec = leases.get(&lease_name).await?.spec.unwrap_or_default();
+        Ok(spec.renew_time.map(|t| t.0) > spec.acquire_time.map(|t| t.0))
+    })
+    .await?;
+    eventually(WAIT, "the unknown kill to be judged", || async {
+        Ok(metrics
+            .encode()
+            .contains("reclaim_classifier_verdicts_total{verdict=\"unknown\"} 1"))
+    })
+    .await?;
     assert!(
         metrics.encode().contains("reclaim_classifier_leader 1"),
         "the leader says so in its metrics"
@@ -488,5 +590,18 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
         forbidden(elsewhere.create(&PostParams::default(), &lease).await),
         "create a Lease outside its namespace"
     );
+
+    // And nothing it is granted goes unused.
+    let grants = granted(&[
+        ("*", "reclaim-classifier"),
+        (NAMESPACE, "reclaim-classifier-leader-election"),
+    ])
+    .await?;
+    assert_eq!(
+        unused("reclaim-classifier", &grants)?,
+        [],
+        "granted but never used"
+    );
+    assert_eq!(grants.len(), 15, "{grants:?}");
     Ok(())
 }
