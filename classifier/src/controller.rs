@@ -201,6 +201,18 @@ async fn read_node_notice(client: &Client, node: &str) -> kube::Result<Option<No
         .and_then(|n| notice_of(&n)))
 }
 
+/// The agent's `reclaim.dev/interruption` record on `pod`, if it wrote one.
+fn interruption_of(pod: &Pod) -> Option<PodInterruption> {
+    pod.annotations()
+        .get(POD_INTERRUPTION_ANNOTATION)
+        .and_then(|t| PodInterruption::from_json(t).ok())
+}
+
+/// `namespace/name`, as logs and evidence name a pod.
+fn pod_key(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
 fn notice_of(node: &PartialObjectMeta<Node>) -> Option<Notice> {
     node.annotations()
         .get(NODE_NOTICE_ANNOTATION)
@@ -215,14 +227,10 @@ async fn handle_deleted(
     metrics: &ClassifierMetrics,
     pod: &Pod,
 ) -> kube::Result<()> {
-    let Some(record) = pod
-        .annotations()
-        .get(POD_INTERRUPTION_ANNOTATION)
-        .and_then(|t| PodInterruption::from_json(t).ok())
-    else {
+    let Some(record) = interruption_of(pod) else {
         return Ok(());
     };
-    let name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+    let name = pod_key(pod);
     // A pod that reached Failed was counted by the failed-pod watch already.
     let uncounted = pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed");
     match classify(&failure_of(pod, true), Some(&record), None) {
@@ -254,13 +262,13 @@ async fn handle_deleted(
     }
 }
 
-/// Classifies one failed pod and, when spot-caused, marks it and its owners.
 /// What [`handle`] wrote about a failed pod.
 enum Written {
     Verdict,
     Nothing,
 }
 
+/// Classifies one failed pod and, when spot-caused, marks it and its owners.
 async fn handle(
     client: &Client,
     writer: &str,
@@ -287,10 +295,7 @@ async fn handle(
         .await?;
         return Ok(Written::Verdict);
     }
-    let record = pod
-        .annotations()
-        .get(POD_INTERRUPTION_ANNOTATION)
-        .and_then(|t| PodInterruption::from_json(t).ok());
+    let record = interruption_of(pod);
     let failure = failure_of(pod, false);
     let node = pod
         .spec
@@ -312,7 +317,7 @@ async fn handle(
         verdict = classify(&failure, record.as_ref(), Some((&node, &fresh)));
         notices.lock().await.observe(&node, Some(fresh));
     }
-    let name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+    let name = pod_key(pod);
     let evidence = match verdict {
         Verdict::SpotCaused(evidence) => Evidence {
             pod: Some(name.clone()),

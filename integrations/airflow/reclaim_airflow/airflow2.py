@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from .decision import Action, Decision, decide
 from .lookup import spot_verdict
+from .verdict import UNKNOWN
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ def spot_decision(context: Mapping[str, Any], fail_non_spot: bool = True) -> Dec
         return decide(spot_verdict(context), fail_non_spot)
     except Exception as e:  # noqa: BLE001 - deciding must not mask the task's failure
         log.warning("reclaim: could not read the spot verdict (%s); default retries apply", e)
-        from .verdict import UNKNOWN
-
         return Decision(Action.DEFAULT, f"reclaim: verdict unavailable: {e}", UNKNOWN)
 
 

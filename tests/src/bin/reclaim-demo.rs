@@ -465,7 +465,8 @@ async fn print_verdicts(
             };
             targets.push((kind, name.to_string(), meta));
         }
-        let marked: Vec<String> = targets
+        // (verdict, where it is written), for each object that carries one.
+        let marked: Vec<(String, String)> = targets
             .iter()
             .filter_map(|(kind, name, meta)| {
                 let annotations = meta.as_ref()?.annotations.as_ref()?;
@@ -480,26 +481,19 @@ async fn print_verdicts(
                 } else {
                     format!(" (from {from})")
                 };
-                Some(format!(
-                    "{cause}, retryable={retryable} -> {kind} {name}{via}"
+                Some((
+                    format!("{cause}, retryable={retryable}"),
+                    format!("{kind} {name}{via}"),
                 ))
             })
             .collect();
-        match (marked.is_empty(), said.get(*pod)) {
-            (false, _) => {
-                let (verdict, written) = marked[0].split_once(" -> ").unwrap_or_default();
-                let more: Vec<&str> = marked[1..]
-                    .iter()
-                    .filter_map(|m| m.split_once(" -> ").map(|x| x.1))
-                    .collect();
-                let written = std::iter::once(written)
-                    .chain(more)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                println!("  {pod:<18} {verdict:<38} {written}");
+        match (marked.first(), said.get(*pod)) {
+            (Some((verdict, _)), _) => {
+                let written: Vec<&str> = marked.iter().map(|(_, on)| on.as_str()).collect();
+                println!("  {pod:<18} {verdict:<38} {}", written.join(", "));
             }
-            (true, Some(logged)) => println!("  {pod:<18} {logged}; nothing written"),
-            (true, None) => println!("  {pod:<18} no verdict yet"),
+            (None, Some(logged)) => println!("  {pod:<18} {logged}; nothing written"),
+            (None, None) => println!("  {pod:<18} no verdict yet"),
         }
     }
     Ok(())
