@@ -62,6 +62,10 @@ pub struct Config {
     /// Act on scheduled maintenance this long before it starts.
     #[arg(long, env = "RECLAIM_MAINTENANCE_LEAD_TIME", default_value = "10m", value_parser = parse_duration)]
     pub maintenance_lead_time: Duration,
+    /// Undo a notice the provider stops announcing (without saying it ended) only after
+    /// this long and at least 3 successful polls without it; a shorter gap is a flap.
+    #[arg(long, env = "RECLAIM_WITHDRAWAL_AFTER", default_value = "60s", value_parser = parse_duration)]
+    pub withdrawal_after: Duration,
     /// Drain budget when a termination comes without a deadline (ASG lifecycle).
     #[arg(long, env = "RECLAIM_DRAIN_BUDGET", default_value = "2m", value_parser = parse_duration)]
     pub drain_budget: Duration,
@@ -102,6 +106,7 @@ impl Config {
             rebalance_expiry: self.rebalance_expiry,
             maintenance_lead_time: self.maintenance_lead_time,
             default_drain_budget: self.drain_budget,
+            withdrawal_after: self.withdrawal_after,
         }
     }
 }

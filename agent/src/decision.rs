@@ -2,6 +2,12 @@
 //!
 //! The node's own annotations are the agent's memory (so a restarted agent resumes
 //! instead of starting over): the notice it acted on, and the last notice it retired.
+//!
+//! An explicit end (a maintenance event `canceled`, a GCP value back to `FALSE`) is
+//! undone at once. An absence (a 404 where a notice was, an event gone from a list) is
+//! undone only once it has lasted [`Policy::withdrawal_after`] and
+//! [`WITHDRAWAL_POLLS`] successful polls: a notice that flaps out of one or two answers
+//! (a glitch, a metadata service restart) neither lifts the taint nor stops the drain.
 
 use std::time::Duration;
 
@@ -9,6 +15,12 @@ use jiff::{SignedDuration, Timestamp};
 use reclaim_model::{Notice, NoticeKind, Provider};
 
 use crate::imds::Announced;
+use crate::observation::Absence;
+
+/// An absent notice is withdrawn only after at least this many successful polls without it
+/// (and [`Policy::withdrawal_after`]), so that a slow or hanging path cannot confirm an
+/// absence with a single late answer.
+pub const WITHDRAWAL_POLLS: u64 = 3;
 
 /// The user's tuning of the rules.
 #[derive(Debug, Clone)]
@@ -23,6 +35,21 @@ pub struct Policy {
     pub maintenance_lead_time: Duration,
     /// The drain budget for a termination announced without a deadline (ASG).
     pub default_drain_budget: Duration,
+    /// A notice the provider stops announcing (without saying it ended) is undone only
+    /// after this long without it.
+    pub withdrawal_after: Duration,
+}
+
+/// What the metadata service says now, as the rules need it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observation {
+    /// Every event announced (a failing path's last answer stands).
+    pub announced: Vec<Announced>,
+    /// Events the provider explicitly says are over.
+    pub ended: Vec<String>,
+    /// How long the node's current notice has been missing from its path's answers;
+    /// `None` while announced, or while its path fails (nobody knows).
+    pub current_absence: Option<Absence>,
 }
 
 /// What the node records of the agent's past actions.
@@ -59,7 +86,7 @@ fn severity(kind: NoticeKind) -> u8 {
 }
 
 pub fn decide(
-    announced: &[Announced],
+    seen: &Observation,
     record: &NodeRecord,
     provider: Provider,
     now: Timestamp,
@@ -67,8 +94,9 @@ pub fn decide(
 ) -> Decision {
     let lead =
         SignedDuration::try_from(policy.maintenance_lead_time).unwrap_or(SignedDuration::MAX);
-    let actionable = announced.iter().filter(|a| {
+    let actionable = seen.announced.iter().filter(|a| {
         record.retired_event.as_deref() != Some(a.event_id.as_str())
+            && !seen.ended.contains(&a.event_id)
             && (a.kind != NoticeKind::ScheduledMaintenance
                 || a.deadline.is_none_or(|start| now >= start - lead))
     });
@@ -83,16 +111,29 @@ pub fn decide(
     if let Some(a) = worst.filter(|a| severity(a.kind) > severity(current.kind)) {
         return Decision::Act(notice_from(a, provider, now));
     }
-    // Any notice, a spot interruption too, is undone once the provider stops announcing
-    // it: a stopped or deallocated spot instance can start again as the same Node, which
-    // must not stay cordoned forever. Only a successful poll gets here, so an unreachable
-    // metadata service never undoes anything.
-    let still_announced = announced.iter().any(|a| a.event_id == current.event_id);
-    if !still_announced {
+    if seen.ended.contains(&current.event_id) {
         return Decision::Undo {
-            why: "the provider no longer announces the event (canceled, completed, or the instance came back)",
+            why: "the provider says the event is over (canceled, completed, or back in service)",
             retire: None,
         };
+    }
+    // Any notice, a spot interruption too, is undone once the provider has stopped
+    // announcing it for long enough: a stopped or deallocated spot instance can start
+    // again as the same Node, which must not stay cordoned forever. A shorter absence is
+    // a flap: the notice stands and its drain goes on.
+    let still_announced = seen.announced.iter().any(|a| a.event_id == current.event_id);
+    if !still_announced {
+        let after = SignedDuration::try_from(policy.withdrawal_after).unwrap_or(SignedDuration::MAX);
+        let withdrawn = seen
+            .current_absence
+            .is_some_and(|a| a.polls >= WITHDRAWAL_POLLS && now.duration_since(a.since) >= after);
+        if withdrawn {
+            return Decision::Undo {
+                why: "the provider stopped announcing the event (withdrawn, or the instance came back)",
+                retire: None,
+            };
+        }
+        return Decision::Act(current.clone());
     }
     let expiry = SignedDuration::try_from(policy.rebalance_expiry).unwrap_or(SignedDuration::MAX);
     if current.kind == NoticeKind::Rebalance && now >= current.detected_at + expiry {
@@ -141,6 +182,14 @@ mod tests {
             rebalance_expiry: Duration::from_secs(600),
             maintenance_lead_time: Duration::from_secs(300),
             default_drain_budget: Duration::from_secs(120),
+            withdrawal_after: Duration::from_secs(60),
+        }
+    }
+
+    fn seen(events: &[Announced]) -> Observation {
+        Observation {
+            announced: events.to_vec(),
+            ..Observation::default()
         }
     }
 
@@ -168,7 +217,7 @@ mod tests {
     fn nothing_announced_nothing_recorded_is_idle() {
         assert_eq!(
             decide(
-                &[],
+                &Observation::default(),
                 &NodeRecord::default(),
                 Provider::Aws,
                 at("2026-01-01T10:00:00Z"),
@@ -190,7 +239,7 @@ mod tests {
             ),
         ];
         let notice = acted(decide(
-            &events,
+            &seen(&events),
             &NodeRecord::default(),
             Provider::Aws,
             now,
@@ -205,7 +254,7 @@ mod tests {
             retired_event: None,
         };
         let later = acted(decide(
-            &events,
+            &seen(&events),
             &record,
             Provider::Aws,
             at("2026-01-01T10:00:30Z"),
@@ -225,7 +274,7 @@ mod tests {
         let rebalance = announced(NoticeKind::Rebalance, "rebalance-1", None);
         let now = at("2026-01-01T10:00:00Z");
         let spot = acted(decide(
-            std::slice::from_ref(&spot_event),
+            &seen(std::slice::from_ref(&spot_event)),
             &NodeRecord::default(),
             Provider::Aws,
             now,
@@ -238,11 +287,34 @@ mod tests {
         let later = at("2026-01-01T10:01:00Z");
         let both = [rebalance.clone(), spot_event];
         assert_eq!(
-            decide(&both, &record, Provider::Aws, later, &policy()),
-            Decision::Act(spot)
+            decide(&seen(&both), &record, Provider::Aws, later, &policy()),
+            Decision::Act(spot.clone())
+        );
+        let gone = |since: &str, polls| Observation {
+            announced: vec![rebalance.clone()],
+            ended: Vec::new(),
+            current_absence: Some(Absence {
+                since: at(since),
+                polls,
+            }),
+        };
+        assert_eq!(
+            decide(&gone("2026-01-01T10:00:58Z", 2), &record, Provider::Aws, later, &policy()),
+            Decision::Act(spot.clone()),
+            "missing from two polls is a flap: the notice stands"
+        );
+        assert_eq!(
+            decide(&gone("2026-01-01T09:59:00Z", 2), &record, Provider::Aws, later, &policy()),
+            Decision::Act(spot.clone()),
+            "a long gap with only two answers (a hanging path) proves nothing"
+        );
+        assert_eq!(
+            decide(&gone("2026-01-01T10:00:30Z", 30), &record, Provider::Aws, later, &policy()),
+            Decision::Act(spot),
+            "30 s is shorter than the withdrawal period"
         );
         assert!(matches!(
-            decide(&[rebalance], &record, Provider::Aws, later, &policy()),
+            decide(&gone("2026-01-01T10:00:00Z", 60), &record, Provider::Aws, later, &policy()),
             Decision::Undo { retire: None, .. }
         ));
     }
@@ -252,7 +324,7 @@ mod tests {
         let events = [announced(NoticeKind::Rebalance, "rebalance-1", None)];
         let start = at("2026-01-01T10:00:00Z");
         let notice = acted(decide(
-            &events,
+            &seen(&events),
             &NodeRecord::default(),
             Provider::Aws,
             start,
@@ -265,7 +337,7 @@ mod tests {
         };
         assert!(matches!(
             decide(
-                &events,
+                &seen(&events),
                 &record,
                 Provider::Aws,
                 at("2026-01-01T10:09:59Z"),
@@ -275,7 +347,7 @@ mod tests {
         ));
         assert_eq!(
             decide(
-                &events,
+                &seen(&events),
                 &record,
                 Provider::Aws,
                 at("2026-01-01T10:10:00Z"),
@@ -292,7 +364,7 @@ mod tests {
         };
         assert_eq!(
             decide(
-                &events,
+                &seen(&events),
                 &retired,
                 Provider::Aws,
                 at("2026-01-01T10:10:01Z"),
@@ -312,7 +384,7 @@ mod tests {
         let early = at("2026-01-01T10:54:59Z");
         assert_eq!(
             decide(
-                &events,
+                &seen(&events),
                 &NodeRecord::default(),
                 Provider::Aws,
                 early,
@@ -321,7 +393,7 @@ mod tests {
             Decision::Idle
         );
         let notice = acted(decide(
-            &events,
+            &seen(&events),
             &NodeRecord::default(),
             Provider::Aws,
             at("2026-01-01T10:55:00Z"),
@@ -331,16 +403,25 @@ mod tests {
             notice: Some(notice),
             retired_event: None,
         };
+        let canceled = Observation {
+            ended: vec!["instance-event-1".into()],
+            ..Observation::default()
+        };
         assert!(matches!(
+            decide(&canceled, &record, Provider::Aws, at("2026-01-01T10:56:00Z"), &policy()),
+            Decision::Undo { retire: None, .. }
+        ), "an explicit end is undone at once");
+        assert_eq!(
             decide(
-                &[],
+                &Observation::default(),
                 &record,
                 Provider::Aws,
                 at("2026-01-01T10:56:00Z"),
                 &policy()
             ),
-            Decision::Undo { retire: None, .. }
-        ));
+            Decision::Act(record.notice.clone().unwrap()),
+            "a path that has not answered again says nothing"
+        );
     }
 
     #[test]

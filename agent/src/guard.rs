@@ -1,10 +1,12 @@
-//! The loop that guards one node: poll the metadata service, decide, act on the Node,
-//! drain when the notice calls for it.
+//! The loop that guards one node: take in what each metadata path answers, decide, act
+//! on the Node, drain when the notice calls for it.
 //!
-//! All state lives on the Node (its annotations), none in this process, so an agent
-//! restarted mid-drain reads the notice back and resumes the drain without writing a
-//! second taint or a second Event. Metadata errors never end the loop: they are
-//! counted, logged with what to check, and retried with backoff.
+//! All state that matters lives on the Node (its annotations), so an agent restarted
+//! mid-drain reads the notice back and resumes the drain without writing a second taint
+//! or a second Event. The only memory kept here is how long a notice has been absent
+//! ([`Sightings`]): a restarted agent merely waits that long again before an undo.
+//! Metadata errors never end the loop: the pollers ([`polling`]) count and log them and
+//! poll again at the poll interval.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,21 +20,24 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ProviderChoice};
-use crate::decision::{Decision, NodeRecord, Policy, decide, drain_deadline, drains};
+use crate::decision::{Decision, NodeRecord, Observation, Policy, decide, drain_deadline, drains};
 use crate::drain::plan::OwnPod;
 use crate::drain::{DrainJob, PodOutcome, drain};
 use crate::eviction::{EvictionVersion, discover_version};
 use crate::imds::aws::AwsImds;
-use crate::imds::azure::{AzureEvents, AzureRules};
+use crate::imds::azure::{AzureEvents, AzureRules, vm_name_from_provider_id};
 use crate::imds::gcp::GcpMetadata;
-use crate::imds::{Announced, MetadataClient, probe, provider_of};
+use crate::imds::{MetadataClient, MetadataPath, probe, provider_of};
 use crate::metrics::Metrics;
 use crate::node::{apply_notice_patch, record_of, undo_patch, update_node_from};
+use crate::observation::Sightings;
+use crate::pods::clear_interruption_records;
+use crate::polling;
 use reclaim_service::endpoints::Health;
 use reclaim_service::events::{self, Severity};
 
-/// Longest pause between retries after repeated failures.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Pause between retries while the provider or the Eviction API cannot be found yet.
+const CONNECT_RETRY: Duration = Duration::from_secs(5);
 
 pub struct Guard {
     client: Client,
@@ -80,43 +85,29 @@ pub async fn run(
     let Some((source, version)) = guard.connect(&mut shutdown).await else {
         return;
     };
-    let provider = source.provider();
-    let provider_label = serde_json::to_value(provider)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let mut failures = 0u32;
+    let interval = guard.config.poll_interval;
+    let (_pollers, mut polls) = polling::start(source.clone(), interval, guard.metrics.clone());
+    let mut sightings = Sightings::new(&source.paths());
+    let mut decided_at: Option<Instant> = None;
     loop {
-        guard.health.loop_turned();
         let polled = tokio::select! {
             _ = shutdown.changed() => break,
-            polled = source.announced(Timestamp::now()) => polled,
+            polled = polls.recv() => match polled {
+                Some(polled) => polled,
+                None => break,
+            },
         };
-        let pause = match polled {
-            Ok(announced) => {
-                if failures > 0 {
-                    tracing::info!(failures, "metadata service answers again");
-                }
-                failures = 0;
-                guard.health.poll_succeeded();
-                guard
-                    .metrics
-                    .poll_succeeded(Timestamp::now().as_millisecond() as f64 / 1000.0);
-                guard.react(&announced, &source, version).await;
-                source.pause(guard.config.poll_interval)
-            }
-            Err(e) => {
-                failures += 1;
-                guard.metrics.metadata_error(&provider_label, e.label());
-                if failures == 1 || failures.is_multiple_of(30) {
-                    tracing::warn!(error = %e, failures, "metadata poll failed; retrying with backoff");
-                }
-                backoff(guard.config.poll_interval, failures)
-            }
-        };
-        tokio::select! {
-            _ = shutdown.changed() => break,
-            _ = tokio::time::sleep(pause) => {}
+        guard.health.loop_turned();
+        let mut changed = sightings.record(polled.path, polled.answer, polled.at);
+        while let Ok(more) = polls.try_recv() {
+            changed |= sightings.record(more.path, more.answer, more.at);
+        }
+        guard.report_paths(&sightings);
+        // Decide at once when what is said changed, else once per poll interval (so
+        // absences and expiries are judged) rather than once per path.
+        if changed || decided_at.is_none_or(|t| t.elapsed() >= interval) {
+            decided_at = Some(Instant::now());
+            guard.react(&sightings, &source, version).await;
         }
     }
     if let Some(drain) = guard.drain.take()
@@ -128,17 +119,6 @@ pub async fn run(
         );
     }
     tracing::info!("stopped");
-}
-
-/// Exponential backoff from the poll interval up to [`MAX_BACKOFF`], with ±20 % jitter so
-/// the agents of a whole node pool do not retry in step.
-fn backoff(poll: Duration, failures: u32) -> Duration {
-    let base = poll.saturating_mul(1 << failures.min(10)).min(MAX_BACKOFF);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    base.mul_f64(0.8 + f64::from(nanos % 400) / 1000.0)
 }
 
 impl Guard {
@@ -166,7 +146,7 @@ impl Guard {
             failures += 1;
             tokio::select! {
                 _ = shutdown.changed() => return None,
-                _ = tokio::time::sleep(backoff(self.config.poll_interval, failures)) => {}
+                _ = tokio::time::sleep(CONNECT_RETRY.min(self.config.poll_interval * failures)) => {}
             }
         }
     }
@@ -175,17 +155,30 @@ impl Guard {
         let config = &self.config;
         let http = reqwest::Client::builder()
             .no_proxy()
+            .connect_timeout(config.metadata_timeout)
             .build()
             .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?;
+        // The Node is read only when something is to be learnt from its providerID.
+        let provider_id = match config.provider {
+            ProviderChoice::Auto => Some(self.provider_id().await?),
+            // Only a stand-in for Azure's compute/name: not worth waiting for.
+            ProviderChoice::Azure if config.azure_vm_name.is_none() => {
+                match self.provider_id().await {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no VM name from the providerID; waiting for Azure's compute/name");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let provider = match config.provider {
             ProviderChoice::Aws => Provider::Aws,
             ProviderChoice::Azure => Provider::Azure,
             ProviderChoice::Gcp => Provider::Gcp,
             ProviderChoice::Auto => {
-                let node = self.nodes().get(&config.node_name).await.map_err(|e| {
-                    anyhow::anyhow!("reading node {} to detect the provider: {e}; check NODE_NAME and the agent's RBAC (nodes get)", config.node_name)
-                })?;
-                let id = node.spec.and_then(|s| s.provider_id).unwrap_or_default();
+                let id = provider_id.clone().unwrap_or_default();
                 match provider_of(&id) {
                     Some(provider) => provider,
                     None => probe(&http, &config.metadata_url, config.metadata_timeout).await.ok_or_else(|| {
@@ -209,23 +202,18 @@ impl Guard {
             )),
             Provider::Azure => {
                 let rules = AzureRules {
-                    vm_name: config.azure_vm_name.clone().unwrap_or_default(),
+                    vm_name: config.azure_vm_name.clone(),
+                    vm_name_hint: provider_id.as_deref().and_then(vm_name_from_provider_id),
                     include_freeze: config.azure_freeze,
                     preemption_notice,
                 };
-                let events = AzureEvents::connect(
+                MetadataClient::Azure(AzureEvents::new(
                     http,
                     &config.metadata_url,
                     config.metadata_timeout,
                     config.azure_first_call_timeout,
                     rules,
-                )
-                .await?;
-                tracing::info!(
-                    vm = events.vm_name(),
-                    "acting on Azure scheduled events for this VM only"
-                );
-                MetadataClient::Azure(events)
+                ))
             }
             Provider::Gcp => MetadataClient::Gcp(GcpMetadata::new(
                 http,
@@ -237,16 +225,48 @@ impl Guard {
         })
     }
 
+    async fn provider_id(&self) -> anyhow::Result<String> {
+        let node = self.nodes().get(&self.config.node_name).await.map_err(|e| {
+            anyhow::anyhow!(
+                "reading node {} for its providerID: {e}; check NODE_NAME and the agent's RBAC (nodes get)",
+                self.config.node_name
+            )
+        })?;
+        Ok(node.spec.and_then(|s| s.provider_id).unwrap_or_default())
+    }
+
+    /// Tells `/readyz` and the metrics which paths fail.
+    fn report_paths(&self, sightings: &Sightings) {
+        let failing = sightings.failing();
+        if failing.is_empty() {
+            self.health.set_ready();
+        } else {
+            let paths: Vec<String> = failing
+                .iter()
+                .map(|f| match f.error {
+                    Some(error) => format!("{} ({error}, {} polls in a row)", f.path.label(), f.count),
+                    None => format!("{} (no answer yet)", f.path.label()),
+                })
+                .collect();
+            self.health
+                .set_not_ready(format!("metadata paths failing: {}", paths.join("; ")));
+        }
+        if let Some(at) = sightings.all_answered_at() {
+            self.metrics.all_paths_answered(at);
+        }
+    }
+
     fn nodes(&self) -> Api<Node> {
         Api::all(self.client.clone())
     }
 
     async fn react(
         &mut self,
-        announced: &[Announced],
+        sightings: &Sightings,
         source: &Arc<MetadataClient>,
         version: EvictionVersion,
     ) {
+        let announced = sightings.announced();
         if announced.is_empty() && self.node_idle {
             return;
         }
@@ -259,13 +279,15 @@ impl Guard {
         };
         let record = record_of(&node);
         self.node_idle = record.notice.is_none();
-        match decide(
+        let provider = source.provider();
+        let seen = Observation {
             announced,
-            &record,
-            source.provider(),
-            Timestamp::now(),
-            &self.policy,
-        ) {
+            ended: sightings.ended(),
+            current_absence: record.notice.as_ref().and_then(|n| {
+                sightings.absence(MetadataPath::announcing(provider, n.kind), &n.event_id)
+            }),
+        };
+        match decide(&seen, &record, provider, Timestamp::now(), &self.policy) {
             Decision::Idle => {}
             Decision::Act(notice) => {
                 self.node_idle = false;
@@ -336,8 +358,19 @@ impl Guard {
     async fn undo(&mut self, node: &Node, why: &'static str, retire: Option<String>) {
         self.drain = None;
         if self.config.dry_run {
-            tracing::info!(why, "dry run: would lift the taint and the agent's cordon");
+            tracing::info!(why, "dry run: would lift the taint and the agent's cordon, and clear the pods' interruption records");
             return;
+        }
+        // The pods first: while their records stay, the node's notice stays too, so a
+        // failure here (or a restart) brings the whole undo back on the next poll.
+        match clear_interruption_records(&self.client, &self.config.node_name).await {
+            Ok(0) => {}
+            Ok(cleared) => tracing::info!(cleared, why, "cleared the interruption record of the pods that stay"),
+            Err(e) => {
+                self.metrics.node_action("undo", "failed");
+                tracing::warn!(error = %e, "could not clear the pods' interruption records; the undo is retried on the next poll");
+                return;
+            }
         }
         match update_node_from(
             &self.nodes(),

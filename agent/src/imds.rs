@@ -22,6 +22,65 @@ pub fn provider_of(provider_id: &str) -> Option<Provider> {
     }
 }
 
+/// One metadata path the agent polls on its own schedule, so that a path that fails or
+/// hangs never delays another (see `docs/metadata-protocols.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MetadataPath {
+    AwsSpot,
+    AwsRebalance,
+    AwsMaintenance,
+    AwsLifecycle,
+    AzureEvents,
+    AzureComputeName,
+    GcpPreempted,
+    GcpMaintenance,
+}
+
+impl MetadataPath {
+    /// The path as operators know it, for logs, metrics and `/readyz`.
+    pub fn label(self) -> &'static str {
+        match self {
+            MetadataPath::AwsSpot => "spot/instance-action",
+            MetadataPath::AwsRebalance => "events/recommendations/rebalance",
+            MetadataPath::AwsMaintenance => "events/maintenance/scheduled",
+            MetadataPath::AwsLifecycle => "autoscaling/target-lifecycle-state",
+            MetadataPath::AzureEvents => "scheduledevents",
+            MetadataPath::AzureComputeName => "instance/compute/name",
+            MetadataPath::GcpPreempted => "instance/preempted",
+            MetadataPath::GcpMaintenance => "instance/maintenance-event",
+        }
+    }
+
+    /// The path whose answers announce, and withdraw, notices of `kind` on `provider`.
+    pub fn announcing(provider: Provider, kind: NoticeKind) -> MetadataPath {
+        match (provider, kind) {
+            (Provider::Aws, NoticeKind::SpotInterruption) => MetadataPath::AwsSpot,
+            (Provider::Aws, NoticeKind::Rebalance) => MetadataPath::AwsRebalance,
+            (Provider::Aws, NoticeKind::ScheduledMaintenance) => MetadataPath::AwsMaintenance,
+            (Provider::Aws, NoticeKind::AsgTermination) => MetadataPath::AwsLifecycle,
+            (Provider::Azure, _) => MetadataPath::AzureEvents,
+            (Provider::Gcp, NoticeKind::ScheduledMaintenance) => MetadataPath::GcpMaintenance,
+            (Provider::Gcp, _) => MetadataPath::GcpPreempted,
+        }
+    }
+
+    /// Paths polled only until they first answer (what they tell never changes).
+    pub fn once(self) -> bool {
+        self == MetadataPath::AzureComputeName
+    }
+}
+
+/// What one path says right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathReport {
+    /// The events it announces.
+    pub announced: Vec<Announced>,
+    /// Events it explicitly says are over (an AWS maintenance event `canceled` or
+    /// `completed`, a GCP value back to `FALSE`/`NONE`, an ASG target back `InService`).
+    /// Unlike an event that is merely missing from an answer, these are undone at once.
+    pub ended: Vec<String>,
+}
+
 /// A metadata client for the provider the node runs on.
 pub enum MetadataClient {
     Aws(aws::AwsImds),
@@ -38,18 +97,51 @@ impl MetadataClient {
         }
     }
 
-    /// Every event the provider announces for this instance right now. On GCP this
-    /// waits (a hanging GET) until something changes or the server's timeout passes.
-    pub async fn announced(&self, now: Timestamp) -> Result<Vec<Announced>, MetadataError> {
+    /// The paths to poll, each on its own.
+    pub fn paths(&self) -> Vec<MetadataPath> {
         match self {
-            MetadataClient::Aws(imds) => Ok(imds.observe().await?.announced(now)),
-            MetadataClient::Azure(events) => events.announced(now).await,
-            MetadataClient::Gcp(metadata) => metadata.announced(now).await,
+            MetadataClient::Aws(_) => vec![
+                MetadataPath::AwsSpot,
+                MetadataPath::AwsRebalance,
+                MetadataPath::AwsMaintenance,
+                MetadataPath::AwsLifecycle,
+            ],
+            MetadataClient::Azure(events) if events.knows_vm_name() => {
+                vec![MetadataPath::AzureEvents]
+            }
+            MetadataClient::Azure(_) => {
+                vec![MetadataPath::AzureEvents, MetadataPath::AzureComputeName]
+            }
+            MetadataClient::Gcp(_) => vec![MetadataPath::GcpPreempted, MetadataPath::GcpMaintenance],
         }
     }
 
-    /// The pause between two successful polls: none on GCP, whose requests wait themselves.
-    pub fn pause(&self, poll_interval: Duration) -> Duration {
+    /// One poll of `path`. On GCP this waits (a hanging GET) until the value changes
+    /// or the server's timeout passes.
+    pub async fn poll(&self, path: MetadataPath, now: Timestamp) -> Result<PathReport, MetadataError> {
+        match self {
+            MetadataClient::Aws(imds) => imds.poll(path, now).await,
+            MetadataClient::Azure(events) => events.poll(path, now).await,
+            MetadataClient::Gcp(metadata) => metadata.poll(path, now).await,
+        }
+    }
+
+    /// A first call of `path` that may take longer than a poll (Azure's first call after
+    /// boot can take two minutes); `None` where no such call is needed.
+    pub async fn first_call(&self, path: MetadataPath, now: Timestamp) -> Option<Result<PathReport, MetadataError>> {
+        match self {
+            MetadataClient::Azure(events) if path == MetadataPath::AzureEvents => {
+                Some(events.first_call(now).await)
+            }
+            _ => None,
+        }
+    }
+
+    /// The pause after a successful poll: none on GCP, whose requests wait themselves.
+    /// After a failure every path waits one poll interval, never more: the metadata
+    /// service is on the instance itself, so backing off protects nothing and would
+    /// blind the agent for longer than Azure's or GCP's whole 30 s notice.
+    pub fn pause_after_success(&self, poll_interval: Duration) -> Duration {
         match self {
             MetadataClient::Gcp(_) => Duration::ZERO,
             _ => poll_interval,
@@ -164,8 +256,8 @@ pub struct Announced {
     pub deadline: Option<Timestamp>,
 }
 
-/// A metadata request that did not yield a usable answer. Never fatal: the poll loop
-/// logs it, counts it and tries again with backoff.
+/// A metadata request that did not yield a usable answer. Never fatal: the path's poller
+/// logs it, counts it and polls again one poll interval later.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
     #[error("{what} timed out after {after:?}{hint}")]
@@ -186,6 +278,8 @@ pub enum MetadataError {
         expected: &'static str,
         detail: String,
     },
+    #[error("{what}: {detail}")]
+    NotYet { what: String, detail: String },
     #[error(
         "{what} is unreachable: {source}; is the metadata service reachable from this pod (--metadata-url)?"
     )]
@@ -205,6 +299,7 @@ impl MetadataError {
             MetadataError::Status { status, .. } if *status >= 500 => "server_error",
             MetadataError::Status { .. } => "http_error",
             MetadataError::Garbage { .. } => "garbage",
+            MetadataError::NotYet { .. } => "not_yet",
             MetadataError::Transport { .. } => "transport",
         }
     }

@@ -1,7 +1,9 @@
 //! reclaim-agent: guards one spot node. It turns a cloud interruption notice into a
 //! taint, a cordon and a drain that finishes before the instance goes away.
 //!
-//! - [`imds`]: what each cloud's metadata service announces (I/O and parsing);
+//! - [`imds`]: what each cloud's metadata service announces, path by path (I/O and parsing);
+//! - [`polling`]: one poller per path, never backing off, never waiting on another path;
+//! - [`observation`]: what the paths have said, remembered across polls (pure);
 //! - [`decision`]: what to do about it, as pure rules;
 //! - [`node`]: the Node changes (taint, cordon, annotations), never losing others' writes;
 //! - [`drain`]: the deadline-aware drain, with its pure plan in [`drain::plan`];
@@ -17,4 +19,6 @@ pub mod guard;
 pub mod imds;
 pub mod metrics;
 pub mod node;
+pub mod observation;
 pub mod pods;
+pub mod polling;

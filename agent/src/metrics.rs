@@ -10,7 +10,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use reclaim_model::{NoticeKind, Provider};
 
+use jiff::Timestamp;
+
 use crate::drain::{DrainReport, PodOutcome};
+use crate::imds::MetadataPath;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NoticeLabels {
@@ -34,7 +37,14 @@ pub struct OutcomeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MetadataErrorLabels {
     pub provider: String,
+    /// The metadata path that failed (`spot/instance-action`, `scheduledevents`, ...).
+    pub path: String,
     pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabels {
+    pub path: String,
 }
 
 pub struct Metrics {
@@ -47,6 +57,7 @@ pub struct Metrics {
     notice_to_taint: Histogram,
     last_successful_poll: Gauge<f64, AtomicU64>,
     metadata_errors: Family<MetadataErrorLabels, Counter>,
+    metadata_path_up: Family<PathLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -89,14 +100,20 @@ impl Default for Metrics {
         let last_successful_poll = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "last_successful_poll_timestamp_seconds",
-            "Unix time of the last metadata poll that succeeded",
+            "Unix time by which every metadata path had last answered (the oldest path's last success)",
             last_successful_poll.clone(),
         );
         let metadata_errors = Family::<MetadataErrorLabels, Counter>::default();
         registry.register(
             "metadata_errors",
-            "Failed metadata polls, by provider and error kind",
+            "Failed metadata polls, by provider, path and error kind",
             metadata_errors.clone(),
+        );
+        let metadata_path_up = Family::<PathLabels, Gauge>::default();
+        registry.register(
+            "metadata_path_up",
+            "1 when the latest poll of this metadata path succeeded, 0 when it failed",
+            metadata_path_up.clone(),
         );
         Metrics {
             registry,
@@ -108,6 +125,7 @@ impl Default for Metrics {
             notice_to_taint,
             last_successful_poll,
             metadata_errors,
+            metadata_path_up,
         }
     }
 }
@@ -124,13 +142,9 @@ impl reclaim_service::endpoints::Exposition for Metrics {
 
 impl Metrics {
     pub fn notice(&self, provider: Provider, kind: NoticeKind) {
-        let provider = serde_json::to_value(provider)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
         self.notices
             .get_or_create(&NoticeLabels {
-                provider,
+                provider: provider.as_str().to_owned(),
                 kind: kind.as_str().to_owned(),
             })
             .inc();
@@ -149,17 +163,28 @@ impl Metrics {
         self.notice_to_taint.observe(seconds.max(0.0));
     }
 
-    pub fn poll_succeeded(&self, unix_seconds: f64) {
-        self.last_successful_poll.set(unix_seconds);
+    /// When every metadata path had last answered.
+    pub fn all_paths_answered(&self, at: Timestamp) {
+        self.last_successful_poll
+            .set(at.as_millisecond() as f64 / 1000.0);
     }
 
-    pub fn metadata_error(&self, provider: &str, error: &str) {
-        self.metadata_errors
-            .get_or_create(&MetadataErrorLabels {
-                provider: provider.to_owned(),
-                error: error.to_owned(),
+    /// One poll of `path`: `error` is the label of its error, `None` when it answered.
+    pub fn path_polled(&self, provider: Provider, path: MetadataPath, error: Option<&str>) {
+        self.metadata_path_up
+            .get_or_create(&PathLabels {
+                path: path.label().to_owned(),
             })
-            .inc();
+            .set(i64::from(error.is_none()));
+        if let Some(error) = error {
+            self.metadata_errors
+                .get_or_create(&MetadataErrorLabels {
+                    provider: provider.as_str().to_owned(),
+                    path: path.label().to_owned(),
+                    error: error.to_owned(),
+                })
+                .inc();
+        }
     }
 
     pub fn drained(&self, report: &DrainReport, seconds: f64) {

@@ -50,7 +50,7 @@ async fn run(args: Args, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> 
     let metrics = Arc::new(ClassifierMetrics::default());
     // The process is healthy and ready once it serves: its watches retry by themselves.
     let health = Arc::new(Health::new(Duration::MAX));
-    health.poll_succeeded();
+    health.set_ready();
     let listener = endpoints::bind(args.metrics_addr).await?;
     tokio::spawn(endpoints::serve(listener, metrics.clone(), health));
     let client = reclaim_service::client::default_client()

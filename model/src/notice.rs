@@ -14,6 +14,17 @@ pub enum Provider {
     Gcp,
 }
 
+impl Provider {
+    /// The name written in notices and metric labels (`aws`, `azure`, `gcp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Aws => "aws",
+            Provider::Azure => "azure",
+            Provider::Gcp => "gcp",
+        }
+    }
+}
+
 /// What kind of interruption is coming; also the value of the interruption taint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -3,8 +3,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,8 +23,8 @@ pub struct Health {
     started: Instant,
     /// Milliseconds after `started` of the poll loop's last turn.
     last_turn_ms: AtomicU64,
-    /// A poll of the metadata service has succeeded at least once.
-    polled: AtomicBool,
+    /// Why the process is not ready (`None`: ready). Starts as not ready.
+    not_ready: Mutex<Option<String>>,
     /// The loop counts as stuck when it has not turned for this long.
     stale_after: Duration,
 }
@@ -34,7 +34,7 @@ impl Health {
         Health {
             started: Instant::now(),
             last_turn_ms: AtomicU64::new(0),
-            polled: AtomicBool::new(false),
+            not_ready: Mutex::new(Some("no successful metadata poll yet".into())),
             stale_after,
         }
     }
@@ -45,8 +45,17 @@ impl Health {
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    pub fn poll_succeeded(&self) {
-        self.polled.store(true, Ordering::Relaxed);
+    pub fn set_ready(&self) {
+        *self.not_ready.lock().expect("health lock") = None;
+    }
+
+    /// Not ready, for `reason` (served on `/readyz`, so say what fails).
+    pub fn set_not_ready(&self, reason: String) {
+        *self.not_ready.lock().expect("health lock") = Some(reason);
+    }
+
+    pub fn not_ready_reason(&self) -> Option<String> {
+        self.not_ready.lock().expect("health lock").clone()
     }
 
     pub fn is_alive(&self) -> bool {
@@ -57,7 +66,7 @@ impl Health {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.polled.load(Ordering::Relaxed)
+        self.not_ready_reason().is_none()
     }
 }
 
@@ -106,12 +115,14 @@ fn respond(
             "text/plain",
             "poll loop stalled\n".to_owned(),
         ),
-        "/readyz" if health.is_ready() => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        "/readyz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "no successful metadata poll yet\n".to_owned(),
-        ),
+        "/readyz" => match health.not_ready_reason() {
+            None => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            Some(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{reason}\n"),
+            ),
+        },
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

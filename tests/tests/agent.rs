@@ -16,6 +16,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use reclaim_agent::imds::aws::AwsImds;
+use reclaim_agent::imds::{MetadataError, MetadataPath};
 use reclaim_model::{Notice, NoticeKind, PodInterruption, Provider};
 use reclaim_simulator::{Cloud, Fault, Imdsv2, SimState, Simulator};
 use reclaim_testbed::agent::start_agent;
@@ -576,6 +577,18 @@ async fn the_agent_survives_expired_tokens_server_errors_garbage_and_timeouts() 
     Ok(())
 }
 
+/// One poll of each of the four AWS paths at once, as the agent's pollers make them.
+async fn poll_every_path(imds: &AwsImds) -> Result<(), MetadataError> {
+    let now = Timestamp::now();
+    let (spot, rebalance, maintenance, lifecycle) = tokio::join!(
+        imds.poll(MetadataPath::AwsSpot, now),
+        imds.poll(MetadataPath::AwsRebalance, now),
+        imds.poll(MetadataPath::AwsMaintenance, now),
+        imds.poll(MetadataPath::AwsLifecycle, now),
+    );
+    spot.and(rebalance).and(maintenance).and(lifecycle).map(|_| ())
+}
+
 #[tokio::test]
 async fn the_imds_client_caches_its_token_renews_on_401_and_explains_put_timeouts() -> Result<()> {
     let sim = simulator().await?;
@@ -587,7 +600,7 @@ async fn the_imds_client_caches_its_token_renews_on_401_and_explains_put_timeout
         Duration::from_secs(600),
     );
     for _ in 0..3 {
-        imds.observe().await?;
+        poll_every_path(&imds).await?;
     }
     assert_eq!(
         sim.state().aws.stats.token_requests,
@@ -601,7 +614,7 @@ async fn the_imds_client_caches_its_token_renews_on_401_and_explains_put_timeout
     );
 
     sim.state().aws.expire_tokens();
-    imds.observe().await?;
+    poll_every_path(&imds).await?;
     assert_eq!(
         sim.state().aws.stats.token_requests,
         2,
@@ -609,12 +622,12 @@ async fn the_imds_client_caches_its_token_renews_on_401_and_explains_put_timeout
     );
 
     sim.state().faults.inject(Fault::Status(401), 20);
-    let err = imds.observe().await.unwrap_err();
+    let err = poll_every_path(&imds).await.unwrap_err();
     assert_eq!(err.label(), "unauthorized", "{err}");
     sim.state().faults.clear();
 
     sim.state().faults.inject(Fault::Garbage, 1);
-    let err = imds.observe().await.unwrap_err();
+    let err = poll_every_path(&imds).await.unwrap_err();
     assert_eq!(err.label(), "garbage", "{err}");
 
     let fresh = AwsImds::new(
@@ -624,7 +637,7 @@ async fn the_imds_client_caches_its_token_renews_on_401_and_explains_put_timeout
         Duration::from_secs(600),
     );
     sim.state().faults.inject(Fault::DelayMs(1000), 1);
-    let err = fresh.observe().await.unwrap_err();
+    let err = poll_every_path(&fresh).await.unwrap_err();
     assert_eq!(err.label(), "timeout");
     assert!(err.to_string().contains("hop limit"), "{err}");
     Ok(())

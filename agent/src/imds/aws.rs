@@ -12,7 +12,9 @@ use reclaim_model::NoticeKind;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::{Announced, MetadataError, ok_body, parse_utc, request_error, snippet};
+use super::{
+    Announced, MetadataError, MetadataPath, PathReport, ok_body, parse_utc, request_error, snippet,
+};
 
 const TOKEN_PATH: &str = "/latest/api/token";
 const TOKEN_TTL_HEADER: &str = "X-aws-ec2-metadata-token-ttl-seconds";
@@ -25,15 +27,6 @@ const LIFECYCLE: &str = "/latest/meta-data/autoscaling/target-lifecycle-state";
 const SPOT_NOTICE_LEAD: SignedDuration = SignedDuration::from_secs(120);
 const HOP_LIMIT_HINT: &str = "; without hostNetwork the instance needs an IMDSv2 hop limit of 2 \
      (aws ec2 modify-instance-metadata-options --http-put-response-hop-limit 2), or run the agent with hostNetwork: true";
-
-/// What IMDS announces right now.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AwsEvents {
-    pub spot_action: Option<InstanceAction>,
-    pub rebalance_notice: Option<Timestamp>,
-    pub maintenance: Vec<MaintenanceEvent>,
-    pub lifecycle_state: Option<String>,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct InstanceAction {
@@ -80,22 +73,24 @@ impl AwsImds {
         }
     }
 
-    /// Polls every path and returns what is announced.
-    pub async fn observe(&self) -> Result<AwsEvents, MetadataError> {
-        let (spot, rebalance, maintenance, lifecycle) = tokio::join!(
-            self.get(INSTANCE_ACTION),
-            self.get(REBALANCE),
-            self.get(MAINTENANCE),
-            self.get(LIFECYCLE),
-        );
-        Ok(AwsEvents {
-            spot_action: spot?.map(|b| parse_instance_action(&b)).transpose()?,
-            rebalance_notice: rebalance?.map(|b| parse_rebalance(&b)).transpose()?,
-            maintenance: maintenance?
-                .map(|b| parse_maintenance(&b))
-                .transpose()?
-                .unwrap_or_default(),
-            lifecycle_state: lifecycle?.map(|b| b.trim().to_owned()),
+    /// One poll of one path: what it announces, or why it could not tell.
+    pub async fn poll(&self, path: MetadataPath, now: Timestamp) -> Result<PathReport, MetadataError> {
+        Ok(match path {
+            MetadataPath::AwsSpot => spot_report(
+                self.get(INSTANCE_ACTION).await?.map(|b| parse_instance_action(&b)).transpose()?,
+            ),
+            MetadataPath::AwsRebalance => rebalance_report(
+                self.get(REBALANCE).await?.map(|b| parse_rebalance(&b)).transpose()?,
+            ),
+            MetadataPath::AwsMaintenance => maintenance_report(
+                &self.get(MAINTENANCE).await?.map(|b| parse_maintenance(&b)).transpose()?.unwrap_or_default(),
+                now,
+            ),
+            MetadataPath::AwsLifecycle => lifecycle_report(
+                self.get(LIFECYCLE).await?.map(|b| parse_lifecycle_state(&b)).transpose()?.as_deref(),
+                now,
+            ),
+            other => unreachable!("{other:?} is not an AWS path"),
         })
     }
 
@@ -238,45 +233,90 @@ fn parse_aws_event_time(text: &str) -> Option<Timestamp> {
     parse_utc("%d %b %Y %H:%M:%S GMT", text)
 }
 
-impl AwsEvents {
-    /// The events as notices. `now` stands in for times AWS does not give (when a
-    /// maintenance event or an ASG termination was announced).
-    pub fn announced(&self, now: Timestamp) -> Vec<Announced> {
-        let mut out = Vec::new();
-        if let Some(spot) = &self.spot_action {
-            out.push(Announced {
+/// The Auto Scaling target lifecycle state: one word (`InService`, `Terminated`), or
+/// two joined by a colon (`Warmed:Pending`).
+pub fn parse_lifecycle_state(body: &str) -> Result<String, MetadataError> {
+    let state = body.trim();
+    let valid = !state.is_empty()
+        && state.len() <= 64
+        && state.split(':').all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphabetic()));
+    if valid {
+        Ok(state.to_owned())
+    } else {
+        Err(garbage(LIFECYCLE, "a lifecycle state like InService", format!("{:?}", snippet(body))))
+    }
+}
+
+const ASG_TERMINATION_EVENT: &str = "asg-target-lifecycle-terminated";
+
+/// A spot instance-action is a spot interruption two minutes before its action. AWS never
+/// withdraws one while the instance runs: only its absence (an instance that came back
+/// after a stop or hibernation) ends it.
+pub fn spot_report(action: Option<InstanceAction>) -> PathReport {
+    PathReport {
+        announced: action
+            .into_iter()
+            .map(|spot| Announced {
                 kind: NoticeKind::SpotInterruption,
                 event_id: format!("instance-action-{}-{}", spot.action, spot.time),
                 notice_time: spot.time - SPOT_NOTICE_LEAD,
                 deadline: Some(spot.time),
-            });
-        }
-        if self.lifecycle_state.as_deref() == Some("Terminated") {
-            out.push(Announced {
-                kind: NoticeKind::AsgTermination,
-                event_id: "asg-target-lifecycle-terminated".into(),
-                notice_time: now,
-                deadline: None,
-            });
-        }
-        for event in self.maintenance.iter().filter(|e| e.state == "active") {
-            out.push(Announced {
-                kind: NoticeKind::ScheduledMaintenance,
-                event_id: event.event_id.clone(),
-                notice_time: now,
-                deadline: Some(event.not_before),
-            });
-        }
-        if let Some(notice_time) = self.rebalance_notice {
-            out.push(Announced {
+            })
+            .collect(),
+        ended: Vec::new(),
+    }
+}
+
+/// A rebalance recommendation has no deadline; it expires by the agent's own rule.
+pub fn rebalance_report(notice_time: Option<Timestamp>) -> PathReport {
+    PathReport {
+        announced: notice_time
+            .into_iter()
+            .map(|notice_time| Announced {
                 kind: NoticeKind::Rebalance,
                 event_id: format!("rebalance-{notice_time}"),
                 notice_time,
                 deadline: None,
-            });
-        }
-        out
+            })
+            .collect(),
+        ended: Vec::new(),
     }
+}
+
+/// Active maintenance events are notices (AWS gives no announcement time: `now` stands
+/// in); `canceled` and `completed` ones are explicit ends.
+pub fn maintenance_report(events: &[MaintenanceEvent], now: Timestamp) -> PathReport {
+    let mut report = PathReport::default();
+    for event in events {
+        match event.state.as_str() {
+            "active" => report.announced.push(Announced {
+                kind: NoticeKind::ScheduledMaintenance,
+                event_id: event.event_id.clone(),
+                notice_time: now,
+                deadline: Some(event.not_before),
+            }),
+            "canceled" | "completed" => report.ended.push(event.event_id.clone()),
+            _ => {}
+        }
+    }
+    report
+}
+
+/// `Terminated` is a termination without a deadline; `InService` explicitly ends one
+/// (the instance is back in service). Other states say nothing either way.
+pub fn lifecycle_report(state: Option<&str>, now: Timestamp) -> PathReport {
+    let mut report = PathReport::default();
+    match state {
+        Some("Terminated") => report.announced.push(Announced {
+            kind: NoticeKind::AsgTermination,
+            event_id: ASG_TERMINATION_EVENT.into(),
+            notice_time: now,
+            deadline: None,
+        }),
+        Some("InService") => report.ended.push(ASG_TERMINATION_EVENT.into()),
+        _ => {}
+    }
+    report
 }
 
 #[cfg(test)]
@@ -329,50 +369,47 @@ mod tests {
             "2019-02-01T09:00:43Z".parse::<Timestamp>().unwrap()
         );
         let now: Timestamp = "2019-01-20T00:00:00Z".parse().unwrap();
-        let announced = AwsEvents {
-            maintenance: events,
-            ..Default::default()
-        }
-        .announced(now);
-        assert_eq!(announced.len(), 1);
-        assert_eq!(announced[0].event_id, "instance-event-0d59937288b749b32");
-        assert_eq!(announced[0].kind, NoticeKind::ScheduledMaintenance);
+        let report = maintenance_report(&events, now);
+        assert_eq!(report.announced.len(), 1);
+        assert_eq!(report.announced[0].event_id, "instance-event-0d59937288b749b32");
+        assert_eq!(report.announced[0].kind, NoticeKind::ScheduledMaintenance);
+        assert_eq!(report.ended, ["instance-event-1"], "a canceled event is an explicit end");
         assert!(parse_maintenance("[]").unwrap().is_empty());
     }
 
     #[test]
     fn spot_notice_is_two_minutes_before_its_action_and_rebalance_has_no_deadline() {
         let now: Timestamp = "2020-04-24T17:10:00Z".parse().unwrap();
-        let events = AwsEvents {
-            spot_action: Some(
-                parse_instance_action(r#"{"action":"terminate","time":"2020-04-24T17:11:44Z"}"#)
-                    .unwrap(),
-            ),
-            rebalance_notice: Some(
-                parse_rebalance(r#"{"noticeTime": "2020-04-24T17:05:00Z"}"#).unwrap(),
-            ),
-            lifecycle_state: Some("InService".into()),
-            ..Default::default()
-        };
-        let announced = events.announced(now);
-        assert_eq!(announced.len(), 2);
+        let spot = spot_report(Some(
+            parse_instance_action(r#"{"action":"terminate","time":"2020-04-24T17:11:44Z"}"#).unwrap(),
+        ));
         assert_eq!(
-            announced[0].notice_time,
+            spot.announced[0].notice_time,
             "2020-04-24T17:09:44Z".parse::<Timestamp>().unwrap()
         );
         assert_eq!(
-            announced[0].deadline,
+            spot.announced[0].deadline,
             Some("2020-04-24T17:11:44Z".parse().unwrap())
         );
-        assert_eq!(announced[1].kind, NoticeKind::Rebalance);
-        assert_eq!(announced[1].deadline, None);
-        let terminated = AwsEvents {
-            lifecycle_state: Some("Terminated".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            terminated.announced(now)[0].kind,
-            NoticeKind::AsgTermination
-        );
+        assert!(spot_report(None).announced.is_empty());
+        let rebalance =
+            rebalance_report(Some(parse_rebalance(r#"{"noticeTime": "2020-04-24T17:05:00Z"}"#).unwrap()));
+        assert_eq!(rebalance.announced[0].kind, NoticeKind::Rebalance);
+        assert_eq!(rebalance.announced[0].deadline, None);
+        let terminated = lifecycle_report(Some("Terminated"), now);
+        assert_eq!(terminated.announced[0].kind, NoticeKind::AsgTermination);
+        let back = lifecycle_report(Some("InService"), now);
+        assert!(back.announced.is_empty());
+        assert_eq!(back.ended, [terminated.announced[0].event_id.clone()]);
+        assert!(lifecycle_report(Some("Pending:Wait"), now) == PathReport::default());
+    }
+
+    #[test]
+    fn lifecycle_states_are_words_and_anything_else_is_garbage() {
+        assert_eq!(parse_lifecycle_state("InService\n").unwrap(), "InService");
+        assert_eq!(parse_lifecycle_state("Warmed:Pending").unwrap(), "Warmed:Pending");
+        for bad in ["", "<html>", "In Service", ":", "Warmed:", "\u{fffd}"] {
+            assert_eq!(parse_lifecycle_state(bad).unwrap_err().label(), "garbage", "{bad:?}");
+        }
     }
 }

@@ -5,13 +5,17 @@
 //! (`compute/name`): that is the very string Scheduled Events puts in `Resources`
 //! (`<vmss>_<instance id>` for a scale set instance), whereas deriving it from the
 //! Node's providerID depends on naming conventions. `--azure-vm-name` overrides it.
+//! Until `compute/name` answers, the name derived from the providerID stands in, so a
+//! failing `compute/name` never blinds the agent to a preemption.
+
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use reclaim_model::NoticeKind;
 use serde::Deserialize;
-use tokio::sync::Mutex;
 
-use super::{Announced, MetadataError, ok_body, parse_utc, snippet};
+use super::{Announced, MetadataError, MetadataPath, PathReport, ok_body, parse_utc, snippet};
 
 const EVENTS_PATH: &str = "/metadata/scheduledevents?api-version=2020-07-01";
 const NAME_PATH: &str = "/metadata/instance/compute/name?api-version=2021-02-01&format=text";
@@ -39,7 +43,10 @@ pub struct ScheduledEvent {
 /// How Scheduled Events map to notices.
 #[derive(Debug, Clone)]
 pub struct AzureRules {
-    pub vm_name: String,
+    /// This VM's name as given by `--azure-vm-name`; `None`: ask `compute/name`.
+    pub vm_name: Option<String>,
+    /// The name derived from the Node's providerID, used until `compute/name` answers.
+    pub vm_name_hint: Option<String>,
     /// Act on `Freeze` (a pause of a few seconds) as maintenance; ignored by default.
     pub include_freeze: bool,
     /// Deadline of a Started `Preempt` whose NotBefore is already empty.
@@ -59,17 +66,53 @@ fn parse_rfc1123(text: &str) -> Option<Timestamp> {
     parse_utc("%a, %d %b %Y %H:%M:%S GMT", text)
 }
 
-/// The events for this VM as notices: `Preempt` is a spot interruption, `Terminate` a
+/// This VM's name as Scheduled Events writes it, from an AKS Node's providerID: a scale
+/// set instance `.../virtualMachineScaleSets/<vmss>/virtualMachines/<n>` is `<vmss>_<n>`,
+/// a standalone VM `.../virtualMachines/<name>` is `<name>`.
+pub fn vm_name_from_provider_id(provider_id: &str) -> Option<String> {
+    let path = provider_id.strip_prefix("azure://")?;
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let at = |i: usize| parts.get(i).copied().filter(|p| !p.is_empty());
+    let vm = parts
+        .iter()
+        .rposition(|p| p.eq_ignore_ascii_case("virtualMachines"))?;
+    let name = at(vm + 1)?;
+    match vm.checked_sub(2).filter(|i| parts[*i].eq_ignore_ascii_case("virtualMachineScaleSets")) {
+        Some(i) => Some(format!("{}_{name}", at(i + 1)?)),
+        None => Some(name.to_owned()),
+    }
+}
+
+/// The `compute/name` answer: a VM name (letters, digits, `-`, `_`, `.`).
+pub fn parse_compute_name(body: &str) -> Result<String, MetadataError> {
+    let name = body.trim();
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(MetadataError::Garbage {
+            what: format!("Azure GET {NAME_PATH}"),
+            expected: "a VM name",
+            detail: format!("{:?}", snippet(body)),
+        })
+    }
+}
+
+/// The events for `vm_name` as notices: `Preempt` is a spot interruption, `Terminate` a
 /// scale-set termination (drained like an ASG one), `Reboot` and `Redeploy` maintenance.
-pub fn announced_from(document: &Document, rules: &AzureRules, now: Timestamp) -> Vec<Announced> {
-    document
+/// Azure has no explicit end: a finished or canceled event vanishes from the document.
+pub fn announced_from(
+    document: &Document,
+    vm_name: &str,
+    rules: &AzureRules,
+    now: Timestamp,
+) -> PathReport {
+    let announced = document
         .events
         .iter()
-        .filter(|e| {
-            e.resources
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(&rules.vm_name))
-        })
+        .filter(|e| e.resources.iter().any(|r| r.eq_ignore_ascii_case(vm_name)))
         .filter_map(|e| {
             let kind = match e.event_type.as_str() {
                 "Preempt" => NoticeKind::SpotInterruption,
@@ -90,67 +133,90 @@ pub fn announced_from(document: &Document, rules: &AzureRules, now: Timestamp) -
                 deadline: Some(parse_rfc1123(&e.not_before).unwrap_or(started)),
             })
         })
-        .collect()
+        .collect();
+    PathReport {
+        announced,
+        ended: Vec::new(),
+    }
 }
 
 pub struct AzureEvents {
     http: reqwest::Client,
     base: String,
-    timeout: std::time::Duration,
-    first_call_timeout: std::time::Duration,
+    timeout: Duration,
+    first_call_timeout: Duration,
     rules: AzureRules,
+    /// This VM's name: `--azure-vm-name`, or `compute/name` once it has answered.
+    vm_name: RwLock<Option<String>>,
     /// The last DocumentIncarnation seen; `None` before the first answer.
     incarnation: Mutex<Option<u64>>,
 }
 
 impl AzureEvents {
-    /// Reads this VM's name from the instance metadata, unless `vm_name` is given.
-    pub async fn connect(
+    pub fn new(
         http: reqwest::Client,
         base: &str,
-        timeout: std::time::Duration,
-        first_call_timeout: std::time::Duration,
-        mut rules: AzureRules,
-    ) -> Result<AzureEvents, MetadataError> {
-        let base = base.trim_end_matches('/').to_owned();
-        if rules.vm_name.is_empty() {
-            rules.vm_name = get(&http, &base, NAME_PATH, timeout)
-                .await?
-                .trim()
-                .to_owned();
-        }
-        Ok(AzureEvents {
+        timeout: Duration,
+        first_call_timeout: Duration,
+        rules: AzureRules,
+    ) -> AzureEvents {
+        AzureEvents {
             http,
-            base,
+            base: base.trim_end_matches('/').to_owned(),
             timeout,
             first_call_timeout,
+            vm_name: RwLock::new(rules.vm_name.clone()),
             rules,
             incarnation: Mutex::new(None),
-        })
-    }
-
-    pub fn vm_name(&self) -> &str {
-        &self.rules.vm_name
-    }
-
-    pub async fn announced(&self, now: Timestamp) -> Result<Vec<Announced>, MetadataError> {
-        let mut incarnation = self.incarnation.lock().await;
-        // The first call after boot can take up to two minutes to answer.
-        let timeout = if incarnation.is_none() {
-            self.first_call_timeout
-        } else {
-            self.timeout
-        };
-        let document = parse_document(&get(&self.http, &self.base, EVENTS_PATH, timeout).await?)?;
-        if *incarnation != Some(document.document_incarnation) {
-            tracing::info!(
-                incarnation = document.document_incarnation,
-                events = document.events.len(),
-                "Azure scheduled events changed"
-            );
-            *incarnation = Some(document.document_incarnation);
         }
-        Ok(announced_from(&document, &self.rules, now))
+    }
+
+    /// Whether this VM's name is settled (given, or read from `compute/name`).
+    pub fn knows_vm_name(&self) -> bool {
+        self.vm_name.read().expect("vm name lock").is_some()
+    }
+
+    /// One poll of the events or of `compute/name`.
+    pub async fn poll(&self, path: MetadataPath, now: Timestamp) -> Result<PathReport, MetadataError> {
+        match path {
+            MetadataPath::AzureEvents => self.events(self.timeout, now).await,
+            MetadataPath::AzureComputeName => {
+                let name = parse_compute_name(&get(&self.http, &self.base, NAME_PATH, self.timeout).await?)?;
+                tracing::info!(vm = %name, "acting on Azure scheduled events for this VM only");
+                *self.vm_name.write().expect("vm name lock") = Some(name);
+                Ok(PathReport::default())
+            }
+            other => unreachable!("{other:?} is not an Azure path"),
+        }
+    }
+
+    /// The first call after boot, which can take up to two minutes to answer: made once,
+    /// beside the regular polls, with the long timeout.
+    pub async fn first_call(&self, now: Timestamp) -> Result<PathReport, MetadataError> {
+        self.events(self.first_call_timeout, now).await
+    }
+
+    async fn events(&self, timeout: Duration, now: Timestamp) -> Result<PathReport, MetadataError> {
+        let document = parse_document(&get(&self.http, &self.base, EVENTS_PATH, timeout).await?)?;
+        {
+            let mut incarnation = self.incarnation.lock().expect("incarnation lock");
+            if *incarnation != Some(document.document_incarnation) {
+                tracing::info!(
+                    incarnation = document.document_incarnation,
+                    events = document.events.len(),
+                    "Azure scheduled events changed"
+                );
+                *incarnation = Some(document.document_incarnation);
+            }
+        }
+        let known = self.vm_name.read().expect("vm name lock").clone();
+        let Some(vm_name) = known.or_else(|| self.rules.vm_name_hint.clone()) else {
+            return Err(MetadataError::NotYet {
+                what: format!("Azure GET {EVENTS_PATH}"),
+                detail: "this VM's name is not known yet (instance/compute/name has not answered and the Node's providerID names no VM); set --azure-vm-name".into(),
+            });
+        };
+        Ok(announced_from(&document, &vm_name, &self.rules, now))
     }
 
     /// Tells Azure this VM is ready for the event, so the platform may proceed early.
@@ -183,7 +249,7 @@ async fn get(
     http: &reqwest::Client,
     base: &str,
     path: &str,
-    timeout: std::time::Duration,
+    timeout: Duration,
 ) -> Result<String, MetadataError> {
     let what = format!("Azure GET {path}");
     let response = http
@@ -200,9 +266,12 @@ async fn get(
 mod tests {
     use super::*;
 
+    const VM: &str = "aks-spot-12345678-vmss_3";
+
     fn rules() -> AzureRules {
         AzureRules {
-            vm_name: "aks-spot-12345678-vmss_3".into(),
+            vm_name: None,
+            vm_name_hint: None,
             include_freeze: false,
             preemption_notice: SignedDuration::from_secs(30),
         }
@@ -268,7 +337,7 @@ mod tests {
                 "Mon, 19 Sep 2016 18:39:00 GMT"
             ),
         ]));
-        let announced = announced_from(&doc, &rules(), now);
+        let announced = announced_from(&doc, VM, &rules(), now).announced;
         let kinds: Vec<_> = announced
             .iter()
             .map(|a| (a.event_id.as_str(), a.kind))
@@ -290,7 +359,7 @@ mod tests {
             include_freeze: true,
             ..rules()
         };
-        assert_eq!(announced_from(&doc, &with_freeze, now).len(), 5);
+        assert_eq!(announced_from(&doc, VM, &with_freeze, now).announced.len(), 5);
     }
 
     #[test]
@@ -304,7 +373,7 @@ mod tests {
             ""
         )]));
         assert_eq!(
-            announced_from(&doc, &rules(), now)[0].deadline,
+            announced_from(&doc, VM, &rules(), now).announced[0].deadline,
             Some("2026-01-01T10:00:30Z".parse().unwrap())
         );
     }
@@ -318,5 +387,28 @@ mod tests {
             "garbage"
         );
         assert_eq!(parse_document("[]").unwrap_err().label(), "garbage");
+    }
+
+    #[test]
+    fn the_vm_name_is_derived_from_an_aks_provider_id() {
+        assert_eq!(
+            vm_name_from_provider_id("azure:///subscriptions/0000/resourceGroups/mc_rg/providers/Microsoft.Compute/virtualMachineScaleSets/aks-spot-12345678-vmss/virtualMachines/3").as_deref(),
+            Some("aks-spot-12345678-vmss_3")
+        );
+        assert_eq!(
+            vm_name_from_provider_id("azure:///subscriptions/0000/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/spark-vm-1").as_deref(),
+            Some("spark-vm-1")
+        );
+        for not_azure in ["aws:///us-east-1a/i-0abc", "azure:///subscriptions/0000", "azure:///x/virtualMachines/", ""] {
+            assert_eq!(vm_name_from_provider_id(not_azure), None, "{not_azure:?}");
+        }
+    }
+
+    #[test]
+    fn compute_names_are_names_and_anything_else_is_garbage() {
+        assert_eq!(parse_compute_name("aks-spot-vmss_3\n").unwrap(), "aks-spot-vmss_3");
+        for bad in ["", "  ", "<html><body>404</body></html>", "a b", "{\"name\": 1}"] {
+            assert_eq!(parse_compute_name(bad).unwrap_err().label(), "garbage", "{bad:?}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use reclaim_model::NoticeKind;
 use tokio::sync::Mutex;
 
-use super::{Announced, MetadataError, ok_body, snippet};
+use super::{Announced, MetadataError, MetadataPath, PathReport, ok_body, snippet};
 
 const PREEMPTED: &str = "preempted";
 const MAINTENANCE: &str = "maintenance-event";
@@ -30,7 +30,8 @@ pub struct GcpMetadata {
     wait: Duration,
     /// Deadline after `preempted=TRUE` or a terminating maintenance (GCP: about 30 s).
     notice: SignedDuration,
-    state: Mutex<(Option<Watched>, Option<Watched>)>,
+    preempted: Mutex<Option<Watched>>,
+    maintenance: Mutex<Option<Watched>>,
 }
 
 impl GcpMetadata {
@@ -47,33 +48,28 @@ impl GcpMetadata {
             timeout,
             wait,
             notice,
-            state: Mutex::new((None, None)),
+            preempted: Mutex::new(None),
+            maintenance: Mutex::new(None),
         }
     }
 
-    /// The first call reads both values at once; later calls wait until one changes.
-    pub async fn announced(&self, now: Timestamp) -> Result<Vec<Announced>, MetadataError> {
-        let mut state = self.state.lock().await;
-        match (&state.0, &state.1) {
-            (Some(preempted), Some(maintenance)) => {
-                let (p_etag, m_etag) = (preempted.etag.clone(), maintenance.etag.clone());
-                tokio::select! {
-                    answer = self.get(PREEMPTED, Some(&p_etag)) => update(&mut state.0, answer?),
-                    answer = self.get(MAINTENANCE, Some(&m_etag)) => update(&mut state.1, answer?),
-                }
-            }
-            _ => {
-                let (p, m) = tokio::join!(self.get(PREEMPTED, None), self.get(MAINTENANCE, None));
-                update(&mut state.0, p?);
-                update(&mut state.1, m?);
-            }
-        }
-        Ok(announced_from(
-            state.0.as_ref().map(|w| (w.value.as_str(), w.since)),
-            state.1.as_ref().map(|w| (w.value.as_str(), w.since)),
-            self.notice,
-            now,
-        ))
+    /// One poll of one key: a plain read the first time, then a hanging GET that returns
+    /// when the value changes (or after the server's timeout, with the same value).
+    pub async fn poll(&self, path: MetadataPath, now: Timestamp) -> Result<PathReport, MetadataError> {
+        let (key, slot) = match path {
+            MetadataPath::GcpPreempted => (PREEMPTED, &self.preempted),
+            MetadataPath::GcpMaintenance => (MAINTENANCE, &self.maintenance),
+            other => unreachable!("{other:?} is not a GCP path"),
+        };
+        let mut watched = slot.lock().await;
+        let last_etag = watched.as_ref().map(|w| w.etag.clone());
+        let answer = self.get(key, last_etag.as_deref()).await?;
+        update(&mut watched, answer);
+        let value = watched.as_ref().map(|w| (w.value.as_str(), w.since));
+        Ok(match path {
+            MetadataPath::GcpPreempted => preempted_report(value, self.notice, now),
+            _ => maintenance_report(value, self.notice, now),
+        })
     }
 
     async fn get(
@@ -107,24 +103,41 @@ impl GcpMetadata {
         let etag = response
             .headers()
             .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default();
         let body = ok_body(response, &what, timeout, "").await?;
-        let value = body.trim().to_owned();
-        let valid = match key {
-            PREEMPTED => matches!(value.as_str(), "TRUE" | "FALSE"),
-            _ => value.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+        let garbage = |detail: String| MetadataError::Garbage {
+            what: what.clone(),
+            expected: "a metadata server answer (Metadata-Flavor: Google, an ETag, a documented value)",
+            detail,
         };
-        if !flavor || etag.is_empty() || !valid {
-            return Err(MetadataError::Garbage {
-                what,
-                expected: "a metadata server answer (Metadata-Flavor: Google, an ETag, a documented value)",
-                detail: format!("{:?}", snippet(&body)),
-            });
+        if !flavor {
+            return Err(garbage("no Metadata-Flavor: Google header".into()));
         }
+        let etag = parse_etag(&etag).ok_or_else(|| garbage(format!("ETag {:?}", String::from_utf8_lossy(&etag))))?;
+        let value = parse_value(key, &body).ok_or_else(|| garbage(format!("{:?}", snippet(&body))))?;
         Ok((value, etag))
     }
+}
+
+/// The value of `key` (`preempted` or `maintenance-event`), if it is one GCP documents.
+pub fn parse_value(key: &str, body: &str) -> Option<String> {
+    let value = body.trim();
+    let documented = match key {
+        PREEMPTED => matches!(value, "TRUE" | "FALSE"),
+        _ => matches!(
+            value,
+            "NONE" | "MIGRATE_ON_HOST_MAINTENANCE" | "TERMINATE_ON_HOST_MAINTENANCE"
+        ),
+    };
+    documented.then(|| value.to_owned())
+}
+
+/// An ETag as the metadata server sends it: a short token of letters and digits. It goes
+/// back into a URL (`last_etag=`), so anything else is refused rather than sent.
+pub fn parse_etag(header: &[u8]) -> Option<String> {
+    let valid = !header.is_empty() && header.len() <= 64 && header.iter().all(u8::is_ascii_alphanumeric);
+    valid.then(|| String::from_utf8_lossy(header).into_owned())
 }
 
 fn update(slot: &mut Option<Watched>, (value, etag): (String, String)) {
@@ -135,33 +148,50 @@ fn update(slot: &mut Option<Watched>, (value, etag): (String, String)) {
     *slot = Some(Watched { value, etag, since });
 }
 
-/// `preempted=TRUE` is a spot interruption, `TERMINATE_ON_HOST_MAINTENANCE` maintenance,
-/// both with a deadline `notice` after they were first seen. `MIGRATE_ON_HOST_MAINTENANCE`
-/// is a live migration: the pods survive it, so nothing is done.
-pub fn announced_from(
-    preempted: Option<(&str, Timestamp)>,
-    maintenance: Option<(&str, Timestamp)>,
+const PREEMPTED_EVENT: &str = "gce-preempted";
+const TERMINATING_MAINTENANCE_EVENT: &str = "gce-terminate-on-host-maintenance";
+
+/// `preempted=TRUE` is a spot interruption with a deadline `notice` after it was first
+/// seen; `FALSE` explicitly ends one (a stopped spot VM that was started again).
+pub fn preempted_report(
+    value: Option<(&str, Timestamp)>,
     notice: SignedDuration,
     now: Timestamp,
-) -> Vec<Announced> {
-    let mut out = Vec::new();
-    if let Some(("TRUE", since)) = preempted {
-        out.push(Announced {
+) -> PathReport {
+    let mut report = PathReport::default();
+    match value {
+        Some(("TRUE", since)) => report.announced.push(Announced {
             kind: NoticeKind::SpotInterruption,
-            event_id: "gce-preempted".into(),
+            event_id: PREEMPTED_EVENT.into(),
             notice_time: since.min(now),
             deadline: Some(since + notice),
-        });
+        }),
+        Some(_) => report.ended.push(PREEMPTED_EVENT.into()),
+        None => {}
     }
-    if let Some(("TERMINATE_ON_HOST_MAINTENANCE", since)) = maintenance {
-        out.push(Announced {
+    report
+}
+
+/// `TERMINATE_ON_HOST_MAINTENANCE` is maintenance with a deadline `notice` after it was
+/// first seen. `MIGRATE_ON_HOST_MAINTENANCE` is a live migration, which the pods survive,
+/// and like `NONE` it explicitly ends a terminating maintenance.
+pub fn maintenance_report(
+    value: Option<(&str, Timestamp)>,
+    notice: SignedDuration,
+    now: Timestamp,
+) -> PathReport {
+    let mut report = PathReport::default();
+    match value {
+        Some(("TERMINATE_ON_HOST_MAINTENANCE", since)) => report.announced.push(Announced {
             kind: NoticeKind::ScheduledMaintenance,
-            event_id: "gce-terminate-on-host-maintenance".into(),
+            event_id: TERMINATING_MAINTENANCE_EVENT.into(),
             notice_time: since.min(now),
             deadline: Some(since + notice),
-        });
+        }),
+        Some(_) => report.ended.push(TERMINATING_MAINTENANCE_EVENT.into()),
+        None => {}
     }
-    out
+    report
 }
 
 #[cfg(test)]
@@ -169,33 +199,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn preemption_and_terminating_maintenance_are_notices_and_migration_is_not() {
+    fn preemption_and_terminating_maintenance_are_notices_and_their_end_is_explicit() {
         let since: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
         let now: Timestamp = "2026-01-01T10:00:01Z".parse().unwrap();
         let notice = SignedDuration::from_secs(30);
-        let announced = announced_from(
-            Some(("TRUE", since)),
-            Some(("TERMINATE_ON_HOST_MAINTENANCE", since)),
-            notice,
-            now,
-        );
-        assert_eq!(announced[0].kind, NoticeKind::SpotInterruption);
+        let preempted = preempted_report(Some(("TRUE", since)), notice, now);
+        assert_eq!(preempted.announced[0].kind, NoticeKind::SpotInterruption);
         assert_eq!(
-            announced[0].deadline,
+            preempted.announced[0].deadline,
             Some("2026-01-01T10:00:30Z".parse().unwrap())
         );
-        assert_eq!(announced[1].kind, NoticeKind::ScheduledMaintenance);
-        assert!(
-            announced_from(
-                Some(("FALSE", since)),
-                Some(("MIGRATE_ON_HOST_MAINTENANCE", since)),
-                notice,
-                now
-            )
-            .is_empty()
-        );
-        assert!(
-            announced_from(Some(("FALSE", since)), Some(("NONE", since)), notice, now).is_empty()
-        );
+        let terminating =
+            maintenance_report(Some(("TERMINATE_ON_HOST_MAINTENANCE", since)), notice, now);
+        assert_eq!(terminating.announced[0].kind, NoticeKind::ScheduledMaintenance);
+        let migrating = maintenance_report(Some(("MIGRATE_ON_HOST_MAINTENANCE", since)), notice, now);
+        assert!(migrating.announced.is_empty());
+        assert_eq!(migrating.ended, [TERMINATING_MAINTENANCE_EVENT]);
+        assert_eq!(preempted_report(Some(("FALSE", since)), notice, now).ended, [PREEMPTED_EVENT]);
+        assert_eq!(preempted_report(None, notice, now), PathReport::default());
+    }
+
+    #[test]
+    fn only_documented_values_and_plain_etags_are_accepted() {
+        assert_eq!(parse_value(PREEMPTED, "TRUE\n").as_deref(), Some("TRUE"));
+        assert_eq!(parse_value(MAINTENANCE, "NONE").as_deref(), Some("NONE"));
+        for bad in ["", "true", "TRUE FALSE", "<html>"] {
+            assert_eq!(parse_value(PREEMPTED, bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_value(MAINTENANCE, "SOMETHING_NEW"), None);
+        assert_eq!(parse_etag(b"f3a1b2c3d4e5f607").as_deref(), Some("f3a1b2c3d4e5f607"));
+        for bad in [&b""[..], b"abc&timeout_sec=0", b"\"quoted\"", &[0xff, 0x41][..]] {
+            assert_eq!(parse_etag(bad), None, "{bad:?}");
+        }
     }
 }
