@@ -121,9 +121,13 @@ pub fn decide(
     // announcing it for long enough: a stopped or deallocated spot instance can start
     // again as the same Node, which must not stay cordoned forever. A shorter absence is
     // a flap: the notice stands and its drain goes on.
-    let still_announced = seen.announced.iter().any(|a| a.event_id == current.event_id);
+    let still_announced = seen
+        .announced
+        .iter()
+        .any(|a| a.event_id == current.event_id);
     if !still_announced {
-        let after = SignedDuration::try_from(policy.withdrawal_after).unwrap_or(SignedDuration::MAX);
+        let after =
+            SignedDuration::try_from(policy.withdrawal_after).unwrap_or(SignedDuration::MAX);
         let withdrawn = seen
             .current_absence
             .is_some_and(|a| a.polls >= WITHDRAWAL_POLLS && now.duration_since(a.since) >= after);
@@ -299,22 +303,46 @@ mod tests {
             }),
         };
         assert_eq!(
-            decide(&gone("2026-01-01T10:00:58Z", 2), &record, Provider::Aws, later, &policy()),
+            decide(
+                &gone("2026-01-01T10:00:58Z", 2),
+                &record,
+                Provider::Aws,
+                later,
+                &policy()
+            ),
             Decision::Act(spot.clone()),
             "missing from two polls is a flap: the notice stands"
         );
         assert_eq!(
-            decide(&gone("2026-01-01T09:59:00Z", 2), &record, Provider::Aws, later, &policy()),
+            decide(
+                &gone("2026-01-01T09:59:00Z", 2),
+                &record,
+                Provider::Aws,
+                later,
+                &policy()
+            ),
             Decision::Act(spot.clone()),
             "a long gap with only two answers (a hanging path) proves nothing"
         );
         assert_eq!(
-            decide(&gone("2026-01-01T10:00:30Z", 30), &record, Provider::Aws, later, &policy()),
+            decide(
+                &gone("2026-01-01T10:00:30Z", 30),
+                &record,
+                Provider::Aws,
+                later,
+                &policy()
+            ),
             Decision::Act(spot),
             "30 s is shorter than the withdrawal period"
         );
         assert!(matches!(
-            decide(&gone("2026-01-01T10:00:00Z", 60), &record, Provider::Aws, later, &policy()),
+            decide(
+                &gone("2026-01-01T10:00:00Z", 60),
+                &record,
+                Provider::Aws,
+                later,
+                &policy()
+            ),
             Decision::Undo { retire: None, .. }
         ));
     }
@@ -407,10 +435,19 @@ mod tests {
             ended: vec!["instance-event-1".into()],
             ..Observation::default()
         };
-        assert!(matches!(
-            decide(&canceled, &record, Provider::Aws, at("2026-01-01T10:56:00Z"), &policy()),
-            Decision::Undo { retire: None, .. }
-        ), "an explicit end is undone at once");
+        assert!(
+            matches!(
+                decide(
+                    &canceled,
+                    &record,
+                    Provider::Aws,
+                    at("2026-01-01T10:56:00Z"),
+                    &policy()
+                ),
+                Decision::Undo { retire: None, .. }
+            ),
+            "an explicit end is undone at once"
+        );
         assert_eq!(
             decide(
                 &Observation::default(),

@@ -244,7 +244,9 @@ impl Guard {
             let paths: Vec<String> = failing
                 .iter()
                 .map(|f| match f.error {
-                    Some(error) => format!("{} ({error}, {} polls in a row)", f.path.label(), f.count),
+                    Some(error) => {
+                        format!("{} ({error}, {} polls in a row)", f.path.label(), f.count)
+                    }
                     None => format!("{} (no answer yet)", f.path.label()),
                 })
                 .collect();
@@ -358,14 +360,21 @@ impl Guard {
     async fn undo(&mut self, node: &Node, why: &'static str, retire: Option<String>) {
         self.drain = None;
         if self.config.dry_run {
-            tracing::info!(why, "dry run: would lift the taint and the agent's cordon, and clear the pods' interruption records");
+            tracing::info!(
+                why,
+                "dry run: would lift the taint and the agent's cordon, and clear the pods' interruption records"
+            );
             return;
         }
         // The pods first: while their records stay, the node's notice stays too, so a
         // failure here (or a restart) brings the whole undo back on the next poll.
         match clear_interruption_records(&self.client, &self.config.node_name).await {
             Ok(0) => {}
-            Ok(cleared) => tracing::info!(cleared, why, "cleared the interruption record of the pods that stay"),
+            Ok(cleared) => tracing::info!(
+                cleared,
+                why,
+                "cleared the interruption record of the pods that stay"
+            ),
             Err(e) => {
                 self.metrics.node_action("undo", "failed");
                 tracing::warn!(error = %e, "could not clear the pods' interruption records; the undo is retried on the next poll");

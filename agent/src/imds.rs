@@ -112,13 +112,19 @@ impl MetadataClient {
             MetadataClient::Azure(_) => {
                 vec![MetadataPath::AzureEvents, MetadataPath::AzureComputeName]
             }
-            MetadataClient::Gcp(_) => vec![MetadataPath::GcpPreempted, MetadataPath::GcpMaintenance],
+            MetadataClient::Gcp(_) => {
+                vec![MetadataPath::GcpPreempted, MetadataPath::GcpMaintenance]
+            }
         }
     }
 
     /// One poll of `path`. On GCP this waits (a hanging GET) until the value changes
     /// or the server's timeout passes.
-    pub async fn poll(&self, path: MetadataPath, now: Timestamp) -> Result<PathReport, MetadataError> {
+    pub async fn poll(
+        &self,
+        path: MetadataPath,
+        now: Timestamp,
+    ) -> Result<PathReport, MetadataError> {
         match self {
             MetadataClient::Aws(imds) => imds.poll(path, now).await,
             MetadataClient::Azure(events) => events.poll(path, now).await,
@@ -128,7 +134,11 @@ impl MetadataClient {
 
     /// A first call of `path` that may take longer than a poll (Azure's first call after
     /// boot can take two minutes); `None` where no such call is needed.
-    pub async fn first_call(&self, path: MetadataPath, now: Timestamp) -> Option<Result<PathReport, MetadataError>> {
+    pub async fn first_call(
+        &self,
+        path: MetadataPath,
+        now: Timestamp,
+    ) -> Option<Result<PathReport, MetadataError>> {
         match self {
             MetadataClient::Azure(events) if path == MetadataPath::AzureEvents => {
                 Some(events.first_call(now).await)

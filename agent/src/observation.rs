@@ -61,10 +61,7 @@ pub struct Sightings {
 impl Sightings {
     pub fn new(paths: &[MetadataPath]) -> Sightings {
         Sightings {
-            paths: paths
-                .iter()
-                .map(|p| (*p, PathState::default()))
-                .collect(),
+            paths: paths.iter().map(|p| (*p, PathState::default())).collect(),
         }
     }
 
@@ -90,7 +87,9 @@ impl Sightings {
                         .seen
                         .insert(event.event_id.clone(), (at, state.ok_polls));
                 }
-                state.seen.retain(|_, (seen, _)| at.duration_since(*seen) < FORGET_AFTER);
+                state
+                    .seen
+                    .retain(|_, (seen, _)| at.duration_since(*seen) < FORGET_AFTER);
                 let changed = state.report.as_ref() != Some(&report);
                 state.report = Some(report);
                 changed
@@ -198,7 +197,10 @@ mod tests {
         for second in 0..5 {
             s.record(MAINTENANCE, Err("server_error"), at(second));
         }
-        assert!(s.record(SPOT, Ok(spot("a")), at(5)), "a new notice is a change");
+        assert!(
+            s.record(SPOT, Ok(spot("a")), at(5)),
+            "a new notice is a change"
+        );
         assert_eq!(s.announced()[0].event_id, "a");
         assert_eq!(
             s.failing(),

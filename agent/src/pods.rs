@@ -27,7 +27,11 @@ pub async fn clear_interruption_records(client: &Client, node: &str) -> kube::Re
     for pod in marked.iter().filter(|p| survived(p)) {
         let pods = Api::<Pod>::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
         match pods
-            .patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(clear_patch(pod)))
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(clear_patch(pod)),
+            )
             .await
         {
             Ok(_) => cleared += 1,

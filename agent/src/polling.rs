@@ -95,7 +95,11 @@ async fn poll_path(
             }
             Err(e) => log.failed(path, e),
         }
-        metrics.path_polled(provider, path, answer.as_ref().err().map(MetadataError::label));
+        metrics.path_polled(
+            provider,
+            path,
+            answer.as_ref().err().map(MetadataError::label),
+        );
         let polled = Polled {
             path,
             answer: answer.map_err(|e| e.label()),

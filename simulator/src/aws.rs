@@ -19,6 +19,8 @@ use crate::faults::{Fault, delay_or_fail};
 const TOKEN_TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
 const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
 const MAX_TOKEN_TTL: u64 = 21600;
+const TOKEN_PATH: &str = "/latest/api/token";
+const SPOT_PATH: &str = "/latest/meta-data/spot/instance-action";
 
 /// Whether GETs must carry a session token (`HttpTokens: required`) or may omit it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -145,7 +147,7 @@ impl AwsMetadata {
         let text = "text/plain";
         match path {
             "/latest/meta-data/instance-id" => Some((text, self.instance_id.clone())),
-            "/latest/meta-data/spot/instance-action" => spot.map(|s| {
+            SPOT_PATH => spot.map(|s| {
                 let body =
                     serde_json::json!({"action": s.action, "time": seconds(s.time).to_string()});
                 (text, self.json(body))
@@ -196,7 +198,7 @@ pub fn error_page(status: StatusCode) -> Response {
 
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
-        .route("/latest/api/token", put(token))
+        .route(TOKEN_PATH, put(token))
         .route("/latest/{*path}", axum::routing::any(metadata))
 }
 
@@ -207,11 +209,15 @@ async fn token(State(state): State<Shared>, headers: HeaderMap) -> Response {
         .aws
         .stats
         .token_requests += 1;
-    if let Some(failure) = delay_or_fail(&state, error_page).await {
+    if let Some(failure) = delay_or_fail(&state, TOKEN_PATH, error_page).await {
         return failure;
     }
     let mut sim = state.lock().expect("simulator lock");
-    if sim.faults.take_if(|f| *f == Fault::Garbage).is_some() {
+    if sim
+        .faults
+        .take_if(TOKEN_PATH, |f| *f == Fault::Garbage)
+        .is_some()
+    {
         return (StatusCode::OK, [("content-type", "text/plain")], "").into_response();
     }
     let ttl = headers
@@ -249,14 +255,18 @@ async fn metadata(
         .aws
         .stats
         .metadata_requests += 1;
-    if let Some(failure) = delay_or_fail(&state, error_page).await {
+    let path = uri.path();
+    if let Some(failure) = delay_or_fail(&state, path, error_page).await {
         return failure;
     }
     let mut sim = state.lock().expect("simulator lock");
     if let Err(refused) = sim.aws.authorize(&headers) {
         return error_page(refused);
     }
-    if sim.faults.take_if(|f| *f == Fault::Garbage).is_some() {
+    if sim.faults.take_if(path, |f| *f == Fault::Absent).is_some() {
+        return error_page(StatusCode::NOT_FOUND);
+    }
+    if sim.faults.take_if(path, |f| *f == Fault::Garbage).is_some() {
         return (
             StatusCode::OK,
             [("content-type", "text/plain")],
@@ -264,8 +274,11 @@ async fn metadata(
         )
             .into_response();
     }
-    match sim.aws.serve(uri.path(), Timestamp::now()) {
+    match sim.aws.serve(path, Timestamp::now()) {
         Some((content_type, body)) => {
+            if path == SPOT_PATH {
+                sim.notice_served();
+            }
             (StatusCode::OK, [("content-type", content_type)], body).into_response()
         }
         None => error_page(StatusCode::NOT_FOUND),

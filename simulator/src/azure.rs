@@ -14,6 +14,9 @@ use crate::Shared;
 use crate::faults::{Fault, delay_or_fail};
 
 /// What the simulated VM's Azure IMDS serves.
+const EVENTS_PATH: &str = "/metadata/scheduledevents";
+const NAME_PATH: &str = "/metadata/instance/compute/name";
+
 #[derive(Debug, Default)]
 pub struct AzureMetadata {
     /// `compute.name`: for a scale set instance `<vmss>_<instance id>`.
@@ -50,8 +53,8 @@ pub fn error_page(status: StatusCode) -> Response {
 
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
-        .route("/metadata/scheduledevents", get(events).post(acknowledge))
-        .route("/metadata/instance/compute/name", get(compute_name))
+        .route(EVENTS_PATH, get(events).post(acknowledge))
+        .route(NAME_PATH, get(compute_name))
 }
 
 #[derive(Deserialize)]
@@ -86,14 +89,32 @@ async fn events(
     Query(query): Query<ApiVersion>,
 ) -> Response {
     state.lock().expect("simulator lock").azure.requests += 1;
-    if let Some(failure) = delay_or_fail(&state, error_page).await {
+    if let Some(failure) = delay_or_fail(&state, EVENTS_PATH, error_page).await {
         return failure;
     }
     if let Some(refused) = refusal(&headers, &query) {
         return refused;
     }
     let mut sim = state.lock().expect("simulator lock");
-    if sim.faults.take_if(|f| *f == Fault::Garbage).is_some() {
+    if sim
+        .faults
+        .take_if(EVENTS_PATH, |f| *f == Fault::Absent)
+        .is_some()
+    {
+        let body =
+            json!({"DocumentIncarnation": sim.azure.incarnation + 1, "Events": []}).to_string();
+        return (
+            StatusCode::OK,
+            [("content-type", "application/json; charset=utf-8")],
+            body,
+        )
+            .into_response();
+    }
+    if sim
+        .faults
+        .take_if(EVENTS_PATH, |f| *f == Fault::Garbage)
+        .is_some()
+    {
         return (
             StatusCode::OK,
             [("content-type", "application/json; charset=utf-8")],
@@ -101,7 +122,11 @@ async fn events(
         )
             .into_response();
     }
-    let body = sim.azure.document().to_string();
+    let document = sim.azure.document();
+    if document["Events"].as_array().is_some_and(|e| !e.is_empty()) {
+        sim.notice_served();
+    }
+    let body = document.to_string();
     (
         StatusCode::OK,
         [("content-type", "application/json; charset=utf-8")],
@@ -143,10 +168,26 @@ async fn compute_name(
     headers: HeaderMap,
     Query(query): Query<ApiVersion>,
 ) -> Response {
+    if let Some(failure) = delay_or_fail(&state, NAME_PATH, error_page).await {
+        return failure;
+    }
     if let Some(refused) = refusal(&headers, &query) {
         return refused;
     }
-    let name = state.lock().expect("simulator lock").azure.vm_name.clone();
+    let mut sim = state.lock().expect("simulator lock");
+    if sim
+        .faults
+        .take_if(NAME_PATH, |f| *f == Fault::Garbage)
+        .is_some()
+    {
+        return (
+            StatusCode::OK,
+            [("content-type", "text/plain; charset=utf-8")],
+            "<html>",
+        )
+            .into_response();
+    }
+    let name = sim.azure.vm_name.clone();
     if name.is_empty() {
         return error_page(StatusCode::NOT_FOUND);
     }

@@ -1,4 +1,9 @@
 //! Injected faults: what a metadata service does on a bad day.
+//!
+//! A fault applies to the next matching requests (`count` of them, in order) or to every
+//! matching request until cleared (persistent). A fault may be scoped to one path (any
+//! request whose path contains the given text, e.g. `spot/instance-action`), so one path
+//! can fail forever while the others answer.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -19,32 +24,90 @@ pub enum Fault {
     Garbage,
     /// Answer correctly, but only after this long (a client timeout, typically).
     DelayMs(u64),
+    /// Answer as though nothing were announced (AWS: the 404 page; Azure: a document
+    /// without events), as a glitch or a metadata service restart does. Not applied on
+    /// GCP, whose values are always there.
+    Absent,
 }
 
-/// Faults queued for the next requests, in order.
+/// A fault and the requests it applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    fault: Fault,
+    /// Applies to requests whose path contains this; `None`: to every request.
+    path: Option<String>,
+}
+
+impl Rule {
+    fn matches(&self, request_path: &str) -> bool {
+        self.path
+            .as_deref()
+            .is_none_or(|p| request_path.contains(p))
+    }
+}
+
+/// Faults queued for the next requests, in order, and faults that stay.
 #[derive(Debug, Default)]
 pub struct Faults {
-    queue: VecDeque<Fault>,
+    queue: VecDeque<Rule>,
+    persistent: Vec<Rule>,
 }
 
 impl Faults {
     /// Applies `fault` to the next `count` requests (after those already queued).
     pub fn inject(&mut self, fault: Fault, count: usize) {
-        self.queue.extend(std::iter::repeat_n(fault, count));
+        self.inject_on(None, fault, count);
     }
 
-    /// Takes the next fault if `applies` says it applies to the request at hand, so a
-    /// fault is never used up by a request it does not change.
-    pub fn take_if(&mut self, applies: impl Fn(&Fault) -> bool) -> Option<Fault> {
-        if self.queue.front().is_some_and(applies) {
-            self.queue.pop_front()
+    /// Applies `fault` to the next `count` requests whose path contains `path`.
+    pub fn inject_on(&mut self, path: Option<&str>, fault: Fault, count: usize) {
+        let rule = Rule {
+            fault,
+            path: path.map(str::to_owned),
+        };
+        self.queue.extend(std::iter::repeat_n(rule, count));
+    }
+
+    /// Applies `fault` to every request whose path contains `path` (every request when
+    /// `None`) until [`Faults::clear`].
+    pub fn persist(&mut self, path: Option<&str>, fault: Fault) {
+        self.persistent.push(Rule {
+            fault,
+            path: path.map(str::to_owned),
+        });
+    }
+
+    /// The fault for the request at `request_path`, if the next one in line for it is
+    /// one that `applies` says changes it; a fault is never used up by a request it does
+    /// not change.
+    pub fn take_if(
+        &mut self,
+        request_path: &str,
+        applies: impl Fn(&Fault) -> bool,
+    ) -> Option<Fault> {
+        if let Some(rule) = self
+            .persistent
+            .iter()
+            .find(|r| r.matches(request_path) && applies(&r.fault))
+        {
+            return Some(rule.fault.clone());
+        }
+        let next = self.queue.iter().position(|r| r.matches(request_path))?;
+        if applies(&self.queue[next].fault) {
+            self.queue.remove(next).map(|r| r.fault)
         } else {
             None
         }
     }
 
+    /// Queued faults not used up yet.
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
     pub fn clear(&mut self) {
         self.queue.clear();
+        self.persistent.clear();
     }
 }
 
@@ -58,16 +121,17 @@ impl Fault {
 }
 
 /// Serves an injected delay, then an injected error status (rendered as the provider's
-/// error page by `page`), if one is next in line.
+/// error page by `page`), if one is next in line for `request_path`.
 pub(crate) async fn delay_or_fail(
     state: &Shared,
+    request_path: &str,
     page: fn(StatusCode) -> Response,
 ) -> Option<Response> {
     let delay = state
         .lock()
         .expect("simulator lock")
         .faults
-        .take_if(|f| f.delay().is_some());
+        .take_if(request_path, |f| f.delay().is_some());
     if let Some(delay) = delay.as_ref().and_then(Fault::delay) {
         tokio::time::sleep(delay).await;
     }
@@ -76,11 +140,69 @@ pub(crate) async fn delay_or_fail(
         .lock()
         .expect("simulator lock")
         .faults
-        .take_if(|f| matches!(f, Fault::Status(_)));
+        .take_if(request_path, |f| matches!(f, Fault::Status(_)));
     failure.map(|f| match f {
         Fault::Status(code) => {
             page(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         }
         _ => unreachable!("only status faults are taken here"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPOT: &str = "/latest/meta-data/spot/instance-action";
+    const MAINTENANCE: &str = "/latest/meta-data/events/maintenance/scheduled";
+
+    #[test]
+    fn scoped_faults_hit_only_their_path_and_persistent_ones_never_run_out() {
+        let mut faults = Faults::default();
+        faults.persist(Some("maintenance/scheduled"), Fault::Status(500));
+        faults.inject_on(Some("spot/instance-action"), Fault::Absent, 2);
+        let is = |f: &Fault, want: &Fault| f == want;
+        for _ in 0..5 {
+            assert_eq!(
+                faults.take_if(MAINTENANCE, |f| is(f, &Fault::Status(500))),
+                Some(Fault::Status(500))
+            );
+        }
+        assert_eq!(faults.take_if(SPOT, |f| is(f, &Fault::Status(500))), None);
+        assert_eq!(
+            faults.take_if(SPOT, |f| is(f, &Fault::Absent)),
+            Some(Fault::Absent)
+        );
+        assert_eq!(
+            faults.take_if(SPOT, |f| is(f, &Fault::Absent)),
+            Some(Fault::Absent)
+        );
+        assert_eq!(
+            faults.take_if(SPOT, |f| is(f, &Fault::Absent)),
+            None,
+            "two answers only"
+        );
+        faults.clear();
+        assert_eq!(faults.take_if(MAINTENANCE, |_| true), None);
+    }
+
+    #[test]
+    fn unscoped_faults_apply_to_the_next_requests_in_order() {
+        let mut faults = Faults::default();
+        faults.inject(Fault::Status(503), 1);
+        faults.inject(Fault::Garbage, 1);
+        assert_eq!(
+            faults.take_if(SPOT, |f| *f == Fault::Garbage),
+            None,
+            "the 503 is first"
+        );
+        assert_eq!(
+            faults.take_if(MAINTENANCE, |f| matches!(f, Fault::Status(_))),
+            Some(Fault::Status(503))
+        );
+        assert_eq!(
+            faults.take_if(SPOT, |f| *f == Fault::Garbage),
+            Some(Fault::Garbage)
+        );
+    }
 }

@@ -115,7 +115,8 @@ async fn value(
     Query(wait): Query<Wait>,
 ) -> Response {
     state.lock().expect("simulator lock").gcp.requests += 1;
-    if let Some(failure) = delay_or_fail(&state, error_page).await {
+    let path = format!("/computeMetadata/v1/instance/{key}");
+    if let Some(failure) = delay_or_fail(&state, &path, error_page).await {
         return failure;
     }
     if headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
@@ -126,7 +127,11 @@ async fn value(
     loop {
         let (current, notify) = {
             let mut sim = state.lock().expect("simulator lock");
-            if sim.faults.take_if(|f| *f == Fault::Garbage).is_some() {
+            if sim
+                .faults
+                .take_if(&path, |f| *f == Fault::Garbage)
+                .is_some()
+            {
                 return (
                     StatusCode::OK,
                     [
@@ -145,6 +150,9 @@ async fn value(
         let unchanged =
             wait.wait_for_change == Some(true) && wait.last_etag.as_deref() == Some(etag.as_str());
         if !unchanged || tokio::time::Instant::now() >= deadline {
+            if matches!(value.as_str(), "TRUE" | "TERMINATE_ON_HOST_MAINTENANCE") {
+                state.lock().expect("simulator lock").notice_served();
+            }
             return (
                 StatusCode::OK,
                 [

@@ -1,5 +1,5 @@
 //! A cloud instance metadata simulator (AWS IMDS, Azure Scheduled Events, GCP metadata), faithful to the providers' documented formats
-//! (REFERENCE.md §1), error pages included, so the agent is tested against what it
+//! (`docs/metadata-protocols.md`), error pages included, so the agent is tested against what it
 //! will really read. Tests drive it in-process through [`Simulator`]; users and the
 //! demo run `reclaim-metadata-sim` and drive it through its `/_sim/` control API.
 
@@ -25,6 +25,17 @@ pub struct SimState {
     pub azure: azure::AzureMetadata,
     pub gcp: gcp::GcpMetadata,
     pub faults: faults::Faults,
+    /// When an answer first carried a notice (AWS spot instance-action, an Azure event,
+    /// GCP `TRUE`/`TERMINATE_ON_HOST_MAINTENANCE`) since it was last reset: the moment the
+    /// agent could first have seen it, what notice-to-taint is measured from.
+    pub notice_first_served: Option<jiff::Timestamp>,
+}
+
+impl SimState {
+    fn notice_served(&mut self) {
+        self.notice_first_served
+            .get_or_insert_with(jiff::Timestamp::now);
+    }
 }
 
 /// The clouds a simulator can answer as.

@@ -94,6 +94,11 @@ impl RunningAgent {
         Ok(())
     }
 
+    /// [`metric_sum`] over this agent's `/metrics`.
+    pub fn metric_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_sum(&self.metrics.encode(), name, labels)
+    }
+
     /// The value of one sample in the agent's `/metrics` text, e.g.
     /// `reclaim_evictions_total{outcome="evicted"}`; 0 when absent.
     pub fn metric(&self, sample: &str) -> f64 {
@@ -106,6 +111,25 @@ impl RunningAgent {
             })
             .unwrap_or(0.0)
     }
+}
+
+/// The sum of the samples of `name` in a `/metrics` text that carry every one of
+/// `labels`, e.g. every path's `reclaim_metadata_errors_total` with `error="timeout"`.
+pub fn metric_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    exposition
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (label_text, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once('}')?,
+                None => ("", rest),
+            };
+            labels
+                .iter()
+                .all(|(k, v)| label_text.split(',').any(|l| l == format!("{k}=\"{v}\"")))
+                .then(|| value.trim().parse::<f64>().ok())?
+        })
+        .sum()
 }
 
 /// The real `reclaim-agent` binary guarding `node`, as a child process (demo and

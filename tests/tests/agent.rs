@@ -23,6 +23,9 @@ use reclaim_testbed::agent::start_agent;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
 use serde_json::json;
 
+#[path = "agent/faults.rs"]
+mod faults;
+
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn kubelet(test: &str) -> Result<TestKubelet> {
@@ -547,9 +550,10 @@ async fn the_agent_survives_expired_tokens_server_errors_garbage_and_timeouts() 
     }
     eventually(WAIT, "every kind of error to be counted", || async {
         Ok(["server_error", "garbage", "timeout"].iter().all(|e| {
-            agent.metric(&format!(
-                "reclaim_metadata_errors_total{{provider=\"aws\",error=\"{e}\"}}"
-            )) >= 1.0
+            agent.metric_sum(
+                "reclaim_metadata_errors_total",
+                &[("provider", "aws"), ("error", e)],
+            ) >= 1.0
         }))
     })
     .await?;
@@ -586,7 +590,10 @@ async fn poll_every_path(imds: &AwsImds) -> Result<(), MetadataError> {
         imds.poll(MetadataPath::AwsMaintenance, now),
         imds.poll(MetadataPath::AwsLifecycle, now),
     );
-    spot.and(rebalance).and(maintenance).and(lifecycle).map(|_| ())
+    spot.and(rebalance)
+        .and(maintenance)
+        .and(lifecycle)
+        .map(|_| ())
 }
 
 #[tokio::test]
@@ -880,7 +887,9 @@ async fn azure_reboot_is_maintenance_undone_when_it_vanishes_started_preemption_
     for (node, instance) in [(&reboot, 1), (&preempt, 2), (&terminate, 3)] {
         k.register_node(azure_node(node, instance)).await?;
         let vm = format!("aks-spot-12345678-vmss_{instance}");
-        let agent = start_agent(node, &sim.url(), &["--azure-vm-name", &vm]).await?;
+        // A vanished event is a withdrawal only after --withdrawal-after (60 s by default).
+        let flags = ["--azure-vm-name", &vm, "--withdrawal-after", "3s"];
+        let agent = start_agent(node, &sim.url(), &flags).await?;
         agent.ready().await?;
         agents.push(agent);
     }
@@ -1000,10 +1009,10 @@ async fn gcp_a_preemption_drains_executors_first_within_the_30_second_budget() -
     agent.ready().await?;
     sim.state().faults.inject(Fault::Status(503), 2);
     eventually(WAIT, "the 503s to be counted", || async {
-        Ok(
-            agent.metric("reclaim_metadata_errors_total{provider=\"gcp\",error=\"server_error\"}")
-                >= 1.0,
-        )
+        Ok(agent.metric_sum(
+            "reclaim_metadata_errors_total",
+            &[("provider", "gcp"), ("error", "server_error")],
+        ) >= 1.0)
     })
     .await?;
 

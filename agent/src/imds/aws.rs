@@ -74,20 +74,39 @@ impl AwsImds {
     }
 
     /// One poll of one path: what it announces, or why it could not tell.
-    pub async fn poll(&self, path: MetadataPath, now: Timestamp) -> Result<PathReport, MetadataError> {
+    pub async fn poll(
+        &self,
+        path: MetadataPath,
+        now: Timestamp,
+    ) -> Result<PathReport, MetadataError> {
         Ok(match path {
             MetadataPath::AwsSpot => spot_report(
-                self.get(INSTANCE_ACTION).await?.map(|b| parse_instance_action(&b)).transpose()?,
+                self.get(INSTANCE_ACTION)
+                    .await?
+                    .map(|b| parse_instance_action(&b))
+                    .transpose()?,
             ),
             MetadataPath::AwsRebalance => rebalance_report(
-                self.get(REBALANCE).await?.map(|b| parse_rebalance(&b)).transpose()?,
+                self.get(REBALANCE)
+                    .await?
+                    .map(|b| parse_rebalance(&b))
+                    .transpose()?,
             ),
             MetadataPath::AwsMaintenance => maintenance_report(
-                &self.get(MAINTENANCE).await?.map(|b| parse_maintenance(&b)).transpose()?.unwrap_or_default(),
+                &self
+                    .get(MAINTENANCE)
+                    .await?
+                    .map(|b| parse_maintenance(&b))
+                    .transpose()?
+                    .unwrap_or_default(),
                 now,
             ),
             MetadataPath::AwsLifecycle => lifecycle_report(
-                self.get(LIFECYCLE).await?.map(|b| parse_lifecycle_state(&b)).transpose()?.as_deref(),
+                self.get(LIFECYCLE)
+                    .await?
+                    .map(|b| parse_lifecycle_state(&b))
+                    .transpose()?
+                    .as_deref(),
                 now,
             ),
             other => unreachable!("{other:?} is not an AWS path"),
@@ -239,11 +258,17 @@ pub fn parse_lifecycle_state(body: &str) -> Result<String, MetadataError> {
     let state = body.trim();
     let valid = !state.is_empty()
         && state.len() <= 64
-        && state.split(':').all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphabetic()));
+        && state
+            .split(':')
+            .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphabetic()));
     if valid {
         Ok(state.to_owned())
     } else {
-        Err(garbage(LIFECYCLE, "a lifecycle state like InService", format!("{:?}", snippet(body))))
+        Err(garbage(
+            LIFECYCLE,
+            "a lifecycle state like InService",
+            format!("{:?}", snippet(body)),
+        ))
     }
 }
 
@@ -371,9 +396,16 @@ mod tests {
         let now: Timestamp = "2019-01-20T00:00:00Z".parse().unwrap();
         let report = maintenance_report(&events, now);
         assert_eq!(report.announced.len(), 1);
-        assert_eq!(report.announced[0].event_id, "instance-event-0d59937288b749b32");
+        assert_eq!(
+            report.announced[0].event_id,
+            "instance-event-0d59937288b749b32"
+        );
         assert_eq!(report.announced[0].kind, NoticeKind::ScheduledMaintenance);
-        assert_eq!(report.ended, ["instance-event-1"], "a canceled event is an explicit end");
+        assert_eq!(
+            report.ended,
+            ["instance-event-1"],
+            "a canceled event is an explicit end"
+        );
         assert!(parse_maintenance("[]").unwrap().is_empty());
     }
 
@@ -381,7 +413,8 @@ mod tests {
     fn spot_notice_is_two_minutes_before_its_action_and_rebalance_has_no_deadline() {
         let now: Timestamp = "2020-04-24T17:10:00Z".parse().unwrap();
         let spot = spot_report(Some(
-            parse_instance_action(r#"{"action":"terminate","time":"2020-04-24T17:11:44Z"}"#).unwrap(),
+            parse_instance_action(r#"{"action":"terminate","time":"2020-04-24T17:11:44Z"}"#)
+                .unwrap(),
         ));
         assert_eq!(
             spot.announced[0].notice_time,
@@ -392,8 +425,9 @@ mod tests {
             Some("2020-04-24T17:11:44Z".parse().unwrap())
         );
         assert!(spot_report(None).announced.is_empty());
-        let rebalance =
-            rebalance_report(Some(parse_rebalance(r#"{"noticeTime": "2020-04-24T17:05:00Z"}"#).unwrap()));
+        let rebalance = rebalance_report(Some(
+            parse_rebalance(r#"{"noticeTime": "2020-04-24T17:05:00Z"}"#).unwrap(),
+        ));
         assert_eq!(rebalance.announced[0].kind, NoticeKind::Rebalance);
         assert_eq!(rebalance.announced[0].deadline, None);
         let terminated = lifecycle_report(Some("Terminated"), now);
@@ -407,9 +441,16 @@ mod tests {
     #[test]
     fn lifecycle_states_are_words_and_anything_else_is_garbage() {
         assert_eq!(parse_lifecycle_state("InService\n").unwrap(), "InService");
-        assert_eq!(parse_lifecycle_state("Warmed:Pending").unwrap(), "Warmed:Pending");
+        assert_eq!(
+            parse_lifecycle_state("Warmed:Pending").unwrap(),
+            "Warmed:Pending"
+        );
         for bad in ["", "<html>", "In Service", ":", "Warmed:", "\u{fffd}"] {
-            assert_eq!(parse_lifecycle_state(bad).unwrap_err().label(), "garbage", "{bad:?}");
+            assert_eq!(
+                parse_lifecycle_state(bad).unwrap_err().label(),
+                "garbage",
+                "{bad:?}"
+            );
         }
     }
 }

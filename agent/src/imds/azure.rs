@@ -77,7 +77,10 @@ pub fn vm_name_from_provider_id(provider_id: &str) -> Option<String> {
         .iter()
         .rposition(|p| p.eq_ignore_ascii_case("virtualMachines"))?;
     let name = at(vm + 1)?;
-    match vm.checked_sub(2).filter(|i| parts[*i].eq_ignore_ascii_case("virtualMachineScaleSets")) {
+    match vm
+        .checked_sub(2)
+        .filter(|i| parts[*i].eq_ignore_ascii_case("virtualMachineScaleSets"))
+    {
         Some(i) => Some(format!("{}_{name}", at(i + 1)?)),
         None => Some(name.to_owned()),
     }
@@ -88,7 +91,9 @@ pub fn parse_compute_name(body: &str) -> Result<String, MetadataError> {
     let name = body.trim();
     let valid = !name.is_empty()
         && name.len() <= 128
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if valid {
         Ok(name.to_owned())
     } else {
@@ -177,11 +182,17 @@ impl AzureEvents {
     }
 
     /// One poll of the events or of `compute/name`.
-    pub async fn poll(&self, path: MetadataPath, now: Timestamp) -> Result<PathReport, MetadataError> {
+    pub async fn poll(
+        &self,
+        path: MetadataPath,
+        now: Timestamp,
+    ) -> Result<PathReport, MetadataError> {
         match path {
             MetadataPath::AzureEvents => self.events(self.timeout, now).await,
             MetadataPath::AzureComputeName => {
-                let name = parse_compute_name(&get(&self.http, &self.base, NAME_PATH, self.timeout).await?)?;
+                let name = parse_compute_name(
+                    &get(&self.http, &self.base, NAME_PATH, self.timeout).await?,
+                )?;
                 tracing::info!(vm = %name, "acting on Azure scheduled events for this VM only");
                 *self.vm_name.write().expect("vm name lock") = Some(name);
                 Ok(PathReport::default())
@@ -359,7 +370,10 @@ mod tests {
             include_freeze: true,
             ..rules()
         };
-        assert_eq!(announced_from(&doc, VM, &with_freeze, now).announced.len(), 5);
+        assert_eq!(
+            announced_from(&doc, VM, &with_freeze, now).announced.len(),
+            5
+        );
     }
 
     #[test]
@@ -399,16 +413,34 @@ mod tests {
             vm_name_from_provider_id("azure:///subscriptions/0000/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/spark-vm-1").as_deref(),
             Some("spark-vm-1")
         );
-        for not_azure in ["aws:///us-east-1a/i-0abc", "azure:///subscriptions/0000", "azure:///x/virtualMachines/", ""] {
+        for not_azure in [
+            "aws:///us-east-1a/i-0abc",
+            "azure:///subscriptions/0000",
+            "azure:///x/virtualMachines/",
+            "",
+        ] {
             assert_eq!(vm_name_from_provider_id(not_azure), None, "{not_azure:?}");
         }
     }
 
     #[test]
     fn compute_names_are_names_and_anything_else_is_garbage() {
-        assert_eq!(parse_compute_name("aks-spot-vmss_3\n").unwrap(), "aks-spot-vmss_3");
-        for bad in ["", "  ", "<html><body>404</body></html>", "a b", "{\"name\": 1}"] {
-            assert_eq!(parse_compute_name(bad).unwrap_err().label(), "garbage", "{bad:?}");
+        assert_eq!(
+            parse_compute_name("aks-spot-vmss_3\n").unwrap(),
+            "aks-spot-vmss_3"
+        );
+        for bad in [
+            "",
+            "  ",
+            "<html><body>404</body></html>",
+            "a b",
+            "{\"name\": 1}",
+        ] {
+            assert_eq!(
+                parse_compute_name(bad).unwrap_err().label(),
+                "garbage",
+                "{bad:?}"
+            );
         }
     }
 }

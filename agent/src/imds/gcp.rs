@@ -55,7 +55,11 @@ impl GcpMetadata {
 
     /// One poll of one key: a plain read the first time, then a hanging GET that returns
     /// when the value changes (or after the server's timeout, with the same value).
-    pub async fn poll(&self, path: MetadataPath, now: Timestamp) -> Result<PathReport, MetadataError> {
+    pub async fn poll(
+        &self,
+        path: MetadataPath,
+        now: Timestamp,
+    ) -> Result<PathReport, MetadataError> {
         let (key, slot) = match path {
             MetadataPath::GcpPreempted => (PREEMPTED, &self.preempted),
             MetadataPath::GcpMaintenance => (MAINTENANCE, &self.maintenance),
@@ -114,8 +118,10 @@ impl GcpMetadata {
         if !flavor {
             return Err(garbage("no Metadata-Flavor: Google header".into()));
         }
-        let etag = parse_etag(&etag).ok_or_else(|| garbage(format!("ETag {:?}", String::from_utf8_lossy(&etag))))?;
-        let value = parse_value(key, &body).ok_or_else(|| garbage(format!("{:?}", snippet(&body))))?;
+        let etag = parse_etag(&etag)
+            .ok_or_else(|| garbage(format!("ETag {:?}", String::from_utf8_lossy(&etag))))?;
+        let value =
+            parse_value(key, &body).ok_or_else(|| garbage(format!("{:?}", snippet(&body))))?;
         Ok((value, etag))
     }
 }
@@ -136,7 +142,8 @@ pub fn parse_value(key: &str, body: &str) -> Option<String> {
 /// An ETag as the metadata server sends it: a short token of letters and digits. It goes
 /// back into a URL (`last_etag=`), so anything else is refused rather than sent.
 pub fn parse_etag(header: &[u8]) -> Option<String> {
-    let valid = !header.is_empty() && header.len() <= 64 && header.iter().all(u8::is_ascii_alphanumeric);
+    let valid =
+        !header.is_empty() && header.len() <= 64 && header.iter().all(u8::is_ascii_alphanumeric);
     valid.then(|| String::from_utf8_lossy(header).into_owned())
 }
 
@@ -211,11 +218,18 @@ mod tests {
         );
         let terminating =
             maintenance_report(Some(("TERMINATE_ON_HOST_MAINTENANCE", since)), notice, now);
-        assert_eq!(terminating.announced[0].kind, NoticeKind::ScheduledMaintenance);
-        let migrating = maintenance_report(Some(("MIGRATE_ON_HOST_MAINTENANCE", since)), notice, now);
+        assert_eq!(
+            terminating.announced[0].kind,
+            NoticeKind::ScheduledMaintenance
+        );
+        let migrating =
+            maintenance_report(Some(("MIGRATE_ON_HOST_MAINTENANCE", since)), notice, now);
         assert!(migrating.announced.is_empty());
         assert_eq!(migrating.ended, [TERMINATING_MAINTENANCE_EVENT]);
-        assert_eq!(preempted_report(Some(("FALSE", since)), notice, now).ended, [PREEMPTED_EVENT]);
+        assert_eq!(
+            preempted_report(Some(("FALSE", since)), notice, now).ended,
+            [PREEMPTED_EVENT]
+        );
         assert_eq!(preempted_report(None, notice, now), PathReport::default());
     }
 
@@ -227,8 +241,16 @@ mod tests {
             assert_eq!(parse_value(PREEMPTED, bad), None, "{bad:?}");
         }
         assert_eq!(parse_value(MAINTENANCE, "SOMETHING_NEW"), None);
-        assert_eq!(parse_etag(b"f3a1b2c3d4e5f607").as_deref(), Some("f3a1b2c3d4e5f607"));
-        for bad in [&b""[..], b"abc&timeout_sec=0", b"\"quoted\"", &[0xff, 0x41][..]] {
+        assert_eq!(
+            parse_etag(b"f3a1b2c3d4e5f607").as_deref(),
+            Some("f3a1b2c3d4e5f607")
+        );
+        for bad in [
+            &b""[..],
+            b"abc&timeout_sec=0",
+            b"\"quoted\"",
+            &[0xff, 0x41][..],
+        ] {
             assert_eq!(parse_etag(bad), None, "{bad:?}");
         }
     }
