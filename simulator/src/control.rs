@@ -23,7 +23,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/_sim/azure/events", put(azure_events))
         .route("/_sim/gcp/preempted", put(gcp_preempted))
         .route("/_sim/gcp/maintenance-event", put(gcp_maintenance))
-        .route("/_sim/faults", post(faults))
+        .route("/_sim/faults", post(faults).delete(clear_faults))
         .route("/_sim/reset", post(reset))
         .route("/_sim/stats", get(stats))
 }
@@ -107,8 +107,14 @@ async fn expire_tokens(State(state): State<Shared>) -> StatusCode {
 #[derive(Deserialize)]
 struct FaultRequest {
     fault: Fault,
+    /// How many requests it applies to (ignored when `persistent`).
     #[serde(default = "one")]
     count: usize,
+    /// Only requests whose path contains this (e.g. `spot/instance-action`).
+    path: Option<String>,
+    /// Every matching request until `DELETE /_sim/faults` or `/_sim/reset`.
+    #[serde(default)]
+    persistent: bool,
 }
 
 fn one() -> usize {
@@ -116,11 +122,18 @@ fn one() -> usize {
 }
 
 async fn faults(State(state): State<Shared>, Json(request): Json<FaultRequest>) -> StatusCode {
-    state
-        .lock()
-        .expect("simulator lock")
-        .faults
-        .inject(request.fault, request.count);
+    let faults = &mut state.lock().expect("simulator lock").faults;
+    let path = request.path.as_deref();
+    if request.persistent {
+        faults.persist(path, request.fault);
+    } else {
+        faults.inject_on(path, request.fault, request.count);
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn clear_faults(State(state): State<Shared>) -> StatusCode {
+    state.lock().expect("simulator lock").faults.clear();
     StatusCode::NO_CONTENT
 }
 
@@ -131,6 +144,7 @@ async fn reset(State(state): State<Shared>) -> StatusCode {
     sim.gcp.set_preempted(false);
     sim.gcp.set_maintenance_event("NONE");
     sim.faults.clear();
+    sim.notice_first_served = None;
     StatusCode::NO_CONTENT
 }
 
@@ -140,6 +154,8 @@ async fn stats(State(state): State<Shared>) -> Json<Value> {
         "aws": sim.aws.stats,
         "azure": {"requests": sim.azure.requests, "acknowledged": sim.azure.acknowledged},
         "gcp": {"requests": sim.gcp.requests},
+        "notice_first_served": sim.notice_first_served,
+        "faults_pending": sim.faults.pending(),
     }))
 }
 

@@ -5,7 +5,7 @@
 use jiff::{SignedDuration, Timestamp};
 use reclaim_agent::node::{apply_notice_patch, record_of, update_node};
 use reclaim_model::{Notice, NoticeKind, Provider};
-use reclaim_simulator::Simulator;
+use reclaim_simulator::{Fault, Simulator};
 use serde_json::json;
 
 use crate::{TestKubelet, TestNode};
@@ -52,12 +52,40 @@ pub fn announce_spot(sim: &Simulator, provider: Provider, node: &str, lead: Sign
     }
 }
 
-/// Withdraws every announcement, for the next round of a benchmark.
+/// Withdraws every announcement and fault, for the next round of a benchmark.
 pub fn clear(sim: &Simulator) {
     let mut state = sim.state();
     state.aws.clear_notices();
     state.azure.set_events(Vec::new());
     state.gcp.set_preempted(false);
+    state.faults.clear();
+    state.notice_first_served = None;
+}
+
+/// The path that announces a spot interruption on `provider`, as the simulator's fault
+/// filter matches it.
+pub fn spot_path(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Aws => "spot/instance-action",
+        Provider::Azure => "scheduledevents",
+        Provider::Gcp => "instance/preempted",
+    }
+}
+
+/// Errors in a storm made by [`error_storm`].
+pub const STORM_ERRORS: usize = 15;
+
+/// Fifteen errors of every kind in a row on `provider`'s spot path: 503s, garbage, one
+/// answer that takes `hang` (longer than the agent's timeout), 500s.
+pub fn error_storm(sim: &Simulator, provider: Provider, hang: std::time::Duration) {
+    let mut state = sim.state();
+    let path = Some(spot_path(provider));
+    state.faults.inject_on(path, Fault::Status(503), 6);
+    state.faults.inject_on(path, Fault::Garbage, 2);
+    state
+        .faults
+        .inject_on(path, Fault::DelayMs(hang.as_millis() as u64), 1);
+    state.faults.inject_on(path, Fault::Status(500), 6);
 }
 
 /// `aws`, `azure` or `gcp`.

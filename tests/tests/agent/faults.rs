@@ -5,28 +5,9 @@
 //! reads the outcome back from the API server.
 
 use super::*;
-use reclaim_testbed::clouds::{agent_flags, announce_spot, spot_node as cloud_node};
-
-/// The path that announces a spot interruption on `provider`, as the simulator's fault
-/// filter matches it.
-fn spot_path(provider: Provider) -> &'static str {
-    match provider {
-        Provider::Aws => "spot/instance-action",
-        Provider::Azure => "scheduledevents",
-        Provider::Gcp => "instance/preempted",
-    }
-}
-
-/// Fifteen errors of every kind in a row on `path`: 503s, 500s, garbage, one answer
-/// slower than the agent's timeout.
-fn error_storm(sim: &Simulator, path: &str) {
-    let mut state = sim.state();
-    let path = Some(path);
-    state.faults.inject_on(path, Fault::Status(503), 6);
-    state.faults.inject_on(path, Fault::Garbage, 2);
-    state.faults.inject_on(path, Fault::DelayMs(1500), 1);
-    state.faults.inject_on(path, Fault::Status(500), 6);
-}
+use reclaim_testbed::clouds::{
+    STORM_ERRORS, agent_flags, announce_spot, error_storm, spot_node as cloud_node,
+};
 
 /// When a watch of the Node first saw it tainted (polled every 100 ms).
 async fn tainted_at(k: &TestKubelet, node: &str) -> Result<Timestamp> {
@@ -67,9 +48,9 @@ async fn a_notice_right_after_an_error_storm_is_acted_on_within_a_poll(
     let agent = start_agent(&node, &sim.url(), &flags).await?;
     agent.ready().await?;
 
-    error_storm(&sim, spot_path(provider));
+    error_storm(&sim, provider, Duration::from_millis(1500));
     eventually(WAIT, "the storm to begin", || async {
-        Ok(sim.state().faults.pending() <= 13)
+        Ok(sim.state().faults.pending() <= STORM_ERRORS - 2)
     })
     .await?;
     announce_spot(&sim, provider, &node, lead);
