@@ -20,6 +20,7 @@ use reclaim_agent::imds::{MetadataError, MetadataPath};
 use reclaim_model::{Notice, NoticeKind, PodInterruption, Provider};
 use reclaim_simulator::{Cloud, Fault, Imdsv2, SimState, Simulator};
 use reclaim_testbed::agent::start_agent;
+use reclaim_testbed::clouds;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
 use serde_json::json;
 
@@ -32,12 +33,18 @@ async fn kubelet(test: &str) -> Result<TestKubelet> {
     TestKubelet::new(ControlPlane::shared().admin_client().await?, test).await
 }
 
-/// A test's kubelet, a fresh simulator, and one registered spot node.
+/// A test's kubelet, a fresh simulator, and one registered AWS spot node.
 async fn spot_node(test: &str) -> Result<(TestKubelet, Simulator, String)> {
+    spot_node_on(Provider::Aws, test).await
+}
+
+/// A test's kubelet, a fresh simulator, and one spot node as `provider`'s Kubernetes
+/// service registers it.
+async fn spot_node_on(provider: Provider, test: &str) -> Result<(TestKubelet, Simulator, String)> {
     let k = kubelet(test).await?;
     let sim = simulator().await?;
     let node = k.node_name("spot");
-    k.register_node(TestNode::spot(&node)).await?;
+    k.register_node(clouds::spot_node(provider, &node)).await?;
     Ok((k, sim, node))
 }
 
@@ -972,18 +979,9 @@ async fn azure_reboot_is_maintenance_undone_when_it_vanishes_started_preemption_
     Ok(())
 }
 
-fn gke_node(name: &str) -> TestNode {
-    TestNode::new(name)
-        .label("cloud.google.com/gke-spot", "true")
-        .provider_id(&format!("gce://data-platform/us-central1-a/{name}"))
-}
-
 #[tokio::test]
 async fn gcp_a_preemption_drains_executors_first_within_the_30_second_budget() -> Result<()> {
-    let k = kubelet("gcp-preempt").await?;
-    let sim = simulator().await?;
-    let node = k.node_name("gke-spot");
-    k.register_node(gke_node(&node)).await?;
+    let (k, sim, node) = spot_node_on(Provider::Gcp, "gcp-preempt").await?;
     let executors = ["exec-1", "exec-2", "exec-3"];
     for name in executors {
         k.run_pod(
@@ -1091,10 +1089,7 @@ async fn gcp_a_preemption_drains_executors_first_within_the_30_second_budget() -
 
 #[tokio::test]
 async fn gcp_terminating_maintenance_is_acted_on_and_undone_when_it_ends() -> Result<()> {
-    let k = kubelet("gcp-maintenance").await?;
-    let sim = simulator().await?;
-    let node = k.node_name("gke-spot");
-    k.register_node(gke_node(&node)).await?;
+    let (k, sim, node) = spot_node_on(Provider::Gcp, "gcp-maintenance").await?;
     let agent = start_agent(&node, &sim.url(), &[]).await?;
     agent.ready().await?;
     sim.state()

@@ -4,7 +4,9 @@
 
 use jiff::{SignedDuration, Timestamp};
 use libfuzzer_sys::fuzz_target;
-use reclaim_agent::imds::gcp::{maintenance_report, parse_etag, parse_value, preempted_report};
+use reclaim_agent::imds::gcp::{
+    PREEMPTION, TERMINATING_MAINTENANCE, parse_etag, parse_value, value_report,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&path, body)) = data.split_first() else {
@@ -17,11 +19,8 @@ fuzz_target!(|data: &[u8]| {
             let key = if path % 3 == 0 { "preempted" } else { "maintenance-event" };
             let body = String::from_utf8_lossy(body);
             if let Some(value) = parse_value(key, &body) {
-                let report = if key == "preempted" {
-                    preempted_report(Some((&value, now)), notice, now)
-                } else {
-                    maintenance_report(Some((&value, now)), notice, now)
-                };
+                let meaning = if key == "preempted" { &PREEMPTION } else { &TERMINATING_MAINTENANCE };
+                let report = value_report(meaning, Some((&value, now)), notice, now);
                 assert_eq!(report.announced.len() + report.ended.len(), 1);
             }
         }

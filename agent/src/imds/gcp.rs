@@ -70,10 +70,11 @@ impl GcpMetadata {
         let answer = self.get(key, last_etag.as_deref()).await?;
         update(&mut watched, answer);
         let value = watched.as_ref().map(|w| (w.value.as_str(), w.since));
-        Ok(match path {
-            MetadataPath::GcpPreempted => preempted_report(value, self.notice, now),
-            _ => maintenance_report(value, self.notice, now),
-        })
+        let meaning = match path {
+            MetadataPath::GcpPreempted => &PREEMPTION,
+            _ => &TERMINATING_MAINTENANCE,
+        };
+        Ok(value_report(meaning, value, self.notice, now))
     }
 
     async fn get(
@@ -155,47 +156,46 @@ fn update(slot: &mut Option<Watched>, (value, etag): (String, String)) {
     *slot = Some(Watched { value, etag, since });
 }
 
-const PREEMPTED_EVENT: &str = "gce-preempted";
-const TERMINATING_MAINTENANCE_EVENT: &str = "gce-terminate-on-host-maintenance";
-
-/// `preempted=TRUE` is a spot interruption with a deadline `notice` after it was first
-/// seen; `FALSE` explicitly ends one (a stopped spot VM that was started again).
-pub fn preempted_report(
-    value: Option<(&str, Timestamp)>,
-    notice: SignedDuration,
-    now: Timestamp,
-) -> PathReport {
-    let mut report = PathReport::default();
-    match value {
-        Some(("TRUE", since)) => report.announced.push(Announced {
-            kind: NoticeKind::SpotInterruption,
-            event_id: PREEMPTED_EVENT.into(),
-            notice_time: since.min(now),
-            deadline: Some(since + notice),
-        }),
-        Some(_) => report.ended.push(PREEMPTED_EVENT.into()),
-        None => {}
-    }
-    report
+/// What one key's values mean: `announces` is a notice of `kind` (deadline `notice`
+/// after it was first seen); any other documented value explicitly ends it.
+pub struct KeyMeaning {
+    announces: &'static str,
+    kind: NoticeKind,
+    event_id: &'static str,
 }
 
-/// `TERMINATE_ON_HOST_MAINTENANCE` is maintenance with a deadline `notice` after it was
-/// first seen. `MIGRATE_ON_HOST_MAINTENANCE` is a live migration, which the pods survive,
-/// and like `NONE` it explicitly ends a terminating maintenance.
-pub fn maintenance_report(
+/// `preempted=TRUE` is a spot interruption; `FALSE` ends one (a stopped spot VM that was
+/// started again).
+pub const PREEMPTION: KeyMeaning = KeyMeaning {
+    announces: "TRUE",
+    kind: NoticeKind::SpotInterruption,
+    event_id: "gce-preempted",
+};
+
+/// `TERMINATE_ON_HOST_MAINTENANCE` is maintenance. `MIGRATE_ON_HOST_MAINTENANCE` is a
+/// live migration, which the pods survive, and like `NONE` it ends a terminating one.
+pub const TERMINATING_MAINTENANCE: KeyMeaning = KeyMeaning {
+    announces: "TERMINATE_ON_HOST_MAINTENANCE",
+    kind: NoticeKind::ScheduledMaintenance,
+    event_id: "gce-terminate-on-host-maintenance",
+};
+
+/// What a key's current value (and since when it has held) says.
+pub fn value_report(
+    meaning: &KeyMeaning,
     value: Option<(&str, Timestamp)>,
     notice: SignedDuration,
     now: Timestamp,
 ) -> PathReport {
     let mut report = PathReport::default();
     match value {
-        Some(("TERMINATE_ON_HOST_MAINTENANCE", since)) => report.announced.push(Announced {
-            kind: NoticeKind::ScheduledMaintenance,
-            event_id: TERMINATING_MAINTENANCE_EVENT.into(),
+        Some((value, since)) if value == meaning.announces => report.announced.push(Announced {
+            kind: meaning.kind,
+            event_id: meaning.event_id.into(),
             notice_time: since.min(now),
             deadline: Some(since + notice),
         }),
-        Some(_) => report.ended.push(TERMINATING_MAINTENANCE_EVENT.into()),
+        Some(_) => report.ended.push(meaning.event_id.into()),
         None => {}
     }
     report
@@ -210,27 +210,38 @@ mod tests {
         let since: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
         let now: Timestamp = "2026-01-01T10:00:01Z".parse().unwrap();
         let notice = SignedDuration::from_secs(30);
-        let preempted = preempted_report(Some(("TRUE", since)), notice, now);
+        let preempted = value_report(&PREEMPTION, Some(("TRUE", since)), notice, now);
         assert_eq!(preempted.announced[0].kind, NoticeKind::SpotInterruption);
         assert_eq!(
             preempted.announced[0].deadline,
             Some("2026-01-01T10:00:30Z".parse().unwrap())
         );
-        let terminating =
-            maintenance_report(Some(("TERMINATE_ON_HOST_MAINTENANCE", since)), notice, now);
+        let terminating = value_report(
+            &TERMINATING_MAINTENANCE,
+            Some(("TERMINATE_ON_HOST_MAINTENANCE", since)),
+            notice,
+            now,
+        );
         assert_eq!(
             terminating.announced[0].kind,
             NoticeKind::ScheduledMaintenance
         );
-        let migrating =
-            maintenance_report(Some(("MIGRATE_ON_HOST_MAINTENANCE", since)), notice, now);
-        assert!(migrating.announced.is_empty());
-        assert_eq!(migrating.ended, [TERMINATING_MAINTENANCE_EVENT]);
-        assert_eq!(
-            preempted_report(Some(("FALSE", since)), notice, now).ended,
-            [PREEMPTED_EVENT]
+        let migrating = value_report(
+            &TERMINATING_MAINTENANCE,
+            Some(("MIGRATE_ON_HOST_MAINTENANCE", since)),
+            notice,
+            now,
         );
-        assert_eq!(preempted_report(None, notice, now), PathReport::default());
+        assert!(migrating.announced.is_empty());
+        assert_eq!(migrating.ended, [TERMINATING_MAINTENANCE.event_id]);
+        assert_eq!(
+            value_report(&PREEMPTION, Some(("FALSE", since)), notice, now).ended,
+            [PREEMPTION.event_id]
+        );
+        assert_eq!(
+            value_report(&PREEMPTION, None, notice, now),
+            PathReport::default()
+        );
     }
 
     #[test]

@@ -5,9 +5,7 @@
 //! reads the outcome back from the API server.
 
 use super::*;
-use reclaim_testbed::clouds::{
-    STORM_ERRORS, agent_flags, announce_spot, error_storm, spot_node as cloud_node,
-};
+use reclaim_testbed::clouds::{STORM_ERRORS, agent_flags, announce_spot, error_storm};
 
 /// When a watch of the Node first saw it tainted (polled every 100 ms).
 async fn tainted_at(k: &TestKubelet, node: &str) -> Result<Timestamp> {
@@ -33,11 +31,7 @@ const TAINTED_WITHIN: SignedDuration = SignedDuration::from_secs(4);
 async fn a_notice_right_after_an_error_storm_is_acted_on_within_a_poll(
     provider: Provider,
 ) -> Result<()> {
-    let test = format!("storm-{}", provider.as_str());
-    let k = kubelet(&test).await?;
-    let sim = simulator().await?;
-    let node = k.node_name("spot");
-    k.register_node(cloud_node(provider, &node)).await?;
+    let (k, sim, node) = spot_node_on(provider, &format!("storm-{}", provider.as_str())).await?;
     k.run_pod(&node, TestPod::new("task").grace_period(1))
         .await?;
     let kubelet_task = k.keep_finishing_deletions(&node);
@@ -172,10 +166,7 @@ async fn aws_paths_failing_forever_never_delay_a_spot_notice_and_are_named() -> 
 
 #[tokio::test]
 async fn azure_a_failing_compute_name_never_hides_a_preemption() -> Result<()> {
-    let k = kubelet("azure-no-name").await?;
-    let sim = simulator().await?;
-    let node = k.node_name("spot");
-    k.register_node(cloud_node(Provider::Azure, &node)).await?;
+    let (k, sim, node) = spot_node_on(Provider::Azure, "azure-no-name").await?;
     sim.state()
         .faults
         .persist(Some("compute/name"), Fault::Status(500));
