@@ -169,10 +169,15 @@ pub fn drains(kind: NoticeKind, policy: &Policy) -> bool {
 /// default budget when none was announced) minus the safety margin.
 pub fn drain_deadline(notice: &Notice, policy: &Policy) -> Timestamp {
     let margin = SignedDuration::try_from(policy.safety_margin).unwrap_or(SignedDuration::ZERO);
+    hard_deadline(notice, policy) - margin
+}
+
+/// When the instance goes away: the announced deadline, or the detection time plus the
+/// default budget. Deletions are retried until then.
+pub fn hard_deadline(notice: &Notice, policy: &Policy) -> Timestamp {
     let budget =
         SignedDuration::try_from(policy.default_drain_budget).unwrap_or(SignedDuration::ZERO);
-    let end = notice.deadline.unwrap_or(notice.detected_at + budget);
-    end - margin
+    notice.deadline.unwrap_or(notice.detected_at + budget)
 }
 
 #[cfg(test)]

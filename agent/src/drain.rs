@@ -1,27 +1,34 @@
-//! The deadline-aware drain: every pod off the node before the deadline, gracefully
-//! when possible, Spark executors first.
+//! The deadline-aware drain, as a level-triggered loop: until the node is empty of
+//! drainable pods or the cloud's deadline has passed, each round lists the node's pods,
+//! asks the pure plan ([`plan::next_requests`]) what to do given what it sees and what
+//! the drain did, and sends those requests at once.
 //!
-//! All first requests of a priority group go out at once, group after group, so a
-//! node of 110 pods is asked within a second. A pod whose PodDisruptionBudget refuses
-//! is asked again while its grace period still fits, then deleted with the grace period
-//! clamped to the time left: the deadline wins over the budget, because the cloud will
-//! not wait. Every pod is annotated with the reason before it is asked to go.
+//! Every request is bounded: by the client's connect and read timeouts, and by the time
+//! left. A request that fails or times out is simply planned again in a later round, so
+//! an API server that refuses or black-holes connections for a while delays the drain
+//! but does not end it; deletions are retried until they land or the cloud's deadline
+//! passes. Every request carries the UID of the pod the plan judged (see
+//! [`crate::eviction`]). Every pod is annotated with the reason before it is asked to go.
 
 pub mod plan;
+pub mod task;
 
 use std::time::Duration;
 
 use futures::future::join_all;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use reclaim_model::PodInterruption;
 use reclaim_model::keys::{INTERRUPTED_LABEL, POD_INTERRUPTION_ANNOTATION};
 
-use crate::eviction::{EvictionOutcome, EvictionVersion, evict};
+use crate::eviction::{Answer, EvictionError, EvictionVersion, PodRef, delete, evict};
 use crate::pods::pods_on_node;
-use plan::{AfterRefusal, OwnPod, Priority, after_refusal, eviction_grace, grace_seconds};
+use plan::{DrainPod, Group, History, OwnPod, Request, Tried, next_requests};
+
+/// No single request waits longer than this, even with time left.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How one pod left (or did not leave) the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,16 +37,20 @@ pub enum PodOutcome {
     Evicted,
     /// Deleted because its budget still refused when its grace period no longer fit.
     DeletedAtDeadline,
-    /// It was gone before the agent got to it.
+    /// Already terminating with a grace period that would end after the deadline:
+    /// deleted again with the grace period clamped to the time left.
+    Hastened,
+    /// Gone before the agent got to it, or left by itself (someone else deleted it).
     AlreadyGone,
-    /// Neither eviction nor deletion succeeded.
+    /// Still on the node, not terminating, when the drain ended.
     Failed,
 }
 
 impl PodOutcome {
-    pub const ALL: [PodOutcome; 4] = [
+    pub const ALL: [PodOutcome; 5] = [
         PodOutcome::Evicted,
         PodOutcome::DeletedAtDeadline,
+        PodOutcome::Hastened,
         PodOutcome::AlreadyGone,
         PodOutcome::Failed,
     ];
@@ -48,6 +59,7 @@ impl PodOutcome {
         match self {
             PodOutcome::Evicted => "evicted",
             PodOutcome::DeletedAtDeadline => "deleted_at_deadline",
+            PodOutcome::Hastened => "hastened",
             PodOutcome::AlreadyGone => "already_gone",
             PodOutcome::Failed => "failed",
         }
@@ -62,6 +74,8 @@ pub struct DrainJob {
     pub record: PodInterruption,
     /// Every pod must be gone by then (announced deadline minus the safety margin).
     pub deadline: Timestamp,
+    /// When the instance goes away: deletions are retried until then.
+    pub hard_deadline: Timestamp,
     pub own_pod: Option<OwnPod>,
     pub retry_interval: Duration,
     pub eviction_version: EvictionVersion,
@@ -70,11 +84,15 @@ pub struct DrainJob {
 /// What a drain did, for the summary log line and the metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DrainReport {
-    /// Pods in the order they were first asked to go, with their outcome.
-    pub outcomes: Vec<(String, Priority, PodOutcome)>,
-    /// Pods left alone (DaemonSet, mirror, the agent, finished, already terminating).
+    /// Each drained pod (by uid): its name, group and outcome, in the order first seen.
+    pub outcomes: Vec<(String, String, Group, PodOutcome)>,
+    /// Every answer of every request (`evict`, `delete`; `list` when it failed), by label
+    /// (`accepted`, `budget_refused`, `throttled`, `multiple_budgets`, `gone`, `error`,
+    /// `timeout`).
+    pub answers: Vec<(&'static str, &'static str)>,
+    /// Pods left alone (DaemonSet, mirror, the agent, finished), in the last round.
     pub exempt: usize,
-    /// Drained pods still on the node when the drain stopped waiting.
+    /// Drained pods still on the node when the drain ended.
     pub remaining: usize,
 }
 
@@ -82,87 +100,252 @@ impl DrainReport {
     pub fn count(&self, outcome: PodOutcome) -> usize {
         self.outcomes
             .iter()
-            .filter(|(_, _, o)| *o == outcome)
+            .filter(|(_, _, _, o)| *o == outcome)
             .count()
     }
-}
 
-enum FirstAnswer {
-    Done(PodOutcome),
-    Refused,
-}
-
-/// Drains the node; returns once every drained pod is gone or the deadline has passed.
-pub async fn drain(client: &Client, job: &DrainJob) -> kube::Result<DrainReport> {
-    let plan = plan::order(pods_on_node(client, &job.node).await?, job.own_pod.as_ref());
-    let ordered = plan.to_drain;
-    let mut report = DrainReport {
-        exempt: plan.exempt.len(),
-        ..Default::default()
-    };
-    let mut refused = Vec::new();
-    for priority in [
-        Priority::SparkExecutor,
-        Priority::Ordinary,
-        Priority::Critical,
-    ] {
-        let group: Vec<&Pod> = ordered
-            .iter()
-            .filter(|(p, _)| *p == priority)
-            .map(|(_, pod)| pod)
-            .collect();
-        let answers = join_all(group.iter().map(|pod| first_request(client, job, pod))).await;
-        for (pod, answer) in group.into_iter().zip(answers) {
-            match answer {
-                FirstAnswer::Done(outcome) => {
-                    report.outcomes.push((pod.name_any(), priority, outcome))
-                }
-                FirstAnswer::Refused => refused.push((priority, pod)),
+    fn outcome(&mut self, uid: &str, name: &str, group: Group, outcome: PodOutcome) {
+        match self.outcomes.iter_mut().find(|(u, ..)| u == uid) {
+            // A definitive outcome is not overwritten by a later "gone".
+            Some(entry) if outcome != PodOutcome::AlreadyGone || entry.3 == PodOutcome::Failed => {
+                entry.3 = outcome
             }
+            Some(_) => {}
+            None => self
+                .outcomes
+                .push((uid.to_owned(), name.to_owned(), group, outcome)),
         }
     }
-    let retried = join_all(
-        refused
-            .iter()
-            .map(|(_, pod)| until_gone_or_deleted(client, job, pod)),
-    )
-    .await;
-    for ((priority, pod), outcome) in refused.iter().zip(retried) {
-        report.outcomes.push((pod.name_any(), *priority, outcome));
-    }
-    report.remaining = wait_until_empty(client, job, &ordered).await;
-    Ok(report)
 }
 
-/// Annotates the pod with the reason, then asks for its eviction.
-async fn first_request(client: &Client, job: &DrainJob, pod: &Pod) -> FirstAnswer {
-    let (namespace, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
-    if let Err(outcome) = annotate(client, job, pod).await {
-        return FirstAnswer::Done(outcome);
-    }
-    let grace = eviction_grace(Timestamp::now(), job.deadline, grace_seconds(pod));
-    match evict(client, job.eviction_version, &namespace, &name, grace).await {
-        Ok(EvictionOutcome::Accepted) => FirstAnswer::Done(PodOutcome::Evicted),
-        Ok(EvictionOutcome::AlreadyGone) => FirstAnswer::Done(PodOutcome::AlreadyGone),
-        Ok(EvictionOutcome::BlockedByBudget) => FirstAnswer::Refused,
-        Err(e) => {
-            tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "eviction failed; retrying until the deadline");
-            FirstAnswer::Refused
+/// How the drain tells the rest of the agent that it makes progress (a round completed).
+pub trait Progress: Send + Sync {
+    fn progressed(&self);
+}
+
+/// Drains the node; returns once no drainable pod is left, or the deadline has passed
+/// with nothing left to do but wait, or the cloud's deadline has passed.
+pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> DrainReport {
+    let retry =
+        SignedDuration::try_from(job.retry_interval).unwrap_or(SignedDuration::from_secs(1));
+    let mut history = History::new();
+    let mut report = DrainReport::default();
+    let mut seen: Vec<Pod> = Vec::new();
+    loop {
+        let now = Timestamp::now();
+        if now >= job.hard_deadline {
+            break;
         }
+        let pods = match bounded(job, pods_on_node(client, &job.node)).await {
+            Ok(Ok(pods)) => pods,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, hint = %reclaim_service::client::hint(&e, "pods list"), "listing the node's pods failed; the drain goes on with the next round");
+                report.answers.push(("list", "error"));
+                tokio::time::sleep(job.retry_interval).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "listing the node's pods timed out; the API server does not answer; the drain goes on with the next round"
+                );
+                report.answers.push(("list", "timeout"));
+                continue;
+            }
+        };
+        progress.progressed();
+        let (drainable, exempt): (Vec<_>, Vec<_>) = pods
+            .into_iter()
+            .map(|pod| (DrainPod::of(&pod, job.own_pod.as_ref()), pod))
+            .partition(|(view, _)| view.is_ok());
+        report.exempt = exempt.len();
+        let drainable: Vec<(DrainPod, Pod)> = drainable
+            .into_iter()
+            .filter_map(|(view, pod)| view.ok().map(|v| (v, pod)))
+            .collect();
+        for gone in seen.iter().filter(|p| {
+            !drainable
+                .iter()
+                .any(|(v, _)| Some(&v.uid) == p.metadata.uid.as_ref())
+        }) {
+            let group = plan::triage(gone, job.own_pod.as_ref()).unwrap_or(Group::Normal);
+            report.outcome(
+                &gone.uid().unwrap_or_default(),
+                &gone.name_any(),
+                group,
+                PodOutcome::AlreadyGone,
+            );
+        }
+        seen = drainable.iter().map(|(_, p)| p.clone()).collect();
+        let views: Vec<DrainPod> = drainable.iter().map(|(v, _)| v.clone()).collect();
+        let requests = next_requests(now, job.deadline, &views, &history, retry);
+        if views.is_empty() || (requests.is_empty() && now >= job.deadline) {
+            break;
+        }
+        // Group by group (executors first), each group's requests at once.
+        let mut sent = Vec::new();
+        for group in plan::GROUPS.map(|(g, _)| g) {
+            let answers = join_all(requests.iter().filter_map(|request| {
+                let uid = match request {
+                    Request::Evict { uid, .. } | Request::Delete { uid, .. } => uid,
+                };
+                let (view, pod) = drainable.iter().find(|(v, _)| &v.uid == uid && v.group == group)?;
+                Some(async move { (view, pod, request, send(client, job, pod, request).await) })
+            }))
+            .await;
+            sent.extend(answers);
+        }
+        for (view, pod, request, answer) in sent {
+            let tried = history.entry(view.uid.clone()).or_insert(Tried::default());
+            tried.requests += 1;
+            let pause = match answer {
+                Ok(Answer::Throttled {
+                    retry_after: Some(after),
+                }) => after.max(job.retry_interval),
+                _ => job.retry_interval,
+            };
+            tried.not_before = Some(now + SignedDuration::try_from(pause).unwrap_or(retry));
+            let kind = match request {
+                Request::Evict { .. } => "evict",
+                Request::Delete { .. } => "delete",
+            };
+            report.answers.push((kind, answer_label(&answer)));
+            let outcome = match (request, &answer) {
+                (Request::Evict { .. }, Ok(Answer::Accepted)) => Some(PodOutcome::Evicted),
+                (Request::Delete { .. }, Ok(Answer::Accepted))
+                    if view.terminating_until.is_some() =>
+                {
+                    Some(PodOutcome::Hastened)
+                }
+                (Request::Delete { grace, .. }, Ok(Answer::Accepted)) => {
+                    tracing::info!(pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()), grace_seconds = grace, "its grace period no longer fits before the deadline; deleted the pod");
+                    Some(PodOutcome::DeletedAtDeadline)
+                }
+                (_, Ok(Answer::Gone)) => Some(PodOutcome::AlreadyGone),
+                _ => None,
+            };
+            if let Some(outcome) = outcome {
+                report.outcome(&view.uid, &pod.name_any(), view.group, outcome);
+            }
+            log_answer(pod, request, &answer, tried.requests);
+        }
+        tokio::time::sleep(job.retry_interval.min(Duration::from_secs(1))).await;
+    }
+    report.remaining = seen.len();
+    for pod in &seen {
+        let terminating = pod.metadata.deletion_timestamp.is_some();
+        if !terminating {
+            let group = plan::triage(pod, job.own_pod.as_ref()).unwrap_or(Group::Normal);
+            report.outcome(
+                &pod.uid().unwrap_or_default(),
+                &pod.name_any(),
+                group,
+                PodOutcome::Failed,
+            );
+        }
+    }
+    report
+}
+
+/// `call`, bounded by [`REQUEST_TIMEOUT`] and by the time left before the cloud's deadline.
+async fn bounded<T>(
+    job: &DrainJob,
+    call: impl Future<Output = T>,
+) -> Result<T, tokio::time::error::Elapsed> {
+    let left = job
+        .hard_deadline
+        .duration_since(Timestamp::now())
+        .unsigned_abs();
+    tokio::time::timeout(REQUEST_TIMEOUT.min(left), call).await
+}
+
+/// Marks the pod with the reason, then sends the request, both bounded.
+async fn send(
+    client: &Client,
+    job: &DrainJob,
+    pod: &Pod,
+    request: &Request,
+) -> Result<Answer, SendError> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let uid = pod.uid().unwrap_or_default();
+    let target = PodRef {
+        namespace: &namespace,
+        name: &name,
+        uid: &uid,
+    };
+    if let Some(answer) = bounded(job, mark(client, &job.record, pod))
+        .await
+        .map_err(|_| SendError::Timeout)?
+    {
+        return Ok(answer);
+    }
+    let call = async {
+        match request {
+            Request::Evict { grace, .. } => {
+                evict(client, job.eviction_version, target, *grace).await
+            }
+            Request::Delete { grace, .. } => delete(client, target, *grace).await,
+        }
+    };
+    match bounded(job, call).await {
+        Ok(answer) => answer.map_err(SendError::Failed),
+        Err(_) => Err(SendError::Timeout),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("no answer in time (the API server is slow or unreachable)")]
+    Timeout,
+    #[error(transparent)]
+    Failed(EvictionError),
+}
+
+fn answer_label(answer: &Result<Answer, SendError>) -> &'static str {
+    match answer {
+        Ok(answer) => answer.label(),
+        Err(SendError::Timeout) => "timeout",
+        Err(SendError::Failed(_)) => "error",
+    }
+}
+
+/// Logs what deserves it: every failure, and the first refusal of each pod.
+fn log_answer(pod: &Pod, request: &Request, answer: &Result<Answer, SendError>, tries: u32) {
+    let pod = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+    match answer {
+        Ok(Answer::BudgetRefused) if tries == 1 => tracing::info!(
+            pod,
+            "its disruption budget refuses for now; asking again while its grace period fits"
+        ),
+        Ok(Answer::Throttled { retry_after }) => tracing::warn!(
+            pod,
+            ?retry_after,
+            "the API server is throttling (429, API Priority and Fairness or max-inflight); asking again after Retry-After"
+        ),
+        Ok(Answer::MultipleBudgets) if tries == 1 => tracing::warn!(
+            pod,
+            "more than one PodDisruptionBudget selects this pod, so the Eviction API refuses it (500); it will be deleted when its grace period no longer fits; fix the budgets"
+        ),
+        Err(e) => {
+            tracing::warn!(pod, ?request, error = %e, "request failed; planned again in the next round")
+        }
+        _ => {}
     }
 }
 
 /// Writes `reclaim.dev/interruption` (and the `reclaim.dev/interrupted` label) on the pod
-/// unless they are already there.
-/// `Err(AlreadyGone)` when the pod no longer exists.
-async fn annotate(client: &Client, job: &DrainJob, pod: &Pod) -> Result<(), PodOutcome> {
-    if pod.annotations().get(POD_INTERRUPTION_ANNOTATION) == Some(&job.record.to_json())
+/// unless they are already there, conditioned on its UID. `Some(Gone)` when the pod the
+/// drain judged no longer exists. A failure to write is logged and the request goes on:
+/// the deadline matters more than the reason.
+async fn mark(client: &Client, record: &PodInterruption, pod: &Pod) -> Option<Answer> {
+    if pod.annotations().get(POD_INTERRUPTION_ANNOTATION) == Some(&record.to_json())
         && pod.labels().contains_key(INTERRUPTED_LABEL)
     {
-        return Ok(());
+        return None;
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
-    let patch = job.record.pod_metadata_patch();
+    let mut patch = record.pod_metadata_patch();
+    patch["metadata"]["uid"] = serde_json::json!(pod.metadata.uid);
     match pods
         .patch(
             &pod.name_any(),
@@ -171,80 +354,13 @@ async fn annotate(client: &Client, job: &DrainJob, pod: &Pod) -> Result<(), PodO
         )
         .await
     {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Err(PodOutcome::AlreadyGone),
+        Ok(_) => None,
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409 | 422) => {
+            Some(Answer::Gone)
+        }
         Err(e) => {
-            // The deadline matters more than the reason: evict anyway, and say so.
-            tracing::warn!(pod = %pod.name_any(), error = %e, "could not write the interruption reason on the pod; evicting it anyway (check the agent's RBAC: pods patch)");
-            Ok(())
+            tracing::warn!(pod = %pod.name_any(), error = %e, hint = %reclaim_service::client::hint(&e, "pods patch"), "could not write the interruption reason on the pod; asking it to go anyway");
+            None
         }
-    }
-}
-
-/// Asks again while the pod's grace period fits before the deadline, then deletes it
-/// with the grace period clamped to the time left.
-async fn until_gone_or_deleted(client: &Client, job: &DrainJob, pod: &Pod) -> PodOutcome {
-    let (namespace, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
-    let retry_seconds = job.retry_interval.as_secs().max(1) as i64;
-    loop {
-        match after_refusal(
-            Timestamp::now(),
-            job.deadline,
-            grace_seconds(pod),
-            retry_seconds,
-        ) {
-            AfterRefusal::RetryEviction => {
-                tokio::time::sleep(job.retry_interval).await;
-                let grace = eviction_grace(Timestamp::now(), job.deadline, grace_seconds(pod));
-                match evict(client, job.eviction_version, &namespace, &name, grace).await {
-                    Ok(EvictionOutcome::Accepted) => return PodOutcome::Evicted,
-                    Ok(EvictionOutcome::AlreadyGone) => return PodOutcome::AlreadyGone,
-                    Ok(EvictionOutcome::BlockedByBudget) => {}
-                    Err(e) => {
-                        tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "eviction failed; retrying")
-                    }
-                }
-            }
-            AfterRefusal::Delete { grace_seconds } => {
-                let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-                let params = DeleteParams::default().grace_period(grace_seconds.max(0) as u32);
-                return match pods.delete(&name, &params).await {
-                    Ok(_) => {
-                        tracing::info!(pod = %format!("{namespace}/{name}"), grace_seconds, "disruption budget still refused at the deadline; deleted the pod");
-                        PodOutcome::DeletedAtDeadline
-                    }
-                    Err(kube::Error::Api(status)) if status.code == 404 => PodOutcome::AlreadyGone,
-                    Err(e) => {
-                        tracing::error!(pod = %format!("{namespace}/{name}"), error = %e, "could not delete the pod at the deadline (check the agent's RBAC: pods delete)");
-                        PodOutcome::Failed
-                    }
-                };
-            }
-        }
-    }
-}
-
-/// Waits until none of the drained pods is on the node, or the deadline has passed;
-/// returns how many are still there.
-async fn wait_until_empty(client: &Client, job: &DrainJob, drained: &[(Priority, Pod)]) -> usize {
-    let uids: Vec<&str> = drained
-        .iter()
-        .filter_map(|(_, p)| p.metadata.uid.as_deref())
-        .collect();
-    loop {
-        let remaining = match pods_on_node(client, &job.node).await {
-            Ok(pods) => pods
-                .iter()
-                .filter(|p| p.metadata.uid.as_deref().is_some_and(|u| uids.contains(&u)))
-                .count(),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not list the node's pods while waiting for the drain");
-                uids.len()
-            }
-        };
-        if remaining == 0 || Timestamp::now() >= job.deadline {
-            return remaining;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

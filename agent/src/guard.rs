@@ -9,25 +9,25 @@
 //! poll again at the poll interval.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use kube::{Client, Resource};
-use reclaim_model::{Notice, Provider};
+use reclaim_model::Notice;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-use crate::config::{Config, ProviderChoice};
-use crate::decision::{Decision, NodeRecord, Observation, Policy, decide, drain_deadline, drains};
+use crate::config::Config;
+use crate::connect::connect;
+use crate::decision::{
+    Decision, NodeRecord, Observation, Policy, decide, drain_deadline, drains, hard_deadline,
+};
+use crate::drain::DrainJob;
 use crate::drain::plan::OwnPod;
-use crate::drain::{DrainJob, PodOutcome, drain};
-use crate::eviction::{EvictionVersion, discover_version};
-use crate::imds::aws::AwsImds;
-use crate::imds::azure::{AzureEvents, AzureRules, vm_name_from_provider_id};
-use crate::imds::gcp::GcpMetadata;
-use crate::imds::{MetadataClient, MetadataPath, probe, provider_of};
+use crate::drain::task::DrainTask;
+use crate::eviction::EvictionVersion;
+use crate::imds::{MetadataClient, MetadataPath};
 use crate::metrics::Metrics;
 use crate::node::{apply_notice_patch, record_of, undo_patch, update_node_from};
 use crate::observation::Sightings;
@@ -35,9 +35,6 @@ use crate::pods::clear_interruption_records;
 use crate::polling;
 use reclaim_service::endpoints::Health;
 use reclaim_service::events::{self, Severity};
-
-/// Pause between retries while the provider or the Eviction API cannot be found yet.
-const CONNECT_RETRY: Duration = Duration::from_secs(5);
 
 pub struct Guard {
     client: Client,
@@ -50,19 +47,6 @@ pub struct Guard {
     /// The node carried no notice when last read. With nothing announced there is then
     /// nothing to decide, so the Node is not read: idle agents cost the API server nothing.
     node_idle: bool,
-}
-
-/// A drain running beside the poll loop. It belongs to the guard: when the guard goes
-/// (stopped, or its task killed), the drain goes with it, as it would with the process.
-struct DrainTask {
-    event: String,
-    handle: JoinHandle<()>,
-}
-
-impl Drop for DrainTask {
-    fn drop(&mut self) {
-        self.handle.abort();
-    }
 }
 
 /// Runs until `shutdown` turns true.
@@ -82,7 +66,8 @@ pub async fn run(
         drain: None,
         node_idle: false,
     };
-    let Some((source, version)) = guard.connect(&mut shutdown).await else {
+    let connected = connect(&guard.config, &guard.client, &guard.health, &mut shutdown).await;
+    let Some((source, version)) = connected else {
         return;
     };
     let interval = guard.config.poll_interval;
@@ -122,119 +107,6 @@ pub async fn run(
 }
 
 impl Guard {
-    /// Finds the provider and the eviction API, retrying (never exiting) until both are
-    /// known; `None` on shutdown.
-    async fn connect(
-        &self,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Option<(Arc<MetadataClient>, EvictionVersion)> {
-        let mut failures = 0u32;
-        loop {
-            self.health.loop_turned();
-            match self.metadata_client().await {
-                Ok(source) => match discover_version(&self.client).await {
-                    Ok(version) => {
-                        tracing::info!(provider = ?source.provider(), eviction = version.api_version(), node = %self.config.node_name, "guarding node");
-                        return Some((Arc::new(source), version));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot discover the Eviction API; retrying")
-                    }
-                },
-                Err(e) => tracing::error!(error = %e, "cannot start guarding the node; retrying"),
-            }
-            failures += 1;
-            tokio::select! {
-                _ = shutdown.changed() => return None,
-                _ = tokio::time::sleep(CONNECT_RETRY.min(self.config.poll_interval * failures)) => {}
-            }
-        }
-    }
-
-    async fn metadata_client(&self) -> anyhow::Result<MetadataClient> {
-        let config = &self.config;
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(config.metadata_timeout)
-            .build()
-            .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?;
-        // The Node is read only when something is to be learnt from its providerID.
-        let provider_id = match config.provider {
-            ProviderChoice::Auto => Some(self.provider_id().await?),
-            // Only a stand-in for Azure's compute/name: not worth waiting for.
-            ProviderChoice::Azure if config.azure_vm_name.is_none() => {
-                match self.provider_id().await {
-                    Ok(id) => Some(id),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no VM name from the providerID; waiting for Azure's compute/name");
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
-        let provider = match config.provider {
-            ProviderChoice::Aws => Provider::Aws,
-            ProviderChoice::Azure => Provider::Azure,
-            ProviderChoice::Gcp => Provider::Gcp,
-            ProviderChoice::Auto => {
-                let id = provider_id.clone().unwrap_or_default();
-                match provider_of(&id) {
-                    Some(provider) => provider,
-                    None => probe(&http, &config.metadata_url, config.metadata_timeout).await.ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "node {} has providerID {id:?}, which names no cloud, and no single metadata service (AWS, Azure, GCP) answered at {}; \
-                             set --provider / RECLAIM_PROVIDER, and check that the agent can reach the metadata service (hostNetwork, --metadata-url)",
-                            config.node_name,
-                            config.metadata_url
-                        )
-                    })?,
-                }
-            }
-        };
-        let preemption_notice = SignedDuration::try_from(config.preemption_notice)?;
-        Ok(match provider {
-            Provider::Aws => MetadataClient::Aws(AwsImds::new(
-                http,
-                &config.metadata_url,
-                config.metadata_timeout,
-                config.imds_token_ttl,
-            )),
-            Provider::Azure => {
-                let rules = AzureRules {
-                    vm_name: config.azure_vm_name.clone(),
-                    vm_name_hint: provider_id.as_deref().and_then(vm_name_from_provider_id),
-                    include_freeze: config.azure_freeze,
-                    preemption_notice,
-                };
-                MetadataClient::Azure(AzureEvents::new(
-                    http,
-                    &config.metadata_url,
-                    config.metadata_timeout,
-                    config.azure_first_call_timeout,
-                    rules,
-                ))
-            }
-            Provider::Gcp => MetadataClient::Gcp(GcpMetadata::new(
-                http,
-                &config.metadata_url,
-                config.metadata_timeout,
-                config.gcp_wait,
-                preemption_notice,
-            )),
-        })
-    }
-
-    async fn provider_id(&self) -> anyhow::Result<String> {
-        let node = self.nodes().get(&self.config.node_name).await.map_err(|e| {
-            anyhow::anyhow!(
-                "reading node {} for its providerID: {e}; check NODE_NAME and the agent's RBAC (nodes get)",
-                self.config.node_name
-            )
-        })?;
-        Ok(node.spec.and_then(|s| s.provider_id).unwrap_or_default())
-    }
-
     /// Tells `/readyz` and the metrics which paths fail.
     fn report_paths(&self, sightings: &Sightings) {
         let failing = sightings.failing();
@@ -419,7 +291,7 @@ impl Guard {
         )
         .await
         {
-            tracing::warn!(error = %e, "could not record a Kubernetes Event on the node (check the agent's RBAC: events create)");
+            tracing::warn!(error = %e, hint = %reclaim_service::client::hint(&e, "events create in default"), "could not record a Kubernetes Event on the node");
         }
     }
 
@@ -440,62 +312,22 @@ impl Guard {
             node: self.config.node_name.clone(),
             record: notice.for_pod(&self.config.node_name),
             deadline: drain_deadline(&notice, &self.policy),
+            hard_deadline: hard_deadline(&notice, &self.policy),
             own_pod,
             retry_interval: self.config.eviction_retry_interval,
             eviction_version: version,
         };
-        let (client, metrics) = (self.client.clone(), self.metrics.clone());
-        let acknowledge = self
-            .config
-            .azure_acknowledge
-            .then(|| notice.event_id.clone());
-        let task = tokio::spawn(async move {
-            let started = Instant::now();
-            tracing::info!(deadline = %job.deadline, "draining the node");
-            loop {
-                match drain(&client, &job).await {
-                    Ok(report) => {
-                        let seconds = started.elapsed().as_secs_f64();
-                        metrics.drained(&report, seconds);
-                        tracing::info!(
-                            evicted = report.count(PodOutcome::Evicted),
-                            deleted_at_deadline = report.count(PodOutcome::DeletedAtDeadline),
-                            already_gone = report.count(PodOutcome::AlreadyGone),
-                            failed = report.count(PodOutcome::Failed),
-                            exempt = report.exempt,
-                            remaining = report.remaining,
-                            seconds,
-                            "drain finished"
-                        );
-                        if let (Some(event), MetadataClient::Azure(events)) =
-                            (&acknowledge, source.as_ref())
-                        {
-                            match events.acknowledge(event).await {
-                                Ok(()) => tracing::info!(
-                                    event,
-                                    "acknowledged the Azure event: the platform may proceed"
-                                ),
-                                Err(e) => {
-                                    tracing::warn!(error = %e, event, "could not acknowledge the Azure event; it will start at its NotBefore")
-                                }
-                            }
-                        }
-                        return;
-                    }
-                    Err(e) if Timestamp::now() < job.deadline => {
-                        tracing::warn!(error = %e, "listing the node's pods failed; retrying the drain");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "drain abandoned: the deadline passed while the API server was unreachable");
-                        return;
-                    }
-                }
-            }
-        });
-        self.drain = Some(DrainTask {
-            event: notice.event_id,
-            handle: task,
-        });
+        let acknowledge = match source.as_ref() {
+            MetadataClient::Azure(_) if self.config.azure_acknowledge => Some(source),
+            _ => None,
+        };
+        self.drain = Some(DrainTask::start(
+            notice.event_id,
+            job,
+            self.client.clone(),
+            self.metrics.clone(),
+            self.health.clone(),
+            acknowledge,
+        ));
     }
 }

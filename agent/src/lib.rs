@@ -8,10 +8,12 @@
 //! - [`node`]: the Node changes (taint, cordon, annotations), never losing others' writes;
 //! - [`drain`]: the deadline-aware drain, with its pure plan in [`drain::plan`];
 //! - [`eviction`], [`pods`]: Kubernetes access (client and Events: `reclaim_service`);
+//! - [`connect`]: finding the provider and the Eviction API at start;
 //! - [`guard`]: the loop tying them together; [`config`] and [`metrics`] around it
 //!   (served by `reclaim_service::endpoints`).
 
 pub mod config;
+pub mod connect;
 pub mod decision;
 pub mod drain;
 pub mod eviction;

@@ -24,11 +24,11 @@ async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<
     let health = Arc::new(Health::new(stale_after));
     let listener = endpoints::bind(config.metrics_addr).await?;
     tokio::spawn(endpoints::serve(listener, metrics.clone(), health.clone()));
-    let client = reclaim_service::client::default_client()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
-        })?;
+    let client = reclaim_service::client::default_client(
+        reclaim_service::client::ReadTimeout::ShortRequests,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}"))?;
     guard::run(config, client, metrics, health, shutdown).await;
     Ok(())
 }

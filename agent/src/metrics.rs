@@ -43,6 +43,14 @@ pub struct MetadataErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `evict`, `delete`, or `list` (failed lists of the node's pods only).
+    pub request: String,
+    /// `accepted`, `budget_refused`, `throttled`, `multiple_budgets`, `gone`, `error`, `timeout`.
+    pub answer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PathLabels {
     pub path: String,
 }
@@ -52,6 +60,7 @@ pub struct Metrics {
     notices: Family<NoticeLabels, Counter>,
     node_actions: Family<NodeActionLabels, Counter>,
     evictions: Family<OutcomeLabels, Counter>,
+    drain_requests: Family<RequestLabels, Counter>,
     drain_duration: Histogram,
     drain_remaining: Gauge,
     notice_to_taint: Histogram,
@@ -77,6 +86,12 @@ impl Default for Metrics {
         );
         let evictions = Family::<OutcomeLabels, Counter>::default();
         registry.register("evictions", "Pods drained, by outcome", evictions.clone());
+        let drain_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "drain_requests",
+            "Eviction and deletion requests of the drain, by what the server answered",
+            drain_requests.clone(),
+        );
         let drain_duration =
             Histogram::new([1.0, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0]);
         registry.register(
@@ -120,6 +135,7 @@ impl Default for Metrics {
             notices,
             node_actions,
             evictions,
+            drain_requests,
             drain_duration,
             drain_remaining,
             notice_to_taint,
@@ -193,6 +209,14 @@ impl Metrics {
                 outcome: outcome.label().to_owned(),
             });
             counter.inc_by(report.count(outcome) as u64);
+        }
+        for (request, answer) in &report.answers {
+            self.drain_requests
+                .get_or_create(&RequestLabels {
+                    request: (*request).to_owned(),
+                    answer: (*answer).to_owned(),
+                })
+                .inc();
         }
         self.drain_duration.observe(seconds);
         self.drain_remaining.set(report.remaining as i64);

@@ -53,11 +53,12 @@ async fn run(args: Args, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> 
     health.set_ready();
     let listener = endpoints::bind(args.metrics_addr).await?;
     tokio::spawn(endpoints::serve(listener, metrics.clone(), health));
-    let client = reclaim_service::client::default_client()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
-        })?;
+    let client =
+        reclaim_service::client::default_client(reclaim_service::client::ReadTimeout::Watches)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
+            })?;
     let identity = match args.identity {
         Some(identity) => identity,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")?

@@ -32,3 +32,16 @@ pub const CORDONED_ANNOTATION: &str = "reclaim.dev/cordoned";
 /// Node annotation naming the event the agent retired (an expired rebalance
 /// recommendation that the provider still announces), so it is not acted on again.
 pub const RETIRED_NOTICE_ANNOTATION: &str = "reclaim.dev/retired-notice";
+
+/// Pod annotation moving a pod to another drain group: `first`, `normal` or `last`
+/// (an external shuffle service pod that executors need, say, to `last`).
+pub const DRAIN_GROUP_ANNOTATION: &str = "reclaim.dev/drain-group";
+
+/// Node label that tells cloud load balancers to stop sending the node traffic; the
+/// agent sets it with the taint.
+pub const EXCLUDE_FROM_LOAD_BALANCERS_LABEL: &str =
+    "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// Node annotation `"true"` when Reclaim set [`EXCLUDE_FROM_LOAD_BALANCERS_LABEL`], so it
+/// removes only a label it set.
+pub const EXCLUDED_ANNOTATION: &str = "reclaim.dev/excluded-from-load-balancers";

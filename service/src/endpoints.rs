@@ -27,7 +27,12 @@ pub struct Health {
     not_ready: Mutex<Option<String>>,
     /// The loop counts as stuck when it has not turned for this long.
     stale_after: Duration,
+    /// While long work runs (the agent's drain): when it last made progress.
+    work_progress: Mutex<Option<Instant>>,
 }
+
+/// Running work counts as stalled when it has made no progress for this long.
+pub const WORK_STALL_AFTER: Duration = Duration::from_secs(30);
 
 impl Health {
     pub fn new(stale_after: Duration) -> Health {
@@ -36,6 +41,7 @@ impl Health {
             last_turn_ms: AtomicU64::new(0),
             not_ready: Mutex::new(Some("no successful metadata poll yet".into())),
             stale_after,
+            work_progress: Mutex::new(None),
         }
     }
 
@@ -43,6 +49,16 @@ impl Health {
     pub fn loop_turned(&self) {
         self.last_turn_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Long work (the agent's drain) made progress; `/healthz` fails when it then goes
+    /// [`WORK_STALL_AFTER`] without more, until [`Health::work_ended`].
+    pub fn work_progressed(&self) {
+        *self.work_progress.lock().expect("health lock") = Some(Instant::now());
+    }
+
+    pub fn work_ended(&self) {
+        *self.work_progress.lock().expect("health lock") = None;
     }
 
     pub fn set_ready(&self) {
@@ -62,7 +78,12 @@ impl Health {
         let since = self.started.elapsed().saturating_sub(Duration::from_millis(
             self.last_turn_ms.load(Ordering::Relaxed),
         ));
-        since <= self.stale_after
+        let work_stalled = self
+            .work_progress
+            .lock()
+            .expect("health lock")
+            .is_some_and(|t| t.elapsed() > WORK_STALL_AFTER);
+        since <= self.stale_after && !work_stalled
     }
 
     pub fn is_ready(&self) -> bool {
@@ -113,7 +134,7 @@ fn respond(
         "/healthz" => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
-            "poll loop stalled\n".to_owned(),
+            "poll loop or drain stalled\n".to_owned(),
         ),
         "/readyz" => match health.not_ready_reason() {
             None => (StatusCode::OK, "text/plain", "ok\n".to_owned()),

@@ -25,7 +25,7 @@ pub struct RunningAgent {
 /// Starts an agent guarding `node`, reading metadata from `metadata_url`; `extra` are
 /// more command-line flags (e.g. `["--safety-margin", "5s"]`).
 pub async fn start_agent(node: &str, metadata_url: &str, extra: &[&str]) -> Result<RunningAgent> {
-    let client = ControlPlane::shared().admin_client().await?;
+    let client = ControlPlane::shared().agent_client(None).await?;
     start_agent_as(client, node, metadata_url, extra).await
 }
 

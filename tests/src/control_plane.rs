@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
-use reclaim_service::client::client_from_config;
+use reclaim_service::client::{ReadTimeout, client_from_config};
 
 const DIR_PREFIX: &str = "reclaim-cp-";
 const PROVISION_HINT: &str =
@@ -64,18 +64,36 @@ impl ControlPlane {
         }
     }
 
-    /// A client authenticated as cluster admin, built as the agent builds its own
-    /// (no automatic 429 retries). Each async runtime needs its own client.
+    /// A client authenticated as cluster admin, built as the classifier builds its own
+    /// (no automatic 429 retries; timeouts that let watches idle). Each async runtime
+    /// needs its own client.
     pub async fn admin_client(&self) -> Result<Client> {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Ok(client_from_config(config)?)
+        Ok(client_from_config(config, ReadTimeout::Watches)?)
+    }
+
+    /// A cluster-admin client built as the agent builds its own (short read timeout),
+    /// talking to `server` when given (a fault proxy in front of the API server).
+    pub async fn agent_client(&self, server: Option<&str>) -> Result<Client> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        if let Some(server) = server {
+            config.cluster_url = server.parse()?;
+        }
+        Ok(client_from_config(config, ReadTimeout::ShortRequests)?)
     }
 
     /// A client authenticated as the ServiceAccount `namespace/name`, with a token from the
     /// TokenRequest API: what a pod running as that ServiceAccount gets.
-    pub async fn service_account_client(&self, namespace: &str, name: &str) -> Result<Client> {
+    pub async fn service_account_client(
+        &self,
+        namespace: &str,
+        name: &str,
+        read: ReadTimeout,
+    ) -> Result<Client> {
         let accounts: Api<ServiceAccount> = Api::namespaced(self.admin_client().await?, namespace);
         let request = serde_json::json!({
             "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
@@ -98,7 +116,7 @@ impl ControlPlane {
         }
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Ok(client_from_config(config)?)
+        Ok(client_from_config(config, read)?)
     }
 
     /// Runs kubectl as cluster admin against this control plane; returns its stdout, or

@@ -5,12 +5,14 @@
 //! - [`clouds`]: a spot interruption staged on AWS, Azure or GCP;
 //! - [`agent`]: the real agent loop, run in-process so tests can kill it mid-drain;
 //! - [`process`]: the real binaries as child processes, for the demo and the benchmarks;
+//! - [`fault_proxy`]: a TCP proxy that refuses or black-holes a binary's API connections;
 //! - [`kubelet`]: plays the kubelet the control plane does not have (nodes, running pods,
 //!   graceful deletions, container exits, DaemonSet and mirror pods, disruption budgets).
 
 pub mod agent;
 pub mod clouds;
 pub mod control_plane;
+pub mod fault_proxy;
 pub mod kubelet;
 pub mod process;
 pub mod wait;

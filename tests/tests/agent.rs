@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use reclaim_agent::imds::aws::AwsImds;
 use reclaim_agent::imds::{MetadataError, MetadataPath};
 use reclaim_model::{Notice, NoticeKind, PodInterruption, Provider};
@@ -24,6 +24,8 @@ use reclaim_testbed::clouds;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
 use serde_json::json;
 
+#[path = "agent/drain.rs"]
+mod drain;
 #[path = "agent/faults.rs"]
 mod faults;
 
@@ -84,24 +86,33 @@ async fn node_state(k: &TestKubelet, node: &str, check: impl Fn(&Node) -> bool) 
     Ok(check(&k.nodes().get(node).await?))
 }
 
-/// Every change to the namespace's pods, in the order etcd applied them.
+/// Every change to the namespace's pods, in the order etcd applied them (a deletion is
+/// recorded as the pod's last state, without `status` so no predicate mistakes it for a
+/// live revision: see [`PodHistory::removed`]).
 #[derive(Clone, Default)]
-struct PodHistory(Arc<Mutex<Vec<(String, u64, Pod)>>>);
+struct PodHistory(Arc<Mutex<Vec<(String, u64, Pod)>>>, Arc<Mutex<Vec<(String, u64)>>>);
 
 impl PodHistory {
     fn record(pods: Api<Pod>) -> (PodHistory, tokio::task::JoinHandle<()>) {
         let history = PodHistory::default();
         let sink = history.clone();
         let task = tokio::spawn(async move {
-            let mut stream = watcher(pods, watcher::Config::default())
-                .applied_objects()
-                .boxed();
-            while let Some(Ok(pod)) = stream.next().await {
-                let rv = pod
-                    .resource_version()
+            let mut stream = watcher(pods, watcher::Config::default()).boxed();
+            let rv = |pod: &Pod| {
+                pod.resource_version()
                     .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                sink.0.lock().unwrap().push((pod.name_any(), rv, pod));
+                    .unwrap_or(0)
+            };
+            while let Some(Ok(event)) = stream.next().await {
+                match event {
+                    watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                        sink.0.lock().unwrap().push((pod.name_any(), rv(&pod), pod))
+                    }
+                    watcher::Event::Delete(pod) => {
+                        sink.1.lock().unwrap().push((pod.name_any(), rv(&pod)))
+                    }
+                    _ => {}
+                }
             }
         });
         (history, task)
@@ -134,6 +145,12 @@ impl PodHistory {
 
     fn deleting(&self, name: &str) -> Option<(u64, Pod)> {
         self.first(name, |p| p.metadata.deletion_timestamp.is_some())
+    }
+
+    /// The revision at which `name` was removed from the API server.
+    fn removed(&self, name: &str) -> Option<u64> {
+        let removed = self.1.lock().unwrap();
+        removed.iter().find(|(n, _)| n == name).map(|(_, rv)| *rv)
     }
 }
 

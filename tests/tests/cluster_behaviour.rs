@@ -11,7 +11,7 @@ use anyhow::Result;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use reclaim_agent::eviction::{self, EvictionOutcome, EvictionVersion};
+use reclaim_agent::eviction::{self, Answer, EvictionVersion, PodRef};
 use reclaim_agent::node::{ensure_taint, remove_taint, taints_patch, with_taint};
 use reclaim_agent::pods::pods_on_node;
 use reclaim_model::NoticeKind;
@@ -190,16 +190,18 @@ async fn eviction_is_accepted_for_a_plain_pod_and_refused_while_a_budget_allows_
     let finisher = k.keep_finishing_deletions(&node);
 
     let pods = k.pods();
+    let plain = Target::of(&k, "plain").await?;
+    let exec = Target::of(&k, "exec-1").await?;
     assert_eq!(
-        eviction::evict(k.client(), version, &k.namespace, "plain", None).await?,
-        EvictionOutcome::Accepted
+        eviction::evict(k.client(), version, plain.pod(), None).await?,
+        Answer::Accepted
     );
     // The refusal comes back at once, not after the client's own retries (kube's default
     // client would retry the 429 for minutes); 20 s is far above one round trip.
     let asked = Instant::now();
     assert_eq!(
-        eviction::evict(k.client(), version, &k.namespace, "exec-1", None).await?,
-        EvictionOutcome::BlockedByBudget
+        eviction::evict(k.client(), version, exec.pod(), None).await?,
+        Answer::BudgetRefused
     );
     assert!(
         asked.elapsed() < Duration::from_secs(20),
@@ -220,10 +222,56 @@ async fn eviction_is_accepted_for_a_plain_pod_and_refused_while_a_budget_allows_
     assert!(protected.metadata.deletion_timestamp.is_none());
     assert_eq!(protected.status.unwrap().phase.as_deref(), Some("Running"));
     assert_eq!(
-        eviction::evict(k.client(), version, &k.namespace, "plain", None).await?,
-        EvictionOutcome::AlreadyGone
+        eviction::evict(k.client(), version, plain.pod(), None).await?,
+        Answer::Gone
     );
     finisher.abort();
+    Ok(())
+}
+
+/// A pod as the drain judges it: by name and UID.
+struct Target {
+    namespace: String,
+    name: String,
+    uid: String,
+}
+
+impl Target {
+    async fn of(k: &TestKubelet, name: &str) -> Result<Target> {
+        let pod = k.pods().get(name).await?;
+        Ok(Target {
+            namespace: k.namespace.clone(),
+            name: name.to_owned(),
+            uid: pod.metadata.uid.unwrap_or_default(),
+        })
+    }
+
+    fn pod(&self) -> PodRef<'_> {
+        PodRef {
+            namespace: &self.namespace,
+            name: &self.name,
+            uid: &self.uid,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_pod_recreated_under_the_same_name_is_never_touched_by_a_request_for_the_old_one()
+-> Result<()> {
+    let k = kubelet("eviction-uid").await?;
+    let node = k.node_name("spot-u");
+    k.register_node(TestNode::spot(&node)).await?;
+    k.run_pod(&node, TestPod::new("db-0")).await?;
+    let old = Target::of(&k, "db-0").await?;
+    // Someone else deletes db-0 and its StatefulSet recreates it elsewhere.
+    k.finish_deletion("db-0").await?;
+    k.run_pod(&k.node_name("other"), TestPod::new("db-0")).await?;
+    let version = eviction::discover_version(k.client()).await?;
+    assert_eq!(eviction::evict(k.client(), version, old.pod(), None).await?, Answer::Gone);
+    assert_eq!(eviction::delete(k.client(), old.pod(), 0).await?, Answer::Gone);
+    let replacement = k.pods().get("db-0").await?;
+    assert_ne!(replacement.metadata.uid.as_deref(), Some(old.uid.as_str()));
+    assert!(replacement.metadata.deletion_timestamp.is_none(), "the replacement is untouched");
     Ok(())
 }
 
@@ -235,9 +283,9 @@ async fn an_eviction_can_shorten_the_grace_period() -> Result<()> {
     k.run_pod(&node, TestPod::new("slow-to-stop").grace_period(600))
         .await?;
     let version = eviction::discover_version(k.client()).await?;
-    let outcome =
-        eviction::evict(k.client(), version, &k.namespace, "slow-to-stop", Some(7)).await?;
-    assert_eq!(outcome, EvictionOutcome::Accepted);
+    let slow = Target::of(&k, "slow-to-stop").await?;
+    let outcome = eviction::evict(k.client(), version, slow.pod(), Some(7)).await?;
+    assert_eq!(outcome, Answer::Accepted);
     let pod: Pod = k.pods().get("slow-to-stop").await?;
     assert_eq!(pod.metadata.deletion_grace_period_seconds, Some(7));
     Ok(())
@@ -268,19 +316,10 @@ async fn the_eviction_group_is_discovered_from_what_the_server_serves() -> Resul
         let node = k.node_name("spot-g");
         k.register_node(TestNode::spot(&node)).await?;
         k.run_pod(&node, TestPod::new("victim")).await?;
-        let wrong = eviction::evict(
-            client,
-            EvictionVersion::PolicyV1,
-            &k.namespace,
-            "victim",
-            None,
-        )
-        .await;
+        let victim = Target::of(&k, "victim").await?;
+        let wrong = eviction::evict(client, EvictionVersion::PolicyV1, victim.pod(), None).await;
         match wrong {
-            Err(eviction::EvictionError::Api {
-                source: kube::Error::Api(status),
-                ..
-            }) => assert_eq!(status.code, 400, "{status:?}"),
+            Err(eviction::EvictionError::Status { code, .. }) => assert_eq!(code, 400),
             other => panic!(
                 "expected 400 for a policy/v1 Eviction on a server without it, got {other:?}"
             ),

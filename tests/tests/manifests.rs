@@ -20,6 +20,7 @@ use kube::{Resource, ResourceExt};
 use reclaim_classifier::controller::Settings;
 use reclaim_classifier::leader::Election;
 use reclaim_classifier::metrics::ClassifierMetrics;
+use reclaim_service::client::ReadTimeout;
 use reclaim_service::endpoints::Exposition;
 use reclaim_simulator::{SimState, Simulator};
 use reclaim_testbed::agent::start_agent_as;
@@ -289,7 +290,7 @@ async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing
     installed()?;
     let cp = ControlPlane::shared();
     let agent_client = cp
-        .service_account_client(NAMESPACE, "reclaim-agent")
+        .service_account_client(NAMESPACE, "reclaim-agent", ReadTimeout::ShortRequests)
         .await?;
     let k = TestKubelet::new(cp.admin_client().await?, "rbac-agent").await?;
     let node = k.node_name("spot");
@@ -432,7 +433,7 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
     installed()?;
     let cp = ControlPlane::shared();
     let classifier_client = cp
-        .service_account_client(NAMESPACE, "reclaim-classifier")
+        .service_account_client(NAMESPACE, "reclaim-classifier", ReadTimeout::Watches)
         .await?;
     let k = TestKubelet::new(cp.admin_client().await?, "rbac-classifier").await?;
     let (spot, on_demand) = (k.node_name("spot"), k.node_name("on-demand"));

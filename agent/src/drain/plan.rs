@@ -1,16 +1,61 @@
-//! The drain plan: which pods go, in what order, and what to do when a budget refuses.
-//! Pure functions over pods and times, so the rules are tested without a server.
+//! The drain plan: a pure function of (now, deadline, the pods on the node, what the
+//! drain did so far) to the next requests. The drain re-reads the node's pods every
+//! round and asks this module what to do, so a pod bound after the drain started, a pod
+//! deleted and recreated by someone else, or a request that failed are all handled by
+//! the next round, as Karpenter's terminator does.
+//!
+//! Groups leave in turn ([`GROUPS`], data): Spark executors and ordinary pods are asked at
+//! once; Spark drivers once the executors are gone (they receive the executors'
+//! migrating blocks); critical pods once every other drained pod is gone (the others
+//! need DNS, CSI, proxies until then). A later group starts no later than the deadline
+//! minus its longest grace period (and one retry interval, the time between two rounds),
+//! so it still leaves gracefully in time.
 
-use jiff::Timestamp;
+use std::collections::HashMap;
+
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
+use reclaim_model::keys::DRAIN_GROUP_ANNOTATION;
 
-/// Eviction order. Executors first: their preStop hook starts Spark's decommissioning,
-/// which needs the most time. Critical pods last: the others may depend on them.
+/// A drain group. The order is the order in which groups are asked to leave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Priority {
-    SparkExecutor,
-    Ordinary,
-    Critical,
+pub enum Group {
+    /// Spark executors (their preStop hook starts decommissioning, which takes longest),
+    /// and pods annotated `first`.
+    First,
+    /// Every other pod, and pods annotated `normal`.
+    Normal,
+    /// Spark drivers: they receive the blocks their executors migrate.
+    Drivers,
+    /// Critical pods (system priority classes, priority >= 2e9), and pods annotated `last`.
+    Last,
+}
+
+/// Which groups must be gone before a group is asked to leave.
+pub const GROUPS: [(Group, &[Group]); 4] = [
+    (Group::First, &[]),
+    (Group::Normal, &[]),
+    (Group::Drivers, &[Group::First]),
+    (Group::Last, &[Group::First, Group::Normal, Group::Drivers]),
+];
+
+impl Group {
+    pub fn label(self) -> &'static str {
+        match self {
+            Group::First => "first",
+            Group::Normal => "normal",
+            Group::Drivers => "drivers",
+            Group::Last => "last",
+        }
+    }
+
+    fn waits_for(self) -> &'static [Group] {
+        GROUPS
+            .iter()
+            .find(|(g, _)| *g == self)
+            .map(|(_, waits)| *waits)
+            .unwrap_or_default()
+    }
 }
 
 /// Pods the drain leaves alone.
@@ -24,8 +69,6 @@ pub enum Exempt {
     Agent,
     /// Already finished; nothing left to stop.
     Finished,
-    /// Already being deleted (by an earlier run of this drain, or by someone else).
-    Terminating,
 }
 
 /// The pod running this agent, to be exempted from its own drain.
@@ -41,18 +84,16 @@ const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
 /// Kubernetes' default terminationGracePeriodSeconds.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
 
-pub fn triage(pod: &Pod, own: Option<&OwnPod>) -> Result<Priority, Exempt> {
+/// The group a pod leaves with, or why it stays.
+pub fn triage(pod: &Pod, own: Option<&OwnPod>) -> Result<Group, Exempt> {
     let meta = &pod.metadata;
     if own.is_some_and(|o| {
         meta.namespace.as_deref() == Some(&o.namespace) && meta.name.as_deref() == Some(&o.name)
     }) {
         return Err(Exempt::Agent);
     }
-    if meta
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
-    {
+    let annotation = |key: &str| meta.annotations.as_ref().and_then(|a| a.get(key));
+    if annotation("kubernetes.io/config.mirror").is_some() {
         return Err(Exempt::Mirror);
     }
     let owned_by_daemonset = meta
@@ -63,12 +104,15 @@ pub fn triage(pod: &Pod, own: Option<&OwnPod>) -> Result<Priority, Exempt> {
     if owned_by_daemonset {
         return Err(Exempt::DaemonSet);
     }
-    if meta.deletion_timestamp.is_some() {
-        return Err(Exempt::Terminating);
-    }
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if matches!(phase, Some("Succeeded" | "Failed")) {
         return Err(Exempt::Finished);
+    }
+    match annotation(DRAIN_GROUP_ANNOTATION).map(String::as_str) {
+        Some("first") => return Ok(Group::First),
+        Some("normal") => return Ok(Group::Normal),
+        Some("last") => return Ok(Group::Last),
+        _ => {}
     }
     let spec = pod.spec.as_ref();
     let critical = spec.is_some_and(|s| {
@@ -78,17 +122,13 @@ pub fn triage(pod: &Pod, own: Option<&OwnPod>) -> Result<Priority, Exempt> {
             || s.priority.is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY)
     });
     if critical {
-        return Ok(Priority::Critical);
+        return Ok(Group::Last);
     }
-    let executor = meta
-        .labels
-        .as_ref()
-        .and_then(|l| l.get("spark-role"))
-        .is_some_and(|r| r == "executor");
-    Ok(if executor {
-        Priority::SparkExecutor
-    } else {
-        Priority::Ordinary
+    let role = meta.labels.as_ref().and_then(|l| l.get("spark-role"));
+    Ok(match role.map(String::as_str) {
+        Some("executor") => Group::First,
+        Some("driver") => Group::Drivers,
+        _ => Group::Normal,
     })
 }
 
@@ -104,55 +144,122 @@ pub fn seconds_left(now: Timestamp, deadline: Timestamp) -> i64 {
     deadline.duration_since(now).as_secs().max(0)
 }
 
+/// A grace period cut to the time left; never 0 unless no time is left (a pod whose own
+/// grace period is 0 keeps it).
+pub fn clamped_grace(grace: i64, left: i64) -> i64 {
+    if left <= 0 {
+        0
+    } else {
+        grace.min(left).max(grace.min(1))
+    }
+}
+
 /// The grace period to ask for when evicting: the pod's own if it fits before the
 /// deadline, else the time left (`None` keeps the pod's own).
 pub fn eviction_grace(now: Timestamp, deadline: Timestamp, pod_grace: i64) -> Option<i64> {
     let left = seconds_left(now, deadline);
-    (pod_grace > left).then_some(left)
+    (pod_grace > left).then(|| clamped_grace(pod_grace, left))
 }
 
-/// What to do after a PodDisruptionBudget refused an eviction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterRefusal {
-    /// Ask again after the retry interval: the pod's full grace period still fits.
-    RetryEviction,
-    /// The deadline wins over the budget: delete now with this grace period.
-    Delete { grace_seconds: i64 },
+/// A pod on the node that the drain must get off it, as the plan sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainPod {
+    pub uid: String,
+    pub group: Group,
+    /// Its terminationGracePeriodSeconds.
+    pub grace: i64,
+    /// When its graceful deletion ends (`deletionTimestamp`), if it is terminating.
+    pub terminating_until: Option<Timestamp>,
 }
 
-pub fn after_refusal(
+impl DrainPod {
+    /// The pod as the plan sees it, or why the drain leaves it alone.
+    pub fn of(pod: &Pod, own: Option<&OwnPod>) -> Result<DrainPod, Exempt> {
+        Ok(DrainPod {
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            group: triage(pod, own)?,
+            grace: grace_seconds(pod),
+            terminating_until: pod.metadata.deletion_timestamp.as_ref().map(|t| t.0),
+        })
+    }
+}
+
+/// One request the drain makes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Evict (respects the pod's budget, runs its preStop hook); `grace` overrides its
+    /// own grace period when that would end after the deadline.
+    Evict { uid: String, grace: Option<i64> },
+    /// Delete with this grace period: the deadline wins over a refusing budget, or a pod
+    /// already terminating would end too late.
+    Delete { uid: String, grace: i64 },
+}
+
+/// What the drain did to one pod so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tried {
+    /// Requests sent for it.
+    pub requests: u32,
+    /// Not before then: the retry interval after a request, or what a throttling server
+    /// asked for (`Retry-After`).
+    pub not_before: Option<Timestamp>,
+}
+
+/// What the drain did so far, per pod uid.
+pub type History = HashMap<String, Tried>;
+
+/// The requests to make now, in group order. `retry` is the pause between two requests
+/// for one pod, and between two rounds.
+pub fn next_requests(
     now: Timestamp,
     deadline: Timestamp,
-    pod_grace: i64,
-    retry_interval_seconds: i64,
-) -> AfterRefusal {
+    pods: &[DrainPod],
+    history: &History,
+    retry: SignedDuration,
+) -> Vec<Request> {
     let left = seconds_left(now, deadline);
-    if left >= pod_grace + retry_interval_seconds {
-        AfterRefusal::RetryEviction
-    } else {
-        AfterRefusal::Delete {
-            grace_seconds: pod_grace.min(left),
+    let retry_seconds = retry.as_secs().max(1);
+    let started = |group: Group| {
+        let others_gone = !pods.iter().any(|p| group.waits_for().contains(&p.group));
+        let longest = pods
+            .iter()
+            .filter(|p| p.group == group)
+            .map(|p| p.grace)
+            .max()
+            .unwrap_or(0);
+        others_gone || left <= longest + retry_seconds
+    };
+    let mut in_order: Vec<&DrainPod> = pods.iter().filter(|p| started(p.group)).collect();
+    in_order.sort_by_key(|p| p.group);
+    let mut requests = Vec::new();
+    for pod in in_order {
+        let tried = history.get(&pod.uid).copied().unwrap_or_default();
+        if tried.not_before.is_some_and(|t| now < t) {
+            continue;
+        }
+        let uid = pod.uid.clone();
+        match pod.terminating_until {
+            // Terminating (asked by us or by someone else): only ever faster.
+            Some(until) if until > deadline => requests.push(Request::Delete {
+                uid,
+                grace: clamped_grace(pod.grace, left),
+            }),
+            Some(_) => {}
+            // Asked while the whole grace period (and one more try) fits; then deleted
+            // with the grace period clamped to the time left.
+            None if tried.requests == 0 || left >= pod.grace + retry_seconds => {
+                requests.push(Request::Evict {
+                    uid,
+                    grace: eviction_grace(now, deadline, pod.grace),
+                })
+            }
+            None => requests.push(Request::Delete {
+                uid,
+                grace: clamped_grace(pod.grace, left),
+            }),
         }
     }
-}
-
-/// The node's pods sorted out: those to drain in eviction order, and those left alone.
-#[derive(Debug, Default)]
-pub struct DrainPlan {
-    pub to_drain: Vec<(Priority, Pod)>,
-    pub exempt: Vec<(Exempt, Pod)>,
-}
-
-pub fn order(pods: Vec<Pod>, own: Option<&OwnPod>) -> DrainPlan {
-    let mut plan = DrainPlan::default();
-    for pod in pods {
-        match triage(&pod, own) {
-            Ok(priority) => plan.to_drain.push((priority, pod)),
-            Err(reason) => plan.exempt.push((reason, pod)),
-        }
-    }
-    plan.to_drain.sort_by_key(|(priority, _)| *priority);
-    plan
+    requests
 }
 
 #[cfg(test)]
@@ -161,7 +268,7 @@ mod tests {
     use serde_json::json;
 
     fn pod(extra: serde_json::Value) -> Pod {
-        let mut base = json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": []}, "status": {"phase": "Running"}});
+        let mut base = json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u"}, "spec": {"containers": []}, "status": {"phase": "Running"}});
         merge(&mut base, extra);
         serde_json::from_value(base).unwrap()
     }
@@ -177,42 +284,72 @@ mod tests {
         }
     }
 
-    fn at(s: &str) -> Timestamp {
-        s.parse().unwrap()
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + second).unwrap()
     }
 
-    #[test]
-    fn pods_are_ordered_executors_then_ordinary_then_critical() {
-        let pods = vec![
-            pod(
-                json!({"metadata": {"name": "dns"}, "spec": {"priorityClassName": "system-cluster-critical"}}),
-            ),
-            pod(json!({"metadata": {"name": "task"}})),
-            pod(json!({"metadata": {"name": "exec", "labels": {"spark-role": "executor"}}})),
-            pod(json!({"metadata": {"name": "driver", "labels": {"spark-role": "driver"}}})),
-            pod(json!({"metadata": {"name": "prio"}, "spec": {"priority": 2000001000}})),
-        ];
-        let plan = order(pods, None);
-        let names: Vec<_> = plan
-            .to_drain
+    fn drain_pod(uid: &str, group: Group, grace: i64) -> DrainPod {
+        DrainPod {
+            uid: uid.into(),
+            group,
+            grace,
+            terminating_until: None,
+        }
+    }
+
+    fn uids(requests: &[Request]) -> Vec<String> {
+        requests
             .iter()
-            .map(|(p, pod)| (*p, pod.metadata.name.clone().unwrap()))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                (Priority::SparkExecutor, "exec".to_owned()),
-                (Priority::Ordinary, "task".to_owned()),
-                (Priority::Ordinary, "driver".to_owned()),
-                (Priority::Critical, "dns".to_owned()),
-                (Priority::Critical, "prio".to_owned()),
-            ]
-        );
-        assert!(plan.exempt.is_empty());
+            .map(|r| match r {
+                Request::Evict { uid, .. } => format!("evict {uid}"),
+                Request::Delete { uid, grace } => format!("delete {uid} {grace}s"),
+            })
+            .collect()
+    }
+
+    const RETRY: SignedDuration = SignedDuration::from_secs(1);
+
+    #[test]
+    fn each_pod_gets_its_group_and_the_annotation_moves_it() {
+        let cases = [
+            (
+                json!({"spec": {"priorityClassName": "system-cluster-critical"}}),
+                Group::Last,
+            ),
+            (json!({"spec": {"priority": 2000001000}}), Group::Last),
+            (json!({}), Group::Normal),
+            (
+                json!({"metadata": {"labels": {"spark-role": "executor"}}}),
+                Group::First,
+            ),
+            (
+                json!({"metadata": {"labels": {"spark-role": "driver"}}}),
+                Group::Drivers,
+            ),
+            (
+                json!({"metadata": {"annotations": {"reclaim.dev/drain-group": "last"}}}),
+                Group::Last,
+            ),
+            (
+                json!({"metadata": {"labels": {"spark-role": "driver"}, "annotations": {"reclaim.dev/drain-group": "first"}}}),
+                Group::First,
+            ),
+            (
+                json!({"metadata": {"annotations": {"reclaim.dev/drain-group": "normal"}}, "spec": {"priorityClassName": "system-node-critical"}}),
+                Group::Normal,
+            ),
+            (
+                json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}),
+                Group::Normal,
+            ),
+        ];
+        for (extra, group) in cases {
+            assert_eq!(triage(&pod(extra.clone()), None), Ok(group), "{extra}");
+        }
     }
 
     #[test]
-    fn daemonset_mirror_own_finished_and_terminating_pods_are_exempt() {
+    fn daemonset_mirror_own_and_finished_pods_are_exempt() {
         let own = OwnPod {
             namespace: "ns".into(),
             name: "reclaim-agent-x".into(),
@@ -231,10 +368,6 @@ mod tests {
                 Exempt::Agent,
             ),
             (json!({"status": {"phase": "Succeeded"}}), Exempt::Finished),
-            (
-                json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}),
-                Exempt::Terminating,
-            ),
         ];
         for (extra, expected) in cases {
             assert_eq!(
@@ -243,46 +376,216 @@ mod tests {
                 "{extra}"
             );
         }
-        let owned_by_job = json!({"metadata": {"ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u", "controller": true}]}});
+        let terminating = pod(json!({"metadata": {"deletionTimestamp": "2027-01-15T08:00:40Z"}}));
         assert_eq!(
-            triage(&pod(owned_by_job), Some(&own)),
-            Ok(Priority::Ordinary)
+            DrainPod::of(&terminating, Some(&own))
+                .unwrap()
+                .terminating_until,
+            Some(at(40))
         );
     }
 
     #[test]
-    fn a_grace_period_longer_than_the_time_left_is_clamped() {
-        let now = at("2026-01-01T10:00:00Z");
-        assert_eq!(eviction_grace(now, at("2026-01-01T10:01:50Z"), 30), None);
-        assert_eq!(
-            eviction_grace(now, at("2026-01-01T10:00:20Z"), 30),
-            Some(20)
-        );
-        assert_eq!(eviction_grace(now, at("2026-01-01T09:59:00Z"), 30), Some(0));
+    fn a_grace_period_longer_than_the_time_left_is_clamped_but_never_to_zero_before_the_end() {
+        assert_eq!(eviction_grace(at(0), at(110), 30), None);
+        assert_eq!(eviction_grace(at(0), at(20), 30), Some(20));
+        assert_eq!(eviction_grace(at(0), at(-60), 30), Some(0));
+        assert_eq!(clamped_grace(30, 1), 1);
+        assert_eq!(clamped_grace(30, 0), 0);
+        assert_eq!(clamped_grace(0, 10), 0, "a pod's own 0 stays");
+        assert_eq!(clamped_grace(5, 10), 5);
     }
 
     #[test]
-    fn a_refused_eviction_is_retried_only_while_the_grace_period_still_fits() {
-        let deadline = at("2026-01-01T10:01:00Z");
+    fn executors_and_ordinary_pods_go_first_drivers_after_the_executors_critical_pods_last() {
+        let deadline = at(110);
+        let mut pods = vec![
+            drain_pod("exec", Group::First, 30),
+            drain_pod("task", Group::Normal, 30),
+            drain_pod("driver", Group::Drivers, 30),
+            drain_pod("dns", Group::Last, 30),
+        ];
+        let history = History::new();
         assert_eq!(
-            after_refusal(at("2026-01-01T10:00:00Z"), deadline, 30, 1),
-            AfterRefusal::RetryEviction
+            uids(&next_requests(at(0), deadline, &pods, &history, RETRY)),
+            ["evict exec", "evict task"]
+        );
+        // The executor is terminating: asked is not gone, so its driver still waits.
+        pods[0].terminating_until = Some(at(30));
+        let asked: History = [("exec", 1), ("task", 1)]
+            .map(|(u, n)| {
+                (
+                    u.to_owned(),
+                    Tried {
+                        requests: n,
+                        not_before: Some(at(1)),
+                    },
+                )
+            })
+            .into();
+        assert!(
+            next_requests(at(5), deadline, &pods, &asked, RETRY)
+                .iter()
+                .all(|r| !matches!(r, Request::Evict { uid, .. } if uid != "task"))
+        );
+        pods.remove(0);
+        assert_eq!(
+            uids(&next_requests(at(31), deadline, &pods, &asked, RETRY)),
+            ["evict task", "evict driver"],
+            "the executor gone, its driver goes; the budget-refused task is asked again"
+        );
+        pods.retain(|p| p.group == Group::Last);
+        assert_eq!(
+            uids(&next_requests(at(40), deadline, &pods, &asked, RETRY)),
+            ["evict dns"],
+            "every other pod gone: the critical pod goes"
+        );
+    }
+
+    #[test]
+    fn a_waiting_group_starts_when_its_longest_grace_period_would_no_longer_fit() {
+        let deadline = at(100);
+        let pods = vec![
+            drain_pod("stuck", Group::Normal, 5),
+            drain_pod("dns", Group::Last, 20),
+            drain_pod("proxy", Group::Last, 30),
+        ];
+        let refused: History = [(
+            "stuck".to_owned(),
+            Tried {
+                requests: 3,
+                not_before: None,
+            },
+        )]
+        .into();
+        assert_eq!(
+            uids(&next_requests(at(68), deadline, &pods, &refused, RETRY)),
+            ["evict stuck"]
         );
         assert_eq!(
-            after_refusal(at("2026-01-01T10:00:29Z"), deadline, 30, 1),
-            AfterRefusal::RetryEviction
+            uids(&next_requests(at(69), deadline, &pods, &refused, RETRY)),
+            ["evict stuck", "evict dns", "evict proxy"],
+            "30 s and one round left: the critical pods start, whatever still runs"
+        );
+    }
+
+    #[test]
+    fn a_refused_pod_is_asked_again_while_its_grace_fits_then_deleted_with_the_time_left() {
+        let deadline = at(60);
+        let pods = vec![drain_pod("exec", Group::First, 30)];
+        let tried = |n, not_before| -> History {
+            [(
+                "exec".to_owned(),
+                Tried {
+                    requests: n,
+                    not_before,
+                },
+            )]
+            .into()
+        };
+        assert!(
+            next_requests(at(1), deadline, &pods, &tried(1, Some(at(2))), RETRY).is_empty(),
+            "not before the retry interval"
         );
         assert_eq!(
-            after_refusal(at("2026-01-01T10:00:30Z"), deadline, 30, 1),
-            AfterRefusal::Delete { grace_seconds: 30 }
+            uids(&next_requests(
+                at(2),
+                deadline,
+                &pods,
+                &tried(1, Some(at(2))),
+                RETRY
+            )),
+            ["evict exec"]
         );
         assert_eq!(
-            after_refusal(at("2026-01-01T10:00:50Z"), deadline, 30, 1),
-            AfterRefusal::Delete { grace_seconds: 10 }
+            uids(&next_requests(
+                at(29),
+                deadline,
+                &pods,
+                &tried(5, None),
+                RETRY
+            )),
+            ["evict exec"]
         );
         assert_eq!(
-            after_refusal(at("2026-01-01T10:02:00Z"), deadline, 30, 1),
-            AfterRefusal::Delete { grace_seconds: 0 }
+            uids(&next_requests(
+                at(30),
+                deadline,
+                &pods,
+                &tried(6, None),
+                RETRY
+            )),
+            ["delete exec 30s"]
+        );
+        assert_eq!(
+            uids(&next_requests(
+                at(50),
+                deadline,
+                &pods,
+                &tried(7, None),
+                RETRY
+            )),
+            ["delete exec 10s"]
+        );
+        assert_eq!(
+            uids(&next_requests(
+                at(61),
+                deadline,
+                &pods,
+                &tried(8, None),
+                RETRY
+            )),
+            ["delete exec 0s"],
+            "past the deadline: at once"
+        );
+        let first_ask_late = next_requests(at(50), deadline, &pods, &History::new(), RETRY);
+        assert_eq!(
+            first_ask_late,
+            [Request::Evict {
+                uid: "exec".into(),
+                grace: Some(10)
+            }],
+            "asked first, with the grace clamped"
+        );
+    }
+
+    #[test]
+    fn a_terminating_pod_is_only_ever_made_faster() {
+        let deadline = at(60);
+        let mut slow = drain_pod("slow", Group::Normal, 300);
+        slow.terminating_until = Some(at(300));
+        let mut fine = drain_pod("fine", Group::Normal, 30);
+        fine.terminating_until = Some(at(40));
+        let pods = vec![slow, fine];
+        assert_eq!(
+            uids(&next_requests(
+                at(10),
+                deadline,
+                &pods,
+                &History::new(),
+                RETRY
+            )),
+            ["delete slow 50s"]
+        );
+    }
+
+    #[test]
+    fn a_pod_bound_after_the_drain_started_is_asked_in_the_next_round() {
+        let deadline = at(100);
+        let history: History = [(
+            "old".to_owned(),
+            Tried {
+                requests: 1,
+                not_before: Some(at(1)),
+            },
+        )]
+        .into();
+        let mut old = drain_pod("old", Group::Normal, 30);
+        old.terminating_until = Some(at(30));
+        let pods = vec![old, drain_pod("late", Group::Normal, 30)];
+        assert_eq!(
+            uids(&next_requests(at(5), deadline, &pods, &history, RETRY)),
+            ["evict late"]
         );
     }
 }

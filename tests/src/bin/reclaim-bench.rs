@@ -160,7 +160,8 @@ async fn notice_to_taint(
     let lead = SignedDuration::from_secs(120);
     let mut latencies = Vec::new();
     for i in 0..count {
-        let node = kubelet.node_name(&format!("latency-{provider:?}-{i}").to_lowercase());
+        let round = if storm { "storm" } else { "latency" };
+        let node = kubelet.node_name(&format!("{round}-{provider:?}-{i}").to_lowercase());
         kubelet
             .register_node(clouds::spot_node(provider, &node))
             .await?;
