@@ -86,8 +86,8 @@ pub struct DrainJob {
 pub struct DrainReport {
     /// Each drained pod (by uid): its name, group and outcome, in the order first seen.
     pub outcomes: Vec<(String, String, Group, PodOutcome)>,
-    /// Every answer of every request (`evict`, `delete`; `list` when it failed), by label
-    /// (`accepted`, `budget_refused`, `throttled`, `multiple_budgets`, `gone`, `error`,
+    /// Every answer of every request (`list`, `evict`, `delete`), by label (`ok`,
+    /// `accepted`, `budget_refused`, `throttled`, `multiple_budgets`, `gone`, `error`,
     /// `timeout`).
     pub answers: Vec<(&'static str, &'static str)>,
     /// Pods left alone (DaemonSet, mirror, the agent, finished), in the last round.
@@ -153,6 +153,7 @@ pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> 
             }
         };
         progress.progressed();
+        report.answers.push(("list", "ok"));
         let (drainable, exempt): (Vec<_>, Vec<_>) = pods
             .into_iter()
             .map(|pod| (DrainPod::of(&pod, job.own_pod.as_ref()), pod))

@@ -44,9 +44,10 @@ pub struct MetadataErrorLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// `evict`, `delete`, or `list` (failed lists of the node's pods only).
+    /// `list` (the node's pods, once a round), `evict` or `delete`.
     pub request: String,
-    /// `accepted`, `budget_refused`, `throttled`, `multiple_budgets`, `gone`, `error`, `timeout`.
+    /// `ok` (list), `accepted`, `budget_refused`, `throttled`, `multiple_budgets`, `gone`,
+    /// `error`, `timeout`.
     pub answer: String,
 }
 
@@ -89,7 +90,7 @@ impl Default for Metrics {
         let drain_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "drain_requests",
-            "Eviction and deletion requests of the drain, by what the server answered",
+            "Requests of the drain (list, evict, delete), by what the server answered",
             drain_requests.clone(),
         );
         let drain_duration =

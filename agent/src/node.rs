@@ -5,11 +5,8 @@
 //! carrying that read's `resourceVersion`: if anyone wrote the Node in between, the
 //! server answers 409 Conflict and the change is recomputed from a fresh read.
 //!
-//! Applying a notice (taint, cordon, annotation) and undoing it are each one such
-//! patch, so a node never carries half of the agent's state.
-//!
-//! Applying a notice (taint, cordon, annotation) and undoing it are each one such
-//! patch, so a node never carries half of the agent's state.
+//! Applying a notice (taint, cordon, load-balancer label, annotation) and undoing it are
+//! each one such patch, so a node never carries half of the agent's state.
 
 use std::time::Duration;
 
@@ -17,7 +14,8 @@ use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, Patch, PatchParams};
 use reclaim_model::Notice;
 use reclaim_model::keys::{
-    CORDONED_ANNOTATION, INTERRUPTION_TAINT, NODE_NOTICE_ANNOTATION, RETIRED_NOTICE_ANNOTATION,
+    CORDONED_ANNOTATION, EXCLUDE_FROM_LOAD_BALANCERS_LABEL, EXCLUDED_ANNOTATION, INTERRUPTION_TAINT,
+    NODE_NOTICE_ANNOTATION, RETIRED_NOTICE_ANNOTATION,
 };
 use serde_json::{Value, json};
 
@@ -92,6 +90,10 @@ fn taints_of(node: &Node) -> &[Taint] {
         .unwrap_or_default()
 }
 
+fn label<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
+    node.metadata.labels.as_ref()?.get(key).map(String::as_str)
+}
+
 fn annotation<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
     node.metadata
         .annotations
@@ -116,9 +118,10 @@ pub fn record_of(node: &Node) -> NodeRecord {
     }
 }
 
-/// The change that makes `node` carry `notice`: the taint, the cordon (remembering that
-/// the agent did it, unless the node was already cordoned) and the notice annotation.
-/// `None` when the node already carries all of it.
+/// The change that makes `node` carry `notice`: the taint, the cordon and the label that
+/// takes the node out of cloud load balancers (each remembered as the agent's doing
+/// unless the node already had it) and the notice annotation. `None` when the node
+/// already carries all of it.
 pub fn apply_notice_patch(node: &Node, notice: &Notice) -> Option<Value> {
     let mut patch = json!({});
     if let Some(taints) = with_taint(taints_of(node), &notice.kind.taint()) {
@@ -133,6 +136,10 @@ pub fn apply_notice_patch(node: &Node, notice: &Notice) -> Option<Value> {
         patch["spec"]["unschedulable"] = json!(true);
         patch["metadata"]["annotations"][CORDONED_ANNOTATION] = json!("true");
     }
+    if label(node, EXCLUDE_FROM_LOAD_BALANCERS_LABEL).is_none() {
+        patch["metadata"]["labels"][EXCLUDE_FROM_LOAD_BALANCERS_LABEL] = json!("true");
+        patch["metadata"]["annotations"][EXCLUDED_ANNOTATION] = json!("true");
+    }
     let recorded = annotation(node, NODE_NOTICE_ANNOTATION).and_then(|t| Notice::from_json(t).ok());
     if recorded.as_ref() != Some(notice) {
         patch["metadata"]["annotations"][NODE_NOTICE_ANNOTATION] = json!(notice.to_json());
@@ -141,7 +148,7 @@ pub fn apply_notice_patch(node: &Node, notice: &Notice) -> Option<Value> {
 }
 
 /// The change that lifts what the agent did: its taint, its notice annotation, and the
-/// cordon only if the agent made it. `retire` records an event not to act on again.
+/// cordon and the load-balancer label only if the agent set them. `retire` records an event not to act on again.
 pub fn undo_patch(node: &Node, retire: Option<&str>) -> Option<Value> {
     let mut patch = json!({});
     if let Some(taints) = without_taint(taints_of(node), INTERRUPTION_TAINT) {
@@ -153,6 +160,10 @@ pub fn undo_patch(node: &Node, retire: Option<&str>) -> Option<Value> {
     if annotation(node, CORDONED_ANNOTATION) == Some("true") {
         patch["spec"]["unschedulable"] = json!(false);
         patch["metadata"]["annotations"][CORDONED_ANNOTATION] = Value::Null;
+    }
+    if annotation(node, EXCLUDED_ANNOTATION) == Some("true") {
+        patch["metadata"]["labels"][EXCLUDE_FROM_LOAD_BALANCERS_LABEL] = Value::Null;
+        patch["metadata"]["annotations"][EXCLUDED_ANNOTATION] = Value::Null;
     }
     if let Some(event) = retire.filter(|e| annotation(node, RETIRED_NOTICE_ANNOTATION) != Some(e)) {
         patch["metadata"]["annotations"][RETIRED_NOTICE_ANNOTATION] = json!(event);
@@ -306,5 +317,38 @@ mod tests {
             without_taint(&current[..1], "reclaim.dev/interruption"),
             None
         );
+    }
+
+    fn notice() -> Notice {
+        Notice {
+            provider: reclaim_model::Provider::Aws,
+            kind: reclaim_model::NoticeKind::SpotInterruption,
+            event_id: "instance-action-1".into(),
+            notice_time: "2026-01-01T10:00:00Z".parse().unwrap(),
+            deadline: Some("2026-01-01T10:02:00Z".parse().unwrap()),
+            detected_at: "2026-01-01T10:00:01Z".parse().unwrap(),
+        }
+    }
+
+    fn node(labels: serde_json::Value, annotations: serde_json::Value) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": "n", "resourceVersion": "7", "labels": labels, "annotations": annotations}})).unwrap()
+    }
+
+    #[test]
+    fn the_load_balancer_label_is_set_with_the_taint_and_removed_only_if_the_agent_set_it() {
+        let patch = apply_notice_patch(&node(json!({}), json!({})), &notice()).unwrap();
+        assert_eq!(patch["metadata"]["labels"][EXCLUDE_FROM_LOAD_BALANCERS_LABEL], "true");
+        assert_eq!(patch["metadata"]["annotations"][EXCLUDED_ANNOTATION], "true");
+        let theirs = node(json!({EXCLUDE_FROM_LOAD_BALANCERS_LABEL: "true"}), json!({}));
+        let patch = apply_notice_patch(&theirs, &notice()).unwrap();
+        assert!(patch["metadata"]["labels"].is_null(), "someone else's label is left as it is");
+        assert!(undo_patch(&theirs, None).is_none(), "and never removed");
+        let ours = node(
+            json!({EXCLUDE_FROM_LOAD_BALANCERS_LABEL: "true"}),
+            json!({EXCLUDED_ANNOTATION: "true"}),
+        );
+        let undo = undo_patch(&ours, None).unwrap();
+        assert!(undo["metadata"]["labels"][EXCLUDE_FROM_LOAD_BALANCERS_LABEL].is_null());
+        assert_eq!(undo["metadata"]["labels"].as_object().map(|l| l.len()), Some(1));
     }
 }

@@ -78,6 +78,16 @@ impl ReclaimProcess {
         .await
     }
 
+    /// Its whole `/metrics` text.
+    pub async fn metrics_text(&self, http: &reqwest::Client) -> Result<String> {
+        Ok(http
+            .get(format!("{}/metrics", self.metrics_url))
+            .send()
+            .await?
+            .text()
+            .await?)
+    }
+
     /// The value of one sample of its `/metrics`, e.g.
     /// `reclaim_classifier_verdicts_total{verdict="spot_caused"}`; 0 when absent.
     pub async fn metric(&self, http: &reqwest::Client, sample: &str) -> Result<f64> {

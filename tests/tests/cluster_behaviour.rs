@@ -276,6 +276,25 @@ async fn a_pod_recreated_under_the_same_name_is_never_touched_by_a_request_for_t
 }
 
 #[tokio::test]
+async fn a_pod_under_two_budgets_is_refused_with_a_500_told_apart_from_a_budget_refusal()
+-> Result<()> {
+    let k = kubelet("eviction-two-budgets").await?;
+    let node = k.node_name("spot-b");
+    k.register_node(TestNode::spot(&node)).await?;
+    k.run_pod(&node, TestPod::new("shared").label("app", "shared")).await?;
+    k.pod_disruption_budget("one", &[("app", "shared")], 0).await?;
+    k.pod_disruption_budget("two", &[("app", "shared")], 0).await?;
+    let version = eviction::discover_version(k.client()).await?;
+    let shared = Target::of(&k, "shared").await?;
+    assert_eq!(
+        eviction::evict(k.client(), version, shared.pod(), None).await?,
+        Answer::MultipleBudgets
+    );
+    assert_eq!(eviction::delete(k.client(), shared.pod(), 1).await?, Answer::Accepted);
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_eviction_can_shorten_the_grace_period() -> Result<()> {
     let k = kubelet("eviction-grace").await?;
     let node = k.node_name("spot-f");

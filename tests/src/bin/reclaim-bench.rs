@@ -8,6 +8,8 @@
 //!
 //! Run it through `scripts/bench`, which builds the release binaries it measures.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -25,6 +27,8 @@ use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, clouds};
 struct Args {
     notices: usize,
     storms: usize,
+    fleet: usize,
+    fleet_pods: usize,
     pods: usize,
     idle_seconds: u64,
 }
@@ -33,6 +37,8 @@ fn args() -> Result<Args> {
     let mut args = Args {
         notices: 20,
         storms: 10,
+        fleet: 20,
+        fleet_pods: 50,
         pods: 110,
         idle_seconds: 60,
     };
@@ -45,11 +51,13 @@ fn args() -> Result<Args> {
         match flag.as_str() {
             "--notices" => args.notices = value as usize,
             "--storms" => args.storms = value as usize,
+            "--fleet" => args.fleet = value as usize,
+            "--fleet-pods" => args.fleet_pods = value as usize,
             "--pods" => args.pods = value as usize,
             "--idle-seconds" => args.idle_seconds = value,
             other => {
                 anyhow::bail!(
-                    "unknown flag {other}; use --notices N, --storms N, --pods N, --idle-seconds N"
+                    "unknown flag {other}; use --notices N, --storms N, --pods N, --fleet N, --fleet-pods N, --idle-seconds N"
                 )
             }
         }
@@ -88,7 +96,7 @@ async fn main() -> Result<()> {
     }
 
     println!(
-        "\n2. drain of a node with {} pods (targets: all evictions issued within 1 s of the taint; on a 30 s notice every pod gone by the deadline, executors first):",
+        "\n2. drain of a node with {} pods, a kubelet ending each graceful deletion when due (targets: every non-critical eviction issued within 1 s of the taint, critical pods once the others are gone; on a 30 s notice every pod due by the deadline):",
         args.pods
     );
     for (provider, lead) in [(Provider::Aws, 120), (Provider::Gcp, 30)] {
@@ -102,6 +110,12 @@ async fn main() -> Result<()> {
         )
         .await?;
     }
+
+    println!(
+        "\n4. fleet: {} agents, each on a node of {} pods (two behind a budget that refuses), all noticed in the same second, 60 s ahead (target: 0 pods present at their node's deadline):",
+        args.fleet, args.fleet_pods
+    );
+    fleet(&kubelet, &sim, &http, args.fleet, args.fleet_pods).await?;
 
     let node = kubelet.node_name("idle");
     kubelet.register_node(TestNode::spot(&node)).await?;
@@ -226,6 +240,7 @@ async fn full_node_drain(
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let agent = spawn_agent_process(&node, &sim.url(), &flags, std::process::Stdio::null())?;
     agent.ready(http).await?;
+    let finisher = kubelet.keep_finishing_deletions(&node);
     let tainted = tokio::spawn(taint_seen(kubelet.nodes(), node.clone()));
     let evictions = tokio::spawn(evictions_seen(kubelet.pods(), node.clone(), count));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -233,7 +248,8 @@ async fn full_node_drain(
     let action = Timestamp::now() + lead;
     clouds::announce_spot(sim, provider, &node, lead);
     let (taint, _) = tokio::time::timeout(Duration::from_secs(30), tainted).await???;
-    let (last, order) = tokio::time::timeout(Duration::from_secs(60), evictions).await???;
+    let order = tokio::time::timeout(Duration::from_secs(90), evictions).await???;
+    finisher.abort();
     drop(agent);
     clouds::clear(sim);
     let role = |pod: &Pod| {
@@ -246,19 +262,27 @@ async fn full_node_drain(
             .unwrap_or_default()
             .to_owned()
     };
-    let executors = order.iter().filter(|p| role(p) == "exec").count();
-    let criticals = order.iter().filter(|p| role(p) == "critical").count();
-    let executors_first = order.iter().take(executors).all(|p| role(p) == "exec");
+    let executors = order.iter().filter(|(_, p)| role(p) == "exec").count();
+    let criticals = order.iter().filter(|(_, p)| role(p) == "critical").count();
+    let executors_first = order.iter().take(executors).all(|(_, p)| role(p) == "exec");
     let critical_last = order
         .iter()
         .rev()
         .take(criticals)
-        .all(|p| role(p) == "critical");
+        .all(|(_, p)| role(p) == "critical");
+    let last_of = |critical: bool| {
+        order
+            .iter()
+            .filter(|(_, p)| (role(p) == "critical") == critical)
+            .map(|(at, _)| *at)
+            .max()
+            .unwrap_or(taint)
+    };
     // The default safety margin is 10 s; the announced time is known to within a second.
     let deadline = action - SignedDuration::from_secs(10) + SignedDuration::from_secs(1);
     let late = order
         .iter()
-        .filter(|p| {
+        .filter(|(_, p)| {
             p.metadata
                 .deletion_timestamp
                 .as_ref()
@@ -266,11 +290,12 @@ async fn full_node_drain(
         })
         .count();
     println!(
-        "   {provider:?}, {}-s notice: notice -> taint {:.0} ms; taint -> last of {} evictions issued {:.0} ms; executors asked first: {executors_first}; critical last: {critical_last}; pods due after the deadline: {late}",
+        "   {provider:?}, {}-s notice: notice -> taint {:.0} ms; taint -> last of {} non-critical evictions issued {:.0} ms; taint -> last of {criticals} critical pods asked {:.0} ms; executors asked first: {executors_first}; critical last: {critical_last}; pods due after the deadline: {late}",
         lead.as_secs(),
         ms(taint - announced),
-        order.len(),
-        ms(last.saturating_duration_since(taint))
+        order.len() - criticals,
+        ms(last_of(false).saturating_duration_since(taint)),
+        ms(last_of(true).saturating_duration_since(taint))
     );
     Ok(())
 }
@@ -294,22 +319,164 @@ async fn taint_seen(nodes: Api<Node>, node: String) -> Result<(Instant, Timestam
     anyhow::bail!("the node watch ended")
 }
 
-/// When the last of `count` pods on `node` was seen terminating, and those pods in the
-/// order they were seen terminating.
-async fn evictions_seen(pods: Api<Pod>, node: String, count: usize) -> Result<(Instant, Vec<Pod>)> {
+/// The first `count` pods on `node` seen terminating, in that order, with when.
+async fn evictions_seen(pods: Api<Pod>, node: String, count: usize) -> Result<Vec<(Instant, Pod)>> {
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let mut stream = watcher(pods, config).boxed();
-    let mut order: Vec<Pod> = Vec::new();
+    let mut order: Vec<(Instant, Pod)> = Vec::new();
     while let Some(event) = stream.next().await {
         if let watcher::Event::Apply(pod) = event? {
-            let seen = order.iter().any(|p| p.metadata.name == pod.metadata.name);
+            let seen = order.iter().any(|(_, p)| p.metadata.name == pod.metadata.name);
             if pod.metadata.deletion_timestamp.is_some() && !seen {
-                order.push(pod);
+                order.push((Instant::now(), pod));
                 if order.len() == count {
-                    return Ok((Instant::now(), order));
+                    return Ok(order);
                 }
             }
         }
     }
     anyhow::bail!("the pod watch ended")
+}
+
+/// `agents` nodes of `per_node` pods each (one in ten a Spark executor, two behind a
+/// budget that refuses, two critical, the rest ordinary), each guarded by its own agent
+/// process, all noticed at once (they read the same simulated instance metadata).
+async fn fleet(
+    kubelet: &TestKubelet,
+    sim: &Simulator,
+    http: &reqwest::Client,
+    agents: usize,
+    per_node: usize,
+) -> Result<()> {
+    let lead = SignedDuration::from_secs(60);
+    let margin = SignedDuration::from_secs(10);
+    let mut nodes = Vec::new();
+    for n in 0..agents {
+        let node = kubelet.node_name(&format!("fleet-{n}"));
+        kubelet.register_node(clouds::spot_node(Provider::Aws, &node)).await?;
+        let pods = (0..per_node).map(|i| {
+            let name = format!("f{n}-{i}");
+            let pod = match i % 10 {
+                _ if i < 2 => TestPod::new(&name).label("budget", &format!("fleet-{n}")),
+                _ if i < 4 => TestPod::new(&name).priority_class("system-node-critical"),
+                0 => TestPod::spark_executor(&name, "spark-fleet"),
+                _ => TestPod::new(&name),
+            };
+            kubelet.run_pod(&node, pod.grace_period(5))
+        });
+        for created in futures::future::join_all(pods).await {
+            created?;
+        }
+        let selector = format!("fleet-{n}");
+        kubelet
+            .pod_disruption_budget(&format!("fleet-{n}"), &[("budget", &selector)], 2)
+            .await?;
+        nodes.push(node);
+    }
+    let mut processes = Vec::new();
+    for node in &nodes {
+        let flags = ["--safety-margin", "10s"];
+        processes.push(spawn_agent_process(node, &sim.url(), &flags, std::process::Stdio::null())?);
+    }
+    for process in &processes {
+        process.ready(http).await?;
+    }
+    let finisher = tokio::spawn(finish_every_due_deletion(kubelet.clone()));
+    let asked = Arc::new(Mutex::new(HashMap::new()));
+    let watch = tokio::spawn(first_asked(kubelet.pods(), asked.clone()));
+    let announced = Timestamp::now();
+    let deadline = announced + lead - margin;
+    clouds::announce_spot(sim, Provider::Aws, &nodes[0], lead);
+    // Until the drain deadline, plus a little for the last graceful deletions to end.
+    tokio::time::sleep(Duration::from_secs((lead - margin).as_secs() as u64 + 3)).await;
+    let present = kubelet.pods().list(&Default::default()).await?.items;
+    watch.abort();
+    finisher.abort();
+    // Per node, when its last ordinary pod or executor was first asked to go.
+    let asked = asked.lock().unwrap().clone();
+    let mut ordinary_done: Vec<f64> = nodes
+        .iter()
+        .enumerate()
+        .map(|(n, _)| {
+            (4..per_node)
+                .filter_map(|i| asked.get(&format!("f{n}-{i}")))
+                .map(|t: &Timestamp| t.duration_since(announced).as_secs_f64())
+                .fold(0.0, f64::max)
+        })
+        .collect();
+    ordinary_done.sort_by(f64::total_cmp);
+    let late = present
+        .iter()
+        .filter(|p| {
+            p.metadata.name.as_deref().is_some_and(|n| n.starts_with('f'))
+                && p.metadata.deletion_timestamp.as_ref().is_none_or(|t| t.0 > deadline)
+        })
+        .count();
+    let mut answers = std::collections::BTreeMap::<String, f64>::new();
+    let mut last_issued = Vec::new();
+    for process in &processes {
+        let text = process.metrics_text(http).await?;
+        for line in text.lines().filter(|l| l.starts_with("reclaim_drain_requests_total{")) {
+            if let Some((labels, value)) = line.split_once("} ") {
+                *answers.entry(labels.trim_start_matches("reclaim_drain_requests_total{").to_owned()).or_default() += value.trim().parse::<f64>().unwrap_or(0.0);
+            }
+        }
+        last_issued.push(process.metric(http, "reclaim_drain_duration_seconds_sum").await?);
+    }
+    let requests: f64 = answers.values().sum();
+    println!(
+        "   notice -> last ordinary pod or executor asked, per node: median {:.1} s, max {:.1} s",
+        ordinary_done[ordinary_done.len() / 2],
+        ordinary_done[ordinary_done.len() - 1]
+    );
+    println!(
+        "   pods present at the deadline, not due by it: {late} of {}; drain requests per node (list, evict, delete): {:.0}",
+        agents * per_node,
+        requests / agents as f64
+    );
+    println!("   answers met, summed over the agents: {answers:?}");
+    last_issued.sort_by(f64::total_cmp);
+    println!(
+        "   drain duration per node (until empty, or the deadline with nothing left to ask): median {:.1} s, max {:.1} s",
+        last_issued[last_issued.len() / 2],
+        last_issued[last_issued.len() - 1]
+    );
+    drop(processes);
+    clouds::clear(sim);
+    Ok(())
+}
+
+/// Ends every due graceful deletion in the namespace, twice a second, like the kubelets.
+async fn finish_every_due_deletion(kubelet: TestKubelet) {
+    loop {
+        if let Ok(pods) = kubelet.pods().list(&Default::default()).await {
+            let now = Timestamp::now();
+            for pod in pods.items {
+                if pod.metadata.deletion_timestamp.as_ref().is_some_and(|t| t.0 <= now) {
+                    let _ = kubelet.finish_deletion(&pod.metadata.name.unwrap_or_default()).await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Records, for each pod of the namespace seen terminating, when it was asked to go (its
+/// deletion timestamp minus its grace period).
+async fn first_asked(pods: Api<Pod>, asked: Arc<Mutex<HashMap<String, Timestamp>>>) {
+    let mut stream = watcher(pods, watcher::Config::default()).boxed();
+    while let Some(Ok(event)) = stream.next().await {
+        if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event
+            && let (Some(due), Some(grace)) = (
+                pod.metadata.deletion_timestamp.as_ref(),
+                pod.metadata.deletion_grace_period_seconds,
+            )
+        {
+            asked
+                .lock()
+                .unwrap()
+                .entry(pod.metadata.name.clone().unwrap_or_default())
+                .or_insert(due.0 - SignedDuration::from_secs(grace));
+        }
+    }
 }

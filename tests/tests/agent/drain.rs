@@ -186,3 +186,34 @@ async fn a_pod_bound_mid_drain_is_drained_and_a_slow_termination_is_made_to_fit(
     watch.abort();
     Ok(())
 }
+
+#[tokio::test]
+async fn healthz_fails_while_a_drain_makes_no_progress_and_recovers_when_it_does() -> Result<()> {
+    let (k, sim, node) = spot_node("drain-stall").await?;
+    k.run_executor_behind_refusing_budget(&node, 3).await?;
+    let (history, watch) = PodHistory::record(k.pods());
+    let cp = ControlPlane::shared();
+    let proxy = FaultProxy::start(cp.server.trim_start_matches("https://")).await?;
+    let client = cp.agent_client(Some(&proxy.url())).await?;
+    let agent = start_agent_as(client, &node, &sim.url(), &[]).await?;
+    agent.ready().await?;
+    sim.state()
+        .aws
+        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(120));
+    asked(&history, "task").await?;
+    assert!(agent.health.is_alive());
+    proxy.set(Mode::BlackHole);
+    // The bound is 30 s without a completed round (WORK_STALL_AFTER).
+    eventually(Duration::from_secs(90), "/healthz to report the stalled drain", || async {
+        Ok(!agent.health.is_alive())
+    })
+    .await?;
+    proxy.set(Mode::Pass);
+    eventually(WAIT, "/healthz to recover with the drain", || async {
+        Ok(agent.health.is_alive())
+    })
+    .await?;
+    agent.stop().await?;
+    watch.abort();
+    Ok(())
+}

@@ -274,6 +274,14 @@ async fn a_maintenance_canceled_after_its_pods_were_marked_leaves_no_record_on_t
         p.annotations().contains_key("reclaim.dev/interruption")
             || p.labels().contains_key("reclaim.dev/interrupted")
     };
+    let excluded = |n: &Node| {
+        n.labels()
+            .contains_key("node.kubernetes.io/exclude-from-external-load-balancers")
+    };
+    eventually(WAIT, "the node out of load balancers", || {
+        node_state(&k, &node, excluded)
+    })
+    .await?;
     eventually(WAIT, "exec-1 marked and task terminating", || async {
         let exec = pods.get("exec-1").await?;
         let task = pods.get("task").await?;
@@ -288,7 +296,7 @@ async fn a_maintenance_canceled_after_its_pods_were_marked_leaves_no_record_on_t
     .await?;
     eventually(WAIT, "the node to be released", || {
         node_state(&k, &node, |n| {
-            reclaim_taints(n).is_empty() && !unschedulable(n)
+            reclaim_taints(n).is_empty() && !unschedulable(n) && !excluded(n)
         })
     })
     .await?;
