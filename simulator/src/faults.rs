@@ -51,6 +51,9 @@ impl Rule {
 pub struct Faults {
     queue: VecDeque<Rule>,
     persistent: Vec<Rule>,
+    /// When a queued fault was last served: once none is pending, the moment the
+    /// service first could answer correctly again (the end of a storm).
+    pub last_served: Option<jiff::Timestamp>,
 }
 
 impl Faults {
@@ -94,6 +97,7 @@ impl Faults {
         }
         let next = self.queue.iter().position(|r| r.matches(request_path))?;
         if applies(&self.queue[next].fault) {
+            self.last_served = Some(jiff::Timestamp::now());
             self.queue.remove(next).map(|r| r.fault)
         } else {
             None
