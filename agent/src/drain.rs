@@ -189,7 +189,9 @@ pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> 
                 let uid = match request {
                     Request::Evict { uid, .. } | Request::Delete { uid, .. } => uid,
                 };
-                let (view, pod) = drainable.iter().find(|(v, _)| &v.uid == uid && v.group == group)?;
+                let (view, pod) = drainable
+                    .iter()
+                    .find(|(v, _)| &v.uid == uid && v.group == group)?;
                 Some(async move { (view, pod, request, send(client, job, pod, request).await) })
             }))
             .await;

@@ -14,8 +14,8 @@ use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, Patch, PatchParams};
 use reclaim_model::Notice;
 use reclaim_model::keys::{
-    CORDONED_ANNOTATION, EXCLUDE_FROM_LOAD_BALANCERS_LABEL, EXCLUDED_ANNOTATION, INTERRUPTION_TAINT,
-    NODE_NOTICE_ANNOTATION, RETIRED_NOTICE_ANNOTATION,
+    CORDONED_ANNOTATION, EXCLUDE_FROM_LOAD_BALANCERS_LABEL, EXCLUDED_ANNOTATION,
+    INTERRUPTION_TAINT, NODE_NOTICE_ANNOTATION, RETIRED_NOTICE_ANNOTATION,
 };
 use serde_json::{Value, json};
 
@@ -337,11 +337,23 @@ mod tests {
     #[test]
     fn the_load_balancer_label_is_set_with_the_taint_and_removed_only_if_the_agent_set_it() {
         let patch = apply_notice_patch(&node(json!({}), json!({})), &notice()).unwrap();
-        assert_eq!(patch["metadata"]["labels"][EXCLUDE_FROM_LOAD_BALANCERS_LABEL], "true");
-        assert_eq!(patch["metadata"]["annotations"][EXCLUDED_ANNOTATION], "true");
-        let theirs = node(json!({EXCLUDE_FROM_LOAD_BALANCERS_LABEL: "true"}), json!({}));
+        assert_eq!(
+            patch["metadata"]["labels"][EXCLUDE_FROM_LOAD_BALANCERS_LABEL],
+            "true"
+        );
+        assert_eq!(
+            patch["metadata"]["annotations"][EXCLUDED_ANNOTATION],
+            "true"
+        );
+        let theirs = node(
+            json!({EXCLUDE_FROM_LOAD_BALANCERS_LABEL: "true"}),
+            json!({}),
+        );
         let patch = apply_notice_patch(&theirs, &notice()).unwrap();
-        assert!(patch["metadata"]["labels"].is_null(), "someone else's label is left as it is");
+        assert!(
+            patch["metadata"]["labels"].is_null(),
+            "someone else's label is left as it is"
+        );
         assert!(undo_patch(&theirs, None).is_none(), "and never removed");
         let ours = node(
             json!({EXCLUDE_FROM_LOAD_BALANCERS_LABEL: "true"}),
@@ -349,6 +361,9 @@ mod tests {
         );
         let undo = undo_patch(&ours, None).unwrap();
         assert!(undo["metadata"]["labels"][EXCLUDE_FROM_LOAD_BALANCERS_LABEL].is_null());
-        assert_eq!(undo["metadata"]["labels"].as_object().map(|l| l.len()), Some(1));
+        assert_eq!(
+            undo["metadata"]["labels"].as_object().map(|l| l.len()),
+            Some(1)
+        );
     }
 }

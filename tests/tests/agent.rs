@@ -90,7 +90,10 @@ async fn node_state(k: &TestKubelet, node: &str, check: impl Fn(&Node) -> bool) 
 /// recorded as the pod's last state, without `status` so no predicate mistakes it for a
 /// live revision: see [`PodHistory::removed`]).
 #[derive(Clone, Default)]
-struct PodHistory(Arc<Mutex<Vec<(String, u64, Pod)>>>, Arc<Mutex<Vec<(String, u64)>>>);
+struct PodHistory(
+    Arc<Mutex<Vec<(String, u64, Pod)>>>,
+    Arc<Mutex<Vec<(String, u64)>>>,
+);
 
 impl PodHistory {
     fn record(pods: Api<Pod>) -> (PodHistory, tokio::task::JoinHandle<()>) {

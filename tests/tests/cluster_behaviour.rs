@@ -265,13 +265,23 @@ async fn a_pod_recreated_under_the_same_name_is_never_touched_by_a_request_for_t
     let old = Target::of(&k, "db-0").await?;
     // Someone else deletes db-0 and its StatefulSet recreates it elsewhere.
     k.finish_deletion("db-0").await?;
-    k.run_pod(&k.node_name("other"), TestPod::new("db-0")).await?;
+    k.run_pod(&k.node_name("other"), TestPod::new("db-0"))
+        .await?;
     let version = eviction::discover_version(k.client()).await?;
-    assert_eq!(eviction::evict(k.client(), version, old.pod(), None).await?, Answer::Gone);
-    assert_eq!(eviction::delete(k.client(), old.pod(), 0).await?, Answer::Gone);
+    assert_eq!(
+        eviction::evict(k.client(), version, old.pod(), None).await?,
+        Answer::Gone
+    );
+    assert_eq!(
+        eviction::delete(k.client(), old.pod(), 0).await?,
+        Answer::Gone
+    );
     let replacement = k.pods().get("db-0").await?;
     assert_ne!(replacement.metadata.uid.as_deref(), Some(old.uid.as_str()));
-    assert!(replacement.metadata.deletion_timestamp.is_none(), "the replacement is untouched");
+    assert!(
+        replacement.metadata.deletion_timestamp.is_none(),
+        "the replacement is untouched"
+    );
     Ok(())
 }
 
@@ -281,16 +291,22 @@ async fn a_pod_under_two_budgets_is_refused_with_a_500_told_apart_from_a_budget_
     let k = kubelet("eviction-two-budgets").await?;
     let node = k.node_name("spot-b");
     k.register_node(TestNode::spot(&node)).await?;
-    k.run_pod(&node, TestPod::new("shared").label("app", "shared")).await?;
-    k.pod_disruption_budget("one", &[("app", "shared")], 0).await?;
-    k.pod_disruption_budget("two", &[("app", "shared")], 0).await?;
+    k.run_pod(&node, TestPod::new("shared").label("app", "shared"))
+        .await?;
+    k.pod_disruption_budget("one", &[("app", "shared")], 0)
+        .await?;
+    k.pod_disruption_budget("two", &[("app", "shared")], 0)
+        .await?;
     let version = eviction::discover_version(k.client()).await?;
     let shared = Target::of(&k, "shared").await?;
     assert_eq!(
         eviction::evict(k.client(), version, shared.pod(), None).await?,
         Answer::MultipleBudgets
     );
-    assert_eq!(eviction::delete(k.client(), shared.pod(), 1).await?, Answer::Accepted);
+    assert_eq!(
+        eviction::delete(k.client(), shared.pod(), 1).await?,
+        Answer::Accepted
+    );
     Ok(())
 }
 

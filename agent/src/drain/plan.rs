@@ -208,6 +208,48 @@ pub struct Tried {
 /// What the drain did so far, per pod uid.
 pub type History = HashMap<String, Tried>;
 
+/// The longest grace period among the pods of `group` (0 when it has none).
+fn longest_grace(pods: &[DrainPod], group: Group) -> i64 {
+    pods.iter()
+        .filter(|p| p.group == group)
+        .map(|p| p.grace)
+        .max()
+        .unwrap_or(0)
+}
+
+/// When each group must be gone. The groups nobody waits for have the drain's deadline;
+/// a group others still wait for must be gone earlier, by the time those others need to
+/// leave gracefully after it (their longest grace period and a round), so that critical
+/// pods really leave last. Nothing is reserved for a group that starts anyway (its time
+/// is short), and a reservation never takes more than half of the time left, so the
+/// first groups keep time to leave gracefully on a short notice.
+pub fn group_deadlines(
+    now: Timestamp,
+    deadline: Timestamp,
+    pods: &[DrainPod],
+    retry_seconds: i64,
+) -> HashMap<Group, Timestamp> {
+    let mut deadlines: HashMap<Group, Timestamp> = HashMap::new();
+    for (group, _) in GROUPS.iter().rev() {
+        let mut own = deadline;
+        for (later, waits) in GROUPS.iter() {
+            let present = pods.iter().any(|p| p.group == *later);
+            if !waits.contains(group) || !present {
+                continue;
+            }
+            let later_deadline = deadlines.get(later).copied().unwrap_or(deadline);
+            let later_left = seconds_left(now, later_deadline);
+            let needed = longest_grace(pods, *later) + retry_seconds;
+            if later_left > needed {
+                let reserve = needed.min(later_left / 2);
+                own = own.min(later_deadline - SignedDuration::from_secs(reserve));
+            }
+        }
+        deadlines.insert(*group, own);
+    }
+    deadlines
+}
+
 /// The requests to make now, in group order. `retry` is the pause between two requests
 /// for one pod, and between two rounds.
 pub fn next_requests(
@@ -217,17 +259,13 @@ pub fn next_requests(
     history: &History,
     retry: SignedDuration,
 ) -> Vec<Request> {
-    let left = seconds_left(now, deadline);
     let retry_seconds = retry.as_secs().max(1);
+    let deadlines = group_deadlines(now, deadline, pods, retry_seconds);
+    let deadline_of = |group: Group| deadlines.get(&group).copied().unwrap_or(deadline);
     let started = |group: Group| {
         let others_gone = !pods.iter().any(|p| group.waits_for().contains(&p.group));
-        let longest = pods
-            .iter()
-            .filter(|p| p.group == group)
-            .map(|p| p.grace)
-            .max()
-            .unwrap_or(0);
-        others_gone || left <= longest + retry_seconds
+        let left = seconds_left(now, deadline_of(group));
+        others_gone || left <= longest_grace(pods, group) + retry_seconds
     };
     let mut in_order: Vec<&DrainPod> = pods.iter().filter(|p| started(p.group)).collect();
     in_order.sort_by_key(|p| p.group);
@@ -238,9 +276,11 @@ pub fn next_requests(
             continue;
         }
         let uid = pod.uid.clone();
+        let due = deadline_of(pod.group);
+        let left = seconds_left(now, due);
         match pod.terminating_until {
             // Terminating (asked by us or by someone else): only ever faster.
-            Some(until) if until > deadline => requests.push(Request::Delete {
+            Some(until) if until > due => requests.push(Request::Delete {
                 uid,
                 grace: clamped_grace(pod.grace, left),
             }),
@@ -250,7 +290,7 @@ pub fn next_requests(
             None if tried.requests == 0 || left >= pod.grace + retry_seconds => {
                 requests.push(Request::Evict {
                     uid,
-                    grace: eviction_grace(now, deadline, pod.grace),
+                    grace: eviction_grace(now, due, pod.grace),
                 })
             }
             None => requests.push(Request::Delete {
@@ -586,6 +626,77 @@ mod tests {
         assert_eq!(
             uids(&next_requests(at(5), deadline, &pods, &history, RETRY)),
             ["evict late"]
+        );
+    }
+
+    #[test]
+    fn a_refused_pod_is_deleted_early_enough_for_the_critical_pods_to_leave_after_it() {
+        let deadline = at(60);
+        let pods = vec![
+            drain_pod("exec", Group::First, 5),
+            drain_pod("dns", Group::Last, 2),
+        ];
+        let deadlines = group_deadlines(at(0), deadline, &pods, 1);
+        assert_eq!(
+            deadlines[&Group::First],
+            at(57),
+            "3 s kept for the critical pod"
+        );
+        assert_eq!(deadlines[&Group::Last], deadline);
+        let refused: History = [(
+            "exec".to_owned(),
+            Tried {
+                requests: 9,
+                not_before: None,
+            },
+        )]
+        .into();
+        assert_eq!(
+            uids(&next_requests(at(51), deadline, &pods, &refused, RETRY)),
+            ["evict exec"]
+        );
+        assert_eq!(
+            uids(&next_requests(at(52), deadline, &pods, &refused, RETRY)),
+            ["delete exec 5s"]
+        );
+        let only_dns = vec![drain_pod("dns", Group::Last, 2)];
+        assert_eq!(
+            uids(&next_requests(
+                at(57),
+                deadline,
+                &only_dns,
+                &History::new(),
+                RETRY
+            )),
+            ["evict dns"]
+        );
+    }
+
+    #[test]
+    fn nothing_is_reserved_for_critical_pods_that_start_anyway_and_never_more_than_half() {
+        let pods = vec![
+            drain_pod("exec", Group::First, 20),
+            drain_pod("dns", Group::Last, 30),
+        ];
+        assert_eq!(
+            next_requests(at(0), at(20), &pods, &History::new(), RETRY),
+            [
+                Request::Evict {
+                    uid: "exec".into(),
+                    grace: None
+                },
+                Request::Evict {
+                    uid: "dns".into(),
+                    grace: Some(20)
+                }
+            ],
+            "20 s left: the critical pod starts at once, the executor keeps its whole grace"
+        );
+        let deadlines = group_deadlines(at(0), at(40), &pods, 1);
+        assert_eq!(
+            deadlines[&Group::First],
+            at(20),
+            "31 s wanted, half of 40 s given"
         );
     }
 }

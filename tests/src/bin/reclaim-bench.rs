@@ -197,7 +197,11 @@ async fn notice_to_taint(
         let (seen, seen_at) = tokio::time::timeout(Duration::from_secs(60), tainted).await???;
         latencies.push(if storm {
             // From the end of the storm: the service could answer correctly from then on.
-            let ended = sim.state().faults.last_served.context("the storm was never served")?;
+            let ended = sim
+                .state()
+                .faults
+                .last_served
+                .context("the storm was never served")?;
             seen_at.duration_since(ended).as_secs_f64() * 1000.0
         } else {
             ms(seen.saturating_duration_since(announced))
@@ -324,7 +328,9 @@ async fn evictions_seen(pods: Api<Pod>, node: String, count: usize) -> Result<Ve
     let mut order: Vec<(Instant, Pod)> = Vec::new();
     while let Some(event) = stream.next().await {
         if let watcher::Event::Apply(pod) = event? {
-            let seen = order.iter().any(|(_, p)| p.metadata.name == pod.metadata.name);
+            let seen = order
+                .iter()
+                .any(|(_, p)| p.metadata.name == pod.metadata.name);
             if pod.metadata.deletion_timestamp.is_some() && !seen {
                 order.push((Instant::now(), pod));
                 if order.len() == count {
@@ -351,7 +357,9 @@ async fn fleet(
     let mut nodes = Vec::new();
     for n in 0..agents {
         let node = kubelet.node_name(&format!("fleet-{n}"));
-        kubelet.register_node(clouds::spot_node(Provider::Aws, &node)).await?;
+        kubelet
+            .register_node(clouds::spot_node(Provider::Aws, &node))
+            .await?;
         let pods = (0..per_node).map(|i| {
             let name = format!("f{n}-{i}");
             let pod = match i % 10 {
@@ -374,7 +382,12 @@ async fn fleet(
     let mut processes = Vec::new();
     for node in &nodes {
         let flags = ["--safety-margin", "10s"];
-        processes.push(spawn_agent_process(node, &sim.url(), &flags, std::process::Stdio::null())?);
+        processes.push(spawn_agent_process(
+            node,
+            &sim.url(),
+            &flags,
+            std::process::Stdio::null(),
+        )?);
     }
     for process in &processes {
         process.ready(http).await?;
@@ -406,20 +419,39 @@ async fn fleet(
     let late = present
         .iter()
         .filter(|p| {
-            p.metadata.name.as_deref().is_some_and(|n| n.starts_with('f'))
-                && p.metadata.deletion_timestamp.as_ref().is_none_or(|t| t.0 > deadline)
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with('f'))
+                && p.metadata
+                    .deletion_timestamp
+                    .as_ref()
+                    .is_none_or(|t| t.0 > deadline)
         })
         .count();
     let mut answers = std::collections::BTreeMap::<String, f64>::new();
     let mut last_issued = Vec::new();
     for process in &processes {
         let text = process.metrics_text(http).await?;
-        for line in text.lines().filter(|l| l.starts_with("reclaim_drain_requests_total{")) {
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("reclaim_drain_requests_total{"))
+        {
             if let Some((labels, value)) = line.split_once("} ") {
-                *answers.entry(labels.trim_start_matches("reclaim_drain_requests_total{").to_owned()).or_default() += value.trim().parse::<f64>().unwrap_or(0.0);
+                *answers
+                    .entry(
+                        labels
+                            .trim_start_matches("reclaim_drain_requests_total{")
+                            .to_owned(),
+                    )
+                    .or_default() += value.trim().parse::<f64>().unwrap_or(0.0);
             }
         }
-        last_issued.push(process.metric(http, "reclaim_drain_duration_seconds_sum").await?);
+        last_issued.push(
+            process
+                .metric(http, "reclaim_drain_duration_seconds_sum")
+                .await?,
+        );
     }
     let requests: f64 = answers.values().sum();
     println!(
@@ -450,8 +482,15 @@ async fn finish_every_due_deletion(kubelet: TestKubelet) {
         if let Ok(pods) = kubelet.pods().list(&Default::default()).await {
             let now = Timestamp::now();
             for pod in pods.items {
-                if pod.metadata.deletion_timestamp.as_ref().is_some_and(|t| t.0 <= now) {
-                    let _ = kubelet.finish_deletion(&pod.metadata.name.unwrap_or_default()).await;
+                if pod
+                    .metadata
+                    .deletion_timestamp
+                    .as_ref()
+                    .is_some_and(|t| t.0 <= now)
+                {
+                    let _ = kubelet
+                        .finish_deletion(&pod.metadata.name.unwrap_or_default())
+                        .await;
                 }
             }
         }

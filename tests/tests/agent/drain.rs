@@ -58,7 +58,10 @@ async fn a_drain_gets_every_pod_off_in_time_through_black_holed_and_refused_conn
     for name in ["exec-1", "node-dns"] {
         let (_, deleting) = history.deleting(name).context("asked")?;
         let due = deleting.metadata.deletion_timestamp.unwrap().0;
-        assert!(due <= drain_deadline, "{name} due at {due}, after {drain_deadline}");
+        assert!(
+            due <= drain_deadline,
+            "{name} due at {due}, after {drain_deadline}"
+        );
     }
     assert!(
         history.removed("task").unwrap() < history.deleting("node-dns").unwrap().0,
@@ -98,7 +101,8 @@ async fn drivers_wait_for_their_executors_and_critical_pods_for_everyone_else() 
             .grace_period(1),
     )
     .await?;
-    k.run_pod(&node, TestPod::new("task").grace_period(2)).await?;
+    k.run_pod(&node, TestPod::new("task").grace_period(2))
+        .await?;
     k.run_pod(
         &node,
         TestPod::new("shuffle")
@@ -117,9 +121,11 @@ async fn drivers_wait_for_their_executors_and_critical_pods_for_everyone_else() 
     let kubelet_task = k.keep_finishing_deletions(&node);
     let agent = start_agent(&node, &sim.url(), &[]).await?;
     agent.ready().await?;
-    sim.state()
-        .aws
-        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(120));
+    sim.state().aws.schedule_spot(
+        "terminate",
+        Timestamp::now(),
+        SignedDuration::from_secs(120),
+    );
     let pods = k.pods();
     eventually(WAIT, "every pod to be gone", || {
         gone(&pods, &["exec-1", "driver", "task", "shuffle", "node-dns"])
@@ -127,8 +133,14 @@ async fn drivers_wait_for_their_executors_and_critical_pods_for_everyone_else() 
     .await?;
     let removed = |name| history.removed(name).context("removed");
     let asked_at = |name| history.deleting(name).map(|(rv, _)| rv).context("asked");
-    assert!(asked_at("task")? < removed("exec-1")?, "executors and ordinary pods at once");
-    assert!(removed("exec-1")? < asked_at("driver")?, "the driver after its executor");
+    assert!(
+        asked_at("task")? < removed("exec-1")?,
+        "executors and ordinary pods at once"
+    );
+    assert!(
+        removed("exec-1")? < asked_at("driver")?,
+        "the driver after its executor"
+    );
     for last in ["node-dns", "shuffle"] {
         for other in ["exec-1", "driver", "task"] {
             assert!(
@@ -148,7 +160,8 @@ async fn a_pod_bound_mid_drain_is_drained_and_a_slow_termination_is_made_to_fit(
     let (k, sim, node) = spot_node("drain-late").await?;
     k.run_executor_behind_refusing_budget(&node, 3).await?;
     // Someone else deleted this pod with its 300 s grace period: it would outlive the node.
-    k.run_pod(&node, TestPod::new("slow").grace_period(300)).await?;
+    k.run_pod(&node, TestPod::new("slow").grace_period(300))
+        .await?;
     k.pods().delete("slow", &Default::default()).await?;
     let (history, watch) = PodHistory::record(k.pods());
     let kubelet_task = k.keep_finishing_deletions(&node);
@@ -159,7 +172,8 @@ async fn a_pod_bound_mid_drain_is_drained_and_a_slow_termination_is_made_to_fit(
         .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(30));
     asked(&history, "task").await?;
     // Bound after the drain's first round, as a scheduler that missed the taint would.
-    k.run_pod(&node, TestPod::new("late").grace_period(1)).await?;
+    k.run_pod(&node, TestPod::new("late").grace_period(1))
+        .await?;
     let pods = k.pods();
     eventually(WAIT, "every pod to be gone", || {
         gone(&pods, &["exec-1", "task", "slow", "late"])
@@ -176,7 +190,10 @@ async fn a_pod_bound_mid_drain_is_drained_and_a_slow_termination_is_made_to_fit(
         })
         .context("the slow pod was never made to fit")?;
     assert!(hastened.1.metadata.deletion_grace_period_seconds.unwrap() < 300);
-    assert!(history.deleting("late").is_some(), "the late pod was drained");
+    assert!(
+        history.deleting("late").is_some(),
+        "the late pod was drained"
+    );
     eventually(WAIT, "the drain's summary", || async {
         Ok(agent.metric("reclaim_evictions_total{outcome=\"hastened\"}") == 1.0)
     })
@@ -197,16 +214,20 @@ async fn healthz_fails_while_a_drain_makes_no_progress_and_recovers_when_it_does
     let client = cp.agent_client(Some(&proxy.url())).await?;
     let agent = start_agent_as(client, &node, &sim.url(), &[]).await?;
     agent.ready().await?;
-    sim.state()
-        .aws
-        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(120));
+    sim.state().aws.schedule_spot(
+        "terminate",
+        Timestamp::now(),
+        SignedDuration::from_secs(120),
+    );
     asked(&history, "task").await?;
     assert!(agent.health.is_alive());
     proxy.set(Mode::BlackHole);
     // The bound is 30 s without a completed round (WORK_STALL_AFTER).
-    eventually(Duration::from_secs(90), "/healthz to report the stalled drain", || async {
-        Ok(!agent.health.is_alive())
-    })
+    eventually(
+        Duration::from_secs(90),
+        "/healthz to report the stalled drain",
+        || async { Ok(!agent.health.is_alive()) },
+    )
     .await?;
     proxy.set(Mode::Pass);
     eventually(WAIT, "/healthz to recover with the drain", || async {

@@ -50,7 +50,11 @@ async fn a_notice_right_after_an_error_storm_is_acted_on_within_a_poll(
     .await?;
     announce_spot(&sim, provider, &node, lead);
     let tainted = tainted_at(&k, &node).await?;
-    assert_eq!(sim.state().faults.pending(), 0, "the whole storm was served");
+    assert_eq!(
+        sim.state().faults.pending(),
+        0,
+        "the whole storm was served"
+    );
     // The service answers correctly from the storm's last error on.
     let ended = sim.state().faults.last_served.context("storm served")?;
     assert!(
