@@ -25,7 +25,11 @@ use reclaim_model::keys::{INTERRUPTED_LABEL, POD_INTERRUPTION_ANNOTATION};
 
 use crate::eviction::{Answer, EvictionError, EvictionVersion, PodRef, delete, evict};
 use crate::pods::pods_on_node;
-use plan::{DrainPod, Group, History, OwnPod, Request, Tried, next_requests};
+use plan::{DrainPod, Group, History, OwnPod, Request, next_requests};
+
+/// The log line of a pod deleted because its grace period no longer fit before the
+/// deadline while its budget refused (the demo tells its story from it).
+pub const DEADLINE_DELETION: &str = "its budget still refuses and its grace period no longer fits before the deadline: deleted the pod";
 
 /// No single request waits longer than this, even with time left.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -198,7 +202,7 @@ pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> 
             sent.extend(answers);
         }
         for (view, pod, request, answer) in sent {
-            let tried = history.entry(view.uid.clone()).or_insert(Tried::default());
+            let tried = history.entry(view.uid.clone()).or_default();
             tried.requests += 1;
             let pause = match answer {
                 Ok(Answer::Throttled {
@@ -220,7 +224,7 @@ pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> 
                     Some(PodOutcome::Hastened)
                 }
                 (Request::Delete { grace, .. }, Ok(Answer::Accepted)) => {
-                    tracing::info!(pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()), grace_seconds = grace, "its grace period no longer fits before the deadline; deleted the pod");
+                    tracing::info!(pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()), grace_seconds = grace, "{DEADLINE_DELETION}");
                     Some(PodOutcome::DeletedAtDeadline)
                 }
                 (_, Ok(Answer::Gone)) => Some(PodOutcome::AlreadyGone),

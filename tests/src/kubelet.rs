@@ -89,6 +89,11 @@ impl TestPod {
         }
     }
 
+    /// A node-critical pod (`system-node-critical`), as node-local DNS or a CSI node plugin.
+    pub fn critical(name: &str) -> TestPod {
+        TestPod::new(name).priority_class("system-node-critical")
+    }
+
     /// A Spark executor of application `app_id`, labelled as Spark on Kubernetes labels it.
     pub fn spark_executor(name: &str, app_id: &str) -> TestPod {
         TestPod::new(name)

@@ -95,8 +95,26 @@ struct PodHistory(
     Arc<Mutex<Vec<(String, u64)>>>,
 );
 
+/// Background tasks of a test, stopped when it ends (passes or fails).
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// The namespace's pod history, and a kubelet ending `node`'s due graceful deletions.
+fn watched_with_kubelet(k: &TestKubelet, node: &str) -> (PodHistory, Tasks) {
+    let (history, mut tasks) = PodHistory::record(k.pods());
+    tasks.0.push(k.keep_finishing_deletions(node));
+    (history, tasks)
+}
+
 impl PodHistory {
-    fn record(pods: Api<Pod>) -> (PodHistory, tokio::task::JoinHandle<()>) {
+    fn record(pods: Api<Pod>) -> (PodHistory, Tasks) {
         let history = PodHistory::default();
         let sink = history.clone();
         let task = tokio::spawn(async move {
@@ -118,7 +136,7 @@ impl PodHistory {
                 }
             }
         });
-        (history, task)
+        (history, Tasks(vec![task]))
     }
 
     /// The first revision at which `name` satisfied `pred`.
@@ -194,17 +212,11 @@ async fn a_spot_notice_taints_annotates_and_drains_executors_first() -> Result<(
     }
     k.run_pod(&node, TestPod::new("airflow-task").grace_period(2))
         .await?;
-    k.run_pod(
-        &node,
-        TestPod::new("node-dns")
-            .priority_class("system-node-critical")
-            .grace_period(2),
-    )
-    .await?;
+    k.run_pod(&node, TestPod::critical("node-dns").grace_period(2))
+        .await?;
     let daemon = k.run_daemonset_pod(&node, "log-shipper").await?.name_any();
     k.run_mirror_pod(&node_obj, "static-proxy").await?;
-    let (history, watch) = PodHistory::record(k.pods());
-    let kubelet_task = k.keep_finishing_deletions(&node);
+    let (history, _kubelet) = watched_with_kubelet(&k, &node);
     let agent = start_agent(&node, &sim.url(), &["--safety-margin", "5s"]).await?;
     agent.ready().await?;
 
@@ -287,8 +299,6 @@ async fn a_spot_notice_taints_annotates_and_drains_executors_first() -> Result<(
     );
     assert_eq!(agent.metric("reclaim_notice_to_taint_seconds_count"), 1.0);
     agent.stop().await?;
-    kubelet_task.abort();
-    watch.abort();
     Ok(())
 }
 
@@ -297,8 +307,7 @@ async fn a_pod_whose_budget_keeps_refusing_is_deleted_before_the_deadline_never_
 {
     let (k, sim, node) = spot_node("agent-pdb").await?;
     k.run_executor_behind_refusing_budget(&node, 3).await?;
-    let (history, watch) = PodHistory::record(k.pods());
-    let kubelet_task = k.keep_finishing_deletions(&node);
+    let (history, _kubelet) = watched_with_kubelet(&k, &node);
     let agent = start_agent(
         &node,
         &sim.url(),
@@ -343,8 +352,6 @@ async fn a_pod_whose_budget_keeps_refusing_is_deleted_before_the_deadline_never_
     );
     assert_eq!(agent.metric("reclaim_drain_pods_remaining"), 0.0);
     agent.stop().await?;
-    kubelet_task.abort();
-    watch.abort();
     Ok(())
 }
 
@@ -352,7 +359,7 @@ async fn a_pod_whose_budget_keeps_refusing_is_deleted_before_the_deadline_never_
 async fn an_agent_killed_mid_drain_is_restarted_and_finishes_without_duplicates() -> Result<()> {
     let (k, sim, node) = spot_node("agent-restart").await?;
     k.run_executor_behind_refusing_budget(&node, 2).await?;
-    let kubelet_task = k.keep_finishing_deletions(&node);
+    let _kubelet = Tasks(vec![k.keep_finishing_deletions(&node)]);
     let args = ["--safety-margin", "5s"];
     let first = start_agent(&node, &sim.url(), &args).await?;
     first.ready().await?;
@@ -409,7 +416,6 @@ async fn an_agent_killed_mid_drain_is_restarted_and_finishes_without_duplicates(
         "the restarted agent resumed; it saw no new notice"
     );
     second.stop().await?;
-    kubelet_task.abort();
     Ok(())
 }
 
@@ -843,7 +849,7 @@ async fn azure_a_preemption_of_this_vm_drains_it_and_other_vms_events_are_ignore
     k.register_node(azure_node(&node, 3)).await?;
     k.run_pod(&node, TestPod::new("task").grace_period(1))
         .await?;
-    let kubelet_task = k.keep_finishing_deletions(&node);
+    let _kubelet = Tasks(vec![k.keep_finishing_deletions(&node)]);
     let agent = start_agent(&node, &sim.url(), &["--azure-acknowledge"]).await?;
     agent.ready().await?;
 
@@ -896,7 +902,6 @@ async fn azure_a_preemption_of_this_vm_drains_it_and_other_vms_events_are_ignore
     )
     .await?;
     agent.stop().await?;
-    kubelet_task.abort();
     Ok(())
 }
 
@@ -1021,8 +1026,7 @@ async fn gcp_a_preemption_drains_executors_first_within_the_30_second_budget() -
             .grace_period(25),
     )
     .await?;
-    let (history, watch) = PodHistory::record(k.pods());
-    let kubelet_task = k.keep_finishing_deletions(&node);
+    let (history, _kubelet) = watched_with_kubelet(&k, &node);
     let agent = start_agent(&node, &sim.url(), &[]).await?;
     agent.ready().await?;
     sim.state().faults.inject(Fault::Status(503), 2);
@@ -1102,8 +1106,6 @@ async fn gcp_a_preemption_drains_executors_first_within_the_30_second_budget() -
     })
     .await?;
     agent.stop().await?;
-    kubelet_task.abort();
-    watch.abort();
     Ok(())
 }
 

@@ -383,7 +383,7 @@ fn forward_log(
                 "interruption notice: node tainted and cordoned" => {
                     format!("{message} ({})", text("kind"))
                 }
-                "disruption budget still refused at the deadline; deleted the pod" => format!(
+                m if m == reclaim_agent::drain::DEADLINE_DELETION => format!(
                     "budget still refuses {} -> deleted with grace {} s so it is gone by the deadline",
                     text("pod"),
                     fields["grace_seconds"]

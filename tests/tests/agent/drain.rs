@@ -22,15 +22,9 @@ async fn a_drain_gets_every_pod_off_in_time_through_black_holed_and_refused_conn
 -> Result<()> {
     let (k, sim, node) = spot_node("drain-api-faults").await?;
     k.run_executor_behind_refusing_budget(&node, 3).await?;
-    k.run_pod(
-        &node,
-        TestPod::new("node-dns")
-            .priority_class("system-node-critical")
-            .grace_period(1),
-    )
-    .await?;
-    let (history, watch) = PodHistory::record(k.pods());
-    let kubelet_task = k.keep_finishing_deletions(&node);
+    k.run_pod(&node, TestPod::critical("node-dns").grace_period(1))
+        .await?;
+    let (history, _kubelet) = watched_with_kubelet(&k, &node);
     let cp = ControlPlane::shared();
     let proxy = FaultProxy::start(cp.server.trim_start_matches("https://")).await?;
     let client = cp.agent_client(Some(&proxy.url())).await?;
@@ -81,8 +75,6 @@ async fn a_drain_gets_every_pod_off_in_time_through_black_holed_and_refused_conn
     assert_eq!(agent.metric("reclaim_drain_pods_remaining"), 0.0);
     assert!(agent.health.is_alive(), "the drain is over: nothing stalls");
     agent.stop().await?;
-    kubelet_task.abort();
-    watch.abort();
     Ok(())
 }
 
@@ -110,15 +102,9 @@ async fn drivers_wait_for_their_executors_and_critical_pods_for_everyone_else() 
             .grace_period(1),
     )
     .await?;
-    k.run_pod(
-        &node,
-        TestPod::new("node-dns")
-            .priority_class("system-node-critical")
-            .grace_period(1),
-    )
-    .await?;
-    let (history, watch) = PodHistory::record(k.pods());
-    let kubelet_task = k.keep_finishing_deletions(&node);
+    k.run_pod(&node, TestPod::critical("node-dns").grace_period(1))
+        .await?;
+    let (history, _kubelet) = watched_with_kubelet(&k, &node);
     let agent = start_agent(&node, &sim.url(), &[]).await?;
     agent.ready().await?;
     sim.state().aws.schedule_spot(
@@ -150,8 +136,6 @@ async fn drivers_wait_for_their_executors_and_critical_pods_for_everyone_else() 
         }
     }
     agent.stop().await?;
-    kubelet_task.abort();
-    watch.abort();
     Ok(())
 }
 
@@ -163,8 +147,7 @@ async fn a_pod_bound_mid_drain_is_drained_and_a_slow_termination_is_made_to_fit(
     k.run_pod(&node, TestPod::new("slow").grace_period(300))
         .await?;
     k.pods().delete("slow", &Default::default()).await?;
-    let (history, watch) = PodHistory::record(k.pods());
-    let kubelet_task = k.keep_finishing_deletions(&node);
+    let (history, _kubelet) = watched_with_kubelet(&k, &node);
     let agent = start_agent(&node, &sim.url(), &["--safety-margin", "5s"]).await?;
     agent.ready().await?;
     sim.state()
@@ -199,8 +182,6 @@ async fn a_pod_bound_mid_drain_is_drained_and_a_slow_termination_is_made_to_fit(
     })
     .await?;
     agent.stop().await?;
-    kubelet_task.abort();
-    watch.abort();
     Ok(())
 }
 
@@ -208,7 +189,7 @@ async fn a_pod_bound_mid_drain_is_drained_and_a_slow_termination_is_made_to_fit(
 async fn healthz_fails_while_a_drain_makes_no_progress_and_recovers_when_it_does() -> Result<()> {
     let (k, sim, node) = spot_node("drain-stall").await?;
     k.run_executor_behind_refusing_budget(&node, 3).await?;
-    let (history, watch) = PodHistory::record(k.pods());
+    let (history, _watch) = PodHistory::record(k.pods());
     let cp = ControlPlane::shared();
     let proxy = FaultProxy::start(cp.server.trim_start_matches("https://")).await?;
     let client = cp.agent_client(Some(&proxy.url())).await?;
@@ -235,6 +216,5 @@ async fn healthz_fails_while_a_drain_makes_no_progress_and_recovers_when_it_does
     })
     .await?;
     agent.stop().await?;
-    watch.abort();
     Ok(())
 }

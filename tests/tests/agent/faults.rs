@@ -35,7 +35,7 @@ async fn a_notice_right_after_an_error_storm_is_acted_on_within_a_poll(
     let (k, sim, node) = spot_node_on(provider, &format!("storm-{}", provider.as_str())).await?;
     k.run_pod(&node, TestPod::new("task").grace_period(1))
         .await?;
-    let kubelet_task = k.keep_finishing_deletions(&node);
+    let _kubelet = Tasks(vec![k.keep_finishing_deletions(&node)]);
     let lead = SignedDuration::from_secs(30);
     let mut flags = agent_flags(provider, &node, lead);
     flags.extend(["--metadata-timeout", "300ms", "--gcp-wait", "2s"].map(String::from));
@@ -80,7 +80,6 @@ async fn a_notice_right_after_an_error_storm_is_acted_on_within_a_poll(
         "{provider:?}: the pod left before the deadline"
     );
     agent.stop().await?;
-    kubelet_task.abort();
     Ok(())
 }
 
@@ -199,8 +198,7 @@ async fn a_notice_missing_from_two_polls_mid_drain_neither_lifts_the_taint_nor_s
 -> Result<()> {
     let (k, sim, node) = spot_node("flap").await?;
     k.run_executor_behind_refusing_budget(&node, 3).await?;
-    let (history, watch) = PodHistory::record(k.pods());
-    let kubelet_task = k.keep_finishing_deletions(&node);
+    let (history, _kubelet) = watched_with_kubelet(&k, &node);
     let agent = start_agent(&node, &sim.url(), &["--safety-margin", "5s"]).await?;
     agent.ready().await?;
     sim.state()
@@ -246,8 +244,6 @@ async fn a_notice_missing_from_two_polls_mid_drain_neither_lifts_the_taint_nor_s
     )
     .await?;
     agent.stop().await?;
-    kubelet_task.abort();
-    watch.abort();
     Ok(())
 }
 
