@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -233,7 +234,12 @@ async fn handle_deleted(
     let name = pod_key(pod);
     // A pod that reached Failed was counted by the failed-pod watch already.
     let uncounted = pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed");
-    match classify(&failure_of(pod, true), Some(&record), None) {
+    match classify(
+        &failure_of(pod, true),
+        Some(&record),
+        None,
+        Timestamp::now(),
+    ) {
         Verdict::SpotCaused(evidence) => {
             if uncounted {
                 metrics.verdict("spot_caused");
@@ -307,6 +313,7 @@ async fn handle(
         &failure,
         record.as_ref(),
         remembered.as_ref().map(|n| (node.as_str(), n)),
+        Timestamp::now(),
     );
     // A pod's failure can come in before its node's notice does on the other watch:
     // such a kill is worth one read of the node.
@@ -314,7 +321,12 @@ async fn handle(
         && !node.is_empty()
         && let Some(fresh) = read_node_notice(client, &node).await?
     {
-        verdict = classify(&failure, record.as_ref(), Some((&node, &fresh)));
+        verdict = classify(
+            &failure,
+            record.as_ref(),
+            Some((&node, &fresh)),
+            Timestamp::now(),
+        );
         notices.lock().await.observe(&node, Some(fresh));
     }
     let name = pod_key(pod);

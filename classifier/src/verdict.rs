@@ -5,7 +5,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
-use reclaim_model::{Evidence, Notice, PodInterruption};
+use reclaim_model::{Evidence, Notice, NoticeKind, PodInterruption};
 
 /// How one container ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,9 +50,21 @@ const DISRUPTIONS: [&str; 4] = [
 ];
 /// Pod `status.reason` values that mean the node went away under the pod.
 const NODE_GONE_REASONS: [&str; 2] = ["NodeLost", "Terminated"];
-/// A kill found by the node's notice alone must come after the notice was issued
-/// (with this much slack for clocks); an annotated pod was marked before its eviction.
+/// A kill must come after its notice was issued (with this much slack for clocks).
 const CLOCK_SLACK: SignedDuration = SignedDuration::from_secs(60);
+/// A pod's own interruption record counts for a kill up to this long after the notice's
+/// deadline: a container SIGKILLed at the deadline, a kubelet slow to report it.
+pub const RECORD_SLACK: SignedDuration = SignedDuration::from_mins(3);
+/// The window of a notice without a deadline (an ASG termination; a rebalance that the
+/// agent drained for, with `--rebalance-drain`), from its notice time.
+const DEADLINE_LESS_WINDOW: SignedDuration = SignedDuration::from_mins(15);
+
+/// Why a kill on a node whose only notice is a rebalance recommendation is unknown.
+pub const REBALANCE_KILLS_NOTHING: &str =
+    "its node carried only a rebalance recommendation, which kills nothing";
+/// Why a kill is unknown when the pod's record is from a notice long over.
+pub const RECORD_OUT_OF_WINDOW: &str =
+    "its interruption record is from a notice that ended long before the kill";
 
 pub fn failure_of(pod: &Pod, deleted: bool) -> Failure {
     let status = pod.status.as_ref();
@@ -83,12 +95,23 @@ pub fn failure_of(pod: &Pod, deleted: bool) -> Failure {
     }
 }
 
+/// Whether a kill at `at` falls in `notice`'s window: from its notice time (less the
+/// clock slack) to its deadline plus [`RECORD_SLACK`].
+fn within_window(notice: &Notice, at: Timestamp) -> bool {
+    let end = notice
+        .deadline
+        .unwrap_or(notice.notice_time + DEADLINE_LESS_WINDOW);
+    at >= notice.notice_time - CLOCK_SLACK && at <= end + RECORD_SLACK
+}
+
 /// `record` is the pod's own `reclaim.dev/interruption`; `node_notice` the notice the
-/// classifier saw on the pod's node (it may have outlived the node).
+/// classifier saw on the pod's node (it may have outlived the node); `now` stands in for
+/// the kill time of a pod without one (deleted, or lost with its node).
 pub fn classify(
     failure: &Failure,
     record: Option<&PodInterruption>,
     node_notice: Option<(&str, &Notice)>,
+    now: Timestamp,
 ) -> Verdict {
     if failure
         .exits
@@ -132,19 +155,31 @@ pub fn classify(
     if signals.is_empty() {
         return Verdict::Unknown("the failure does not look like a kill");
     }
-    let (node, notice) = match (record, node_notice) {
+    let finished_at = failure.exits.iter().filter_map(|e| e.finished_at).max();
+    let killed_at = finished_at.unwrap_or(now);
+    // A pod lost with its node often has no finish time, and the pod garbage collector may
+    // report it minutes later: its record counts whenever it comes.
+    let node_gone = failure.disruption.as_deref() == Some("DeletionByPodGC")
+        || failure.pod_reason.as_deref() == Some("NodeLost");
+    let current = record.filter(|r| node_gone || within_window(&r.notice, killed_at));
+    let (node, notice) = match (current, node_notice) {
+        // The agent wrote it before asking the pod to go: the agent's own drain (for a
+        // rebalance too, when `--rebalance-drain` asked for one).
         (Some(record), _) => {
             signals.push("pod-annotation".into());
             (record.node.as_str(), &record.notice)
         }
+        (None, Some((_, notice))) if notice.kind == NoticeKind::Rebalance => {
+            return Verdict::Unknown(REBALANCE_KILLS_NOTHING);
+        }
         (None, Some((node, notice))) => {
-            let killed_at = failure.exits.iter().filter_map(|e| e.finished_at).max();
-            if killed_at.is_some_and(|t| t < notice.notice_time - CLOCK_SLACK) {
+            if finished_at.is_some_and(|t| t < notice.notice_time - CLOCK_SLACK) {
                 return Verdict::Unknown("killed before its node's notice was issued");
             }
             signals.push("node-notice".into());
             (node, notice)
         }
+        (None, None) if record.is_some() => return Verdict::Unknown(RECORD_OUT_OF_WINDOW),
         (None, None) => return Verdict::Unknown(NO_NODE_NOTICE),
     };
     let killed = failure.exits.iter().find(|e| e.code != 0);
@@ -162,11 +197,14 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reclaim_model::{NoticeKind, Provider};
+    use reclaim_model::Provider;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
+
+    /// When the tests classify: within the notices' windows.
+    const NOW: Timestamp = Timestamp::constant(1_767_261_720, 0); // 2026-01-01T10:02:00Z
 
     fn notice() -> Notice {
         Notice {
@@ -197,6 +235,7 @@ mod tests {
             &exit(137, "Error", "2026-01-01T10:01:55Z"),
             Some(&record),
             None,
+            NOW,
         ) else {
             panic!("expected spot-caused");
         };
@@ -215,7 +254,8 @@ mod tests {
             classify(
                 &exit(143, "Error", "2026-01-01T10:00:30Z"),
                 None,
-                Some(("node-a", &n))
+                Some(("node-a", &n)),
+                NOW
             ),
             Verdict::SpotCaused(_)
         ));
@@ -223,7 +263,8 @@ mod tests {
             deleted: true,
             ..Default::default()
         };
-        let Verdict::SpotCaused(evidence) = classify(&deleted, None, Some(("node-a", &n))) else {
+        let Verdict::SpotCaused(evidence) = classify(&deleted, None, Some(("node-a", &n)), NOW)
+        else {
             panic!("a pod deleted on a noticed node is spot-caused");
         };
         assert_eq!(evidence.signals, ["pod-deleted", "node-notice"]);
@@ -238,7 +279,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            classify(&gc, None, Some(("node-a", &n))),
+            classify(&gc, None, Some(("node-a", &n)), NOW),
             Verdict::SpotCaused(_)
         ));
         let lost = Failure {
@@ -246,7 +287,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            classify(&lost, None, Some(("node-a", &n))),
+            classify(&lost, None, Some(("node-a", &n)), NOW),
             Verdict::SpotCaused(_)
         ));
     }
@@ -258,6 +299,7 @@ mod tests {
             &exit(137, "OOMKilled", "2026-01-01T10:01:00Z"),
             Some(&record),
             Some(("node-a", &record.notice)),
+            NOW,
         );
         assert!(
             matches!(verdict, Verdict::NotSpot(ref why) if why.contains("OOMKilled")),
@@ -273,6 +315,7 @@ mod tests {
                 &exit(code, "Error", "2026-01-01T10:01:00Z"),
                 Some(&record),
                 None,
+                NOW,
             );
             assert!(
                 matches!(verdict, Verdict::NotSpot(ref why) if why.contains(&code.to_string())),
@@ -284,19 +327,99 @@ mod tests {
     #[test]
     fn a_kill_without_any_notice_or_before_the_notice_is_unknown() {
         let kill = exit(137, "Error", "2026-01-01T10:01:00Z");
-        assert!(matches!(classify(&kill, None, None), Verdict::Unknown(_)));
+        assert!(matches!(
+            classify(&kill, None, None, NOW),
+            Verdict::Unknown(_)
+        ));
         let n = notice();
         let early = exit(137, "Error", "2026-01-01T09:30:00Z");
         assert_eq!(
-            classify(&early, None, Some(("node-a", &n))),
+            classify(&early, None, Some(("node-a", &n)), NOW),
             Verdict::Unknown("killed before its node's notice was issued")
         );
         assert!(
             matches!(
-                classify(&Failure::default(), None, Some(("node-a", &n))),
+                classify(&Failure::default(), None, Some(("node-a", &n)), NOW),
                 Verdict::Unknown(_)
             ),
             "no sign of a kill"
         );
+    }
+
+    /// The shared table (`classifier/verdict-cases.json`), which the Airflow
+    /// integration's tests read too.
+    #[test]
+    fn every_case_of_the_shared_table_gets_its_verdict() {
+        let table: serde_json::Value =
+            serde_json::from_str(include_str!("../verdict-cases.json")).unwrap();
+        let now: Timestamp = table["now"].as_str().unwrap().parse().unwrap();
+        let notice_named = |name: &serde_json::Value| -> Option<Notice> {
+            let name = name.as_str()?;
+            Some(serde_json::from_value(table["notices"][name].clone()).unwrap())
+        };
+        let cases = table["cases"].as_array().unwrap();
+        assert!(cases.len() >= 15);
+        for case in cases {
+            let name = case["name"].as_str().unwrap();
+            let pod = case_pod(case, |n| {
+                notice_named(n).map(|notice| notice.for_pod("node-a"))
+            });
+            let record = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("reclaim.dev/interruption"))
+                .map(|t| PodInterruption::from_json(t).unwrap());
+            let deleted = case["deleted"].as_bool().unwrap_or(false);
+            let node_notice = notice_named(&case["nodeNotice"]);
+            let verdict = classify(
+                &failure_of(&pod, deleted),
+                record.as_ref(),
+                node_notice.as_ref().map(|n| ("node-a", n)),
+                now,
+            );
+            let got = match verdict {
+                Verdict::SpotCaused(_) => "spot-caused",
+                Verdict::NotSpot(_) => "not-spot",
+                Verdict::Unknown(_) => "unknown",
+            };
+            assert_eq!(got, case["expected"], "case {name}: {verdict:?}");
+        }
+    }
+
+    /// The pod a case describes, as the API server would return it.
+    fn case_pod(
+        case: &serde_json::Value,
+        record: impl Fn(&serde_json::Value) -> Option<PodInterruption>,
+    ) -> Pod {
+        let statuses: Vec<serde_json::Value> = case["exits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, exit)| {
+                serde_json::json!({
+                    "name": format!("c{i}"), "image": "task", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": {"terminated": {"exitCode": exit["code"], "reason": exit["reason"], "finishedAt": exit["finishedAt"]}},
+                })
+            })
+            .collect();
+        let mut annotations = serde_json::Map::new();
+        if let Some(record) = record(&case["record"]) {
+            annotations.insert("reclaim.dev/interruption".into(), record.to_json().into());
+        }
+        let mut status = serde_json::json!({"phase": "Failed", "containerStatuses": statuses});
+        if let Some(reason) = case["podReason"].as_str() {
+            status["reason"] = reason.into();
+        }
+        if let Some(reason) = case["disruption"].as_str() {
+            status["conditions"] = serde_json::json!([{"type": "DisruptionTarget", "status": "True", "reason": reason}]);
+        }
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": case["name"], "namespace": "jobs", "annotations": annotations},
+            "spec": {"nodeName": "node-a", "containers": []},
+            "status": status,
+        }))
+        .unwrap()
     }
 }

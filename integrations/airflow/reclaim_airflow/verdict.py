@@ -4,13 +4,18 @@ The classifier's verdict (``reclaim.dev/cause``) is authoritative. A pod can be 
 before the classifier sees it (KubernetesPodOperator deletes its pods), so the agent's
 ``reclaim.dev/interruption`` annotation, written before the agent evicts a pod, is the
 fallback, judged with the classifier's rules: an out-of-memory kill or an error exit is
-never called spot-caused. Pure functions over the pod as a dict (or a ``V1Pod``).
+never called spot-caused, and a record counts only for a kill inside its notice's window
+(or when the node is gone). Pure functions over the pod as a dict (or a ``V1Pod``).
+
+The rules' cases live in one table, ``classifier/verdict-cases.json``, which this
+module's tests and the classifier's read alike.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 CAUSE = "reclaim.dev/cause"
@@ -22,6 +27,15 @@ SPOT_INTERRUPTION = "spot-interruption"
 # Exit codes of a container stopped by a signal: SIGKILL (grace period over, node gone)
 # and SIGTERM (evicted).
 KILL_EXIT_CODES = frozenset({137, 143})
+# DisruptionTarget reasons that mean the pod was taken away, and status.reason values
+# that mean its node went away under it (as in classifier/src/verdict.rs).
+DISRUPTIONS = frozenset({"DeletionByPodGC", "EvictionByEvictionAPI", "DeletionByTaintManager", "TerminationByKubelet"})
+NODE_GONE_REASONS = frozenset({"NodeLost", "Terminated"})
+# A record counts for a kill from its notice time (less the clock slack) to its deadline
+# plus the record slack; a notice without a deadline spans the deadline-less window.
+CLOCK_SLACK = timedelta(seconds=60)
+RECORD_SLACK = timedelta(minutes=3)
+DEADLINE_LESS_WINDOW = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -88,8 +102,39 @@ def verdict_of_object(obj: Any) -> SpotVerdict | None:
     )
 
 
-def verdict_of_pod(pod: Any) -> SpotVerdict:
-    """The verdict for one failed pod, as the pod itself records it."""
+def _time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    if isinstance(text, datetime):
+        return text if text.tzinfo else text.replace(tzinfo=timezone.utc)
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _disruption(pod: dict) -> str | None:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
+            return condition.get("reason")
+    return None
+
+
+def _within_window(record: dict, killed_at: datetime) -> bool:
+    notice_time = _time(record.get("noticeTime"))
+    if notice_time is None:
+        return False
+    end = _time(record.get("deadline")) or notice_time + DEADLINE_LESS_WINDOW
+    return notice_time - CLOCK_SLACK <= killed_at <= end + RECORD_SLACK
+
+
+def verdict_of_pod(pod: Any, deleted: bool | None = None, now: datetime | None = None) -> SpotVerdict:
+    """The verdict for one failed pod, as the pod itself records it.
+
+    ``deleted``: whether the pod was deleted before it finished; ``None`` (unknown, as for
+    KubernetesPodOperator's last read of a pod it then deleted) counts a pod without any
+    container exit as deleted. ``now`` stands in for the kill time of a pod without one.
+    """
     pod = as_dict(pod)
     written = verdict_of_object(pod)
     if written is not None:
@@ -102,9 +147,26 @@ def verdict_of_pod(pod: Any) -> SpotVerdict:
     if errors:
         code = errors[0].get("exitCode")
         return SpotVerdict(False, f"a container exited with code {code}: a failure of the task itself", "pod-status")
+    status = pod.get("status") or {}
+    if deleted is None:
+        deleted = not terminations
+    disruption = _disruption(pod)
+    killed = (
+        any(t.get("exitCode") in KILL_EXIT_CODES for t in terminations)
+        or deleted
+        or disruption in DISRUPTIONS
+        or status.get("reason") in NODE_GONE_REASONS
+    )
+    if not killed:
+        return SpotVerdict(None, "the failure does not look like a kill")
     record = _json(_annotations(pod).get(INTERRUPTION))
     if not record:
         return UNKNOWN
+    finished = [f for f in (_time(t.get("finishedAt")) for t in terminations) if f]
+    killed_at = max(finished) if finished else (now or datetime.now(timezone.utc))
+    node_gone = disruption == "DeletionByPodGC" or status.get("reason") == "NodeLost"
+    if not node_gone and not _within_window(record, killed_at):
+        return SpotVerdict(None, "its interruption record is from a notice that ended long before the kill")
     return SpotVerdict(
         spot=True,
         reason=f"stopped by the {record.get('kind', 'interruption')} notice on node "

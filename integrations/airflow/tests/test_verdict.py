@@ -1,20 +1,31 @@
 """The verdict rules on plain pod dicts, as the API server returns them."""
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from reclaim_airflow import Action, decide, verdict_of_object, verdict_of_pod
 from reclaim_airflow.lookup import safe_label_value
 
-RECORD = {"provider": "aws", "kind": "spot-interruption", "node": "ip-10-0-1-7", "noticeTime": "2026-11-22T10:00:00Z"}
+RECORD = {
+    "provider": "aws",
+    "kind": "spot-interruption",
+    "node": "ip-10-0-1-7",
+    "noticeTime": "2026-11-22T10:00:00Z",
+    "deadline": "2026-11-22T10:02:00Z",
+}
+# When these cases are judged: inside the record's window.
+NOW = datetime(2026, 11, 22, 10, 1, tzinfo=timezone.utc)
+CASES = json.loads((Path(__file__).resolve().parents[3] / "classifier" / "verdict-cases.json").read_text())
 
 
 def pod(annotations=None, exit_code=None, reason=None):
     status = {}
     if exit_code is not None:
-        status["containerStatuses"] = [{"name": "base", "state": {"terminated": {"exitCode": exit_code, "reason": reason}}}]
+        terminated = {"exitCode": exit_code, "reason": reason, "finishedAt": "2026-11-22T10:01:00Z"}
+        status["containerStatuses"] = [{"name": "base", "state": {"terminated": terminated}}]
     return {"metadata": {"name": "task", "annotations": annotations or {}}, "status": status}
 
 
@@ -53,8 +64,41 @@ def classified(retryable="true"):
     ],
 )
 def test_rules(case, expected_spot, expected_source):
-    verdict = verdict_of_pod(case)
+    verdict = verdict_of_pod(case, now=NOW)
     assert (verdict.spot, verdict.source) == (expected_spot, expected_source)
+
+
+def case_pod(case):
+    """The pod a case of the shared table describes, built as the classifier's test does."""
+    statuses = [
+        {"name": f"c{i}", "state": {"terminated": {"exitCode": e["code"], "reason": e["reason"], "finishedAt": e["finishedAt"]}}}
+        for i, e in enumerate(case["exits"])
+    ]
+    annotations = {}
+    if case.get("record"):
+        record = dict(CASES["notices"][case["record"]], node="node-a")
+        annotations["reclaim.dev/interruption"] = json.dumps(record)
+    status = {"phase": "Failed", "containerStatuses": statuses}
+    if case.get("podReason"):
+        status["reason"] = case["podReason"]
+    if case.get("disruption"):
+        status["conditions"] = [{"type": "DisruptionTarget", "status": "True", "reason": case["disruption"]}]
+    return {"metadata": {"name": case["name"], "annotations": annotations}, "status": status}
+
+
+POD_ONLY_CASES = [c for c in CASES["cases"] if not c.get("nodeNotice")]
+
+
+@pytest.mark.parametrize("case", POD_ONLY_CASES, ids=[c["name"] for c in POD_ONLY_CASES])
+def test_the_shared_cases(case):
+    now = datetime.fromisoformat(CASES["now"].replace("Z", "+00:00"))
+    verdict = verdict_of_pod(case_pod(case), deleted=case.get("deleted", False), now=now)
+    expected = {"spot-caused": True, "not-spot": False, "unknown": None}[case["expected"]]
+    assert verdict.spot is expected, verdict.reason
+
+
+def test_the_shared_table_is_mostly_about_the_pod():
+    assert len(POD_ONLY_CASES) >= 12
 
 
 def test_classifier_evidence_names_the_node():
