@@ -1,4 +1,5 @@
-//! Watches failed pods and writes the verdict where Airflow will read it.
+//! The watches: failed pods, pods the agent labelled, Node metadata; each failed pod
+//! judged by the rules ([`crate::verdict`]) and its verdict handed to [`crate::writer`].
 //!
 //! Only pods the server reports as Failed (a field selector) and pods the agent labelled
 //! `reclaim.dev/interrupted` (a label selector) are watched in full; Nodes only through
@@ -6,37 +7,29 @@
 //! A verdict is written once: an object that already carries `reclaim.dev/cause` is left
 //! alone, and every write is conditioned on the resourceVersion that was read.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, Patch, PatchParams};
-use kube::core::{DynamicObject, PartialObjectMeta};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher as watch;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use reclaim_model::keys::{
     CAUSE_ANNOTATION, EVIDENCE_ANNOTATION, INTERRUPTED_LABEL, NODE_NOTICE_ANNOTATION,
-    POD_INTERRUPTION_ANNOTATION, RETRYABLE_ANNOTATION,
+    POD_INTERRUPTION_ANNOTATION,
 };
-use reclaim_model::verdict::SPOT_INTERRUPTION_CAUSE;
 use reclaim_model::{Evidence, Notice, PodInterruption};
-use reclaim_service::events::{self, Severity};
-use serde_json::json;
 use tokio::sync::{Mutex, watch as signal};
 
 use crate::judged::Judged;
-use crate::leader::Election;
 use crate::metrics::ClassifierMetrics;
 use crate::notices::NodeNotices;
-use crate::owners::{Owner, owners_to_mark, spark_application_resource};
 use crate::verdict::{NO_NODE_NOTICE, Verdict, classify, failure_of};
+use crate::writer::{mark, mark_owners, record_event};
 
 /// What the controller watches and remembers.
 #[derive(Debug, Clone)]
@@ -57,56 +50,6 @@ impl Settings {
         match &self.namespace {
             Some(namespace) => Api::namespaced(client.clone(), namespace),
             None => Api::all(client.clone()),
-        }
-    }
-}
-
-/// Runs the controller while this replica holds the Lease; follows otherwise. Runs
-/// until `shutdown` turns true.
-pub async fn run_elected(
-    client: Client,
-    settings: Settings,
-    election: Election,
-    mut shutdown: signal::Receiver<bool>,
-) {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &election.namespace);
-    let renew_every = election.lease_duration / 3;
-    loop {
-        match election.hold(&leases).await {
-            Ok(true) => {
-                tracing::info!(identity = %election.identity, lease = %election.lease_name, "leading: writing verdicts");
-                settings.metrics.leading(true);
-                let lost = async {
-                    loop {
-                        tokio::time::sleep(renew_every).await;
-                        match election.hold(&leases).await {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                return tracing::warn!(
-                                    "another replica holds the Lease; no longer writing"
-                                );
-                            }
-                            Err(e) => {
-                                return tracing::warn!(error = %e, "could not renew the Lease; no longer writing until it is held again");
-                            }
-                        }
-                    }
-                };
-                let run_shutdown = shutdown.clone();
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    _ = run(client.clone(), &settings, &election.identity, run_shutdown) => return,
-                    _ = lost => settings.metrics.leading(false),
-                }
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the Lease (check RBAC: leases get/create/update); retrying")
-            }
-        }
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(renew_every) => {}
         }
     }
 }
@@ -369,128 +312,4 @@ async fn handle(
     )
     .await?;
     Ok(Written::Verdict)
-}
-
-/// Marks the objects that outlive the pod (its Job; a Spark executor's driver pod and
-/// SparkApplication) when they carry no verdict yet. An owner already marked is left
-/// alone, but its own owners are still visited, so a write that failed last time is
-/// made on the next pass.
-async fn mark_owners(
-    client: &Client,
-    writer: &str,
-    namespace: &str,
-    owners: &[OwnerReference],
-    evidence: &Evidence,
-) -> kube::Result<()> {
-    let mut pending = owners_to_mark(owners);
-    let mut visited = HashSet::new();
-    while let Some(owner) = pending.pop() {
-        if !visited.insert(owner.clone()) {
-            continue;
-        }
-        match owner {
-            Owner::Job(name) => {
-                let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-                mark_once(client, writer, &jobs, &(), &name, evidence).await?;
-            }
-            Owner::DriverPod(name) => {
-                let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-                if let Some(driver) = mark_once(client, writer, &pods, &(), &name, evidence).await?
-                {
-                    pending.extend(owners_to_mark(driver.owner_references()));
-                }
-            }
-            Owner::SparkApplication(name) => {
-                let resource = spark_application_resource();
-                let apps: Api<DynamicObject> =
-                    Api::namespaced_with(client.clone(), namespace, &resource);
-                // A cluster without the Spark operator answers 404 for the whole API.
-                if mark_once(client, writer, &apps, &resource, &name, evidence)
-                    .await?
-                    .is_none()
-                {
-                    tracing::debug!(application = %format!("{namespace}/{name}"), "no such SparkApplication (or the Spark operator's CRD is not installed); skipped");
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Marks one object unless it is gone or already carries a verdict; returns it as read.
-async fn mark_once<K>(
-    client: &Client,
-    writer: &str,
-    api: &Api<K>,
-    dynamic_type: &K::DynamicType,
-    name: &str,
-    evidence: &Evidence,
-) -> kube::Result<Option<K>>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let Some(object) = api.get_opt(name).await? else {
-        return Ok(None);
-    };
-    if !object.annotations().contains_key(CAUSE_ANNOTATION) {
-        mark(api, writer, name, object.resource_version(), evidence).await?;
-        let reference = object.object_ref(dynamic_type);
-        tracing::info!(kind = reference.kind.as_deref().unwrap_or_default(), object = %format!("{}/{name}", object.namespace().unwrap_or_default()), signals = %evidence.signals.join(","), "spot-caused failure marked retryable");
-        record_event(client, &reference, evidence).await;
-    }
-    Ok(Some(object))
-}
-
-/// Tells `kubectl describe` readers why the object now carries a verdict.
-async fn record_event(
-    client: &Client,
-    regarding: &k8s_openapi::api::core::v1::ObjectReference,
-    evidence: &Evidence,
-) {
-    let message = format!(
-        "failure caused by the {} notice on node {} (signals: {}); marked retryable",
-        evidence.notice_kind.as_str(),
-        evidence.node,
-        evidence.signals.join(", ")
-    );
-    if let Err(e) = events::record(
-        client,
-        regarding,
-        "reclaim-classifier",
-        Severity::Warning,
-        "SpotInterruption",
-        &message,
-    )
-    .await
-    {
-        tracing::warn!(error = %e, "could not record a Kubernetes Event (check RBAC: events create)");
-    }
-}
-
-/// Writes the verdict, only on the version of the object that was read.
-async fn mark<K>(
-    api: &Api<K>,
-    writer: &str,
-    name: &str,
-    resource_version: Option<String>,
-    evidence: &Evidence,
-) -> kube::Result<()>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let patch = json!({"metadata": {
-        "resourceVersion": resource_version,
-        "annotations": {
-            CAUSE_ANNOTATION: SPOT_INTERRUPTION_CAUSE,
-            RETRYABLE_ANNOTATION: "true",
-            EVIDENCE_ANNOTATION: serde_json::to_string(evidence).expect("evidence serializes"),
-        },
-    }});
-    // The field manager names the replica that wrote the verdict (visible in managedFields).
-    let params = PatchParams {
-        field_manager: Some(writer.to_owned()),
-        ..PatchParams::default()
-    };
-    api.patch(name, &params, &Patch::Merge(&patch)).await?;
-    Ok(())
 }

@@ -5,14 +5,18 @@
 //! - [`notices`]: which nodes carried a notice, remembered beyond the node's life;
 //! - [`judged`]: failed pods already judged, so their later updates are not judged again;
 //! - [`owners`]: which objects outlive a failed pod (Job, Spark driver, SparkApplication);
-//! - [`controller`]: the watches, and the writes of the verdict on pods and their owners;
+//! - [`controller`]: the watches, and the judging of each failed pod;
+//! - [`writer`]: the writes of the verdict on pods and their owners, and their Events;
+//! - [`elected`]: the leader loop, running the controller while the Lease is held;
 //! - [`leader`]: a Lease, so that of several replicas only one writes;
 //! - [`metrics`]: verdicts by outcome and time to a verdict.
 
 pub mod controller;
+pub mod elected;
 pub mod judged;
 pub mod leader;
 pub mod metrics;
 pub mod notices;
 pub mod owners;
 pub mod verdict;
+pub mod writer;

@@ -77,6 +77,6 @@ async fn run(args: Args, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> 
         metrics,
     };
     tracing::info!(retention_hours = args.notice_retention_hours, namespace = ?settings.namespace, identity = %election.identity, "classifying failed pods");
-    reclaim_classifier::controller::run_elected(client, settings, election, shutdown).await;
+    reclaim_classifier::elected::run_elected(client, settings, election, shutdown).await;
     Ok(())
 }

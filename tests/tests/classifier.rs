@@ -62,7 +62,8 @@ async fn verdicts_from_pods_and_nodes_as_the_server_returns_them() -> Result<()>
                 .and_then(|s| s.node_name.clone())
                 .unwrap_or_default();
             let seen = (node == noticed).then_some((node.as_str(), &node_notice));
-            anyhow::Ok(classify(&failure_of(&pod, false), record.as_ref(), seen))
+            let now = jiff::Timestamp::now();
+            anyhow::Ok(classify(&failure_of(&pod, false), record.as_ref(), seen, now))
         }
     };
     let Verdict::SpotCaused(evidence) = verdict("killed").await? else {
@@ -111,7 +112,7 @@ fn start_classifier(
         namespace: Some(k.namespace.clone()),
         metrics: metrics.clone(),
     };
-    let task = tokio::spawn(reclaim_classifier::controller::run_elected(
+    let task = tokio::spawn(reclaim_classifier::elected::run_elected(
         k.client().clone(),
         settings,
         election,

@@ -454,7 +454,7 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
         namespace: Some(k.namespace.clone()),
         metrics: metrics.clone(),
     };
-    let task = tokio::spawn(reclaim_classifier::controller::run_elected(
+    let task = tokio::spawn(reclaim_classifier::elected::run_elected(
         classifier_client.clone(),
         settings,
         election,

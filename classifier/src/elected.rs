@@ -1,0 +1,60 @@
+//! The leader loop: the controller runs only while this replica holds the Lease, and
+//! stops writing as soon as a renewal fails; the other replicas follow and wait.
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
+use kube::api::Api;
+use tokio::sync::watch as signal;
+
+use crate::controller::{Settings, run};
+use crate::leader::Election;
+
+/// Runs the controller while this replica holds the Lease; follows otherwise. Runs
+/// until `shutdown` turns true.
+pub async fn run_elected(
+    client: Client,
+    settings: Settings,
+    election: Election,
+    mut shutdown: signal::Receiver<bool>,
+) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &election.namespace);
+    let renew_every = election.lease_duration / 3;
+    loop {
+        match election.hold(&leases).await {
+            Ok(true) => {
+                tracing::info!(identity = %election.identity, lease = %election.lease_name, "leading: writing verdicts");
+                settings.metrics.leading(true);
+                let lost = async {
+                    loop {
+                        tokio::time::sleep(renew_every).await;
+                        match election.hold(&leases).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                return tracing::warn!(
+                                    "another replica holds the Lease; no longer writing"
+                                );
+                            }
+                            Err(e) => {
+                                return tracing::warn!(error = %e, "could not renew the Lease; no longer writing until it is held again");
+                            }
+                        }
+                    }
+                };
+                let run_shutdown = shutdown.clone();
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = run(client.clone(), &settings, &election.identity, run_shutdown) => return,
+                    _ = lost => settings.metrics.leading(false),
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the Lease (check RBAC: leases get/create/update); retrying")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(renew_every) => {}
+        }
+    }
+}
