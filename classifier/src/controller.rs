@@ -8,13 +8,14 @@
 //! alone, and every write is conditioned on the resourceVersion that was read.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher as watch;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
@@ -28,6 +29,7 @@ use tokio::sync::{Mutex, watch as signal};
 use crate::judged::Judged;
 use crate::metrics::ClassifierMetrics;
 use crate::notices::NodeNotices;
+use crate::retries::{Pending, Retries};
 use crate::verdict::{NO_NODE_NOTICE, Verdict, classify, failure_of};
 use crate::writer::{mark, mark_owners, record_event};
 
@@ -63,9 +65,23 @@ pub async fn run(
 ) {
     let notices = Mutex::new(NodeNotices::new(settings.retention));
     let judged = Mutex::new(Judged::default());
+    let retries = Mutex::new(Retries::default());
+    let retry_later = |uid: String, work: Pending, attempts: u32| {
+        let retries = &retries;
+        async move {
+            let mut retries = retries.lock().await;
+            retries.schedule(uid, work, attempts, Instant::now());
+            settings.metrics.pending(retries.len());
+        }
+    };
     let nodes = async {
         let nodes = Api::<PartialObjectMeta<Node>>::all(client.clone());
-        let mut stream = watch(nodes, watcher::Config::default()).boxed();
+        let mut stream = watch(
+            nodes,
+            watcher::Config::default().timeout(WATCH_TIMEOUT_SECONDS),
+        )
+        .default_backoff()
+        .boxed();
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::Apply(node) | Event::InitApply(node)) => {
@@ -80,8 +96,12 @@ pub async fn run(
         }
     };
     let pods = async {
-        let failed = watcher::Config::default().fields("status.phase=Failed");
-        let mut stream = watch(settings.api::<Pod>(&client), failed).boxed();
+        let failed = watcher::Config::default()
+            .timeout(WATCH_TIMEOUT_SECONDS)
+            .fields("status.phase=Failed");
+        let mut stream = watch(settings.api::<Pod>(&client), failed)
+            .default_backoff()
+            .boxed();
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
@@ -93,7 +113,8 @@ pub async fn run(
                         Ok(Written::Verdict) => {}
                         Ok(Written::Nothing) => judged.lock().await.insert(uid),
                         Err(e) => {
-                            tracing::warn!(pod = %pod.name_any(), error = %e, "could not write the verdict; the next update of the pod retries")
+                            tracing::warn!(pod = %pod.name_any(), error = %e, "could not write the verdict; retrying with backoff until it is written");
+                            retry_later(uid, Pending::Failed(pod.clone()), 1).await;
                         }
                     }
                 }
@@ -110,8 +131,12 @@ pub async fn run(
     // owners are judged from the deleted pod's last state. Only pods the agent labelled
     // are watched, so this costs nothing for the healthy rest.
     let deleted = async {
-        let interrupted = watcher::Config::default().labels(INTERRUPTED_LABEL);
-        let mut stream = watch(settings.api::<Pod>(&client), interrupted).boxed();
+        let interrupted = watcher::Config::default()
+            .timeout(WATCH_TIMEOUT_SECONDS)
+            .labels(INTERRUPTED_LABEL);
+        let mut stream = watch(settings.api::<Pod>(&client), interrupted)
+            .default_backoff()
+            .boxed();
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::Delete(pod)) => {
@@ -120,7 +145,13 @@ pub async fn run(
                         continue;
                     }
                     if let Err(e) = handle_deleted(&client, writer, &settings.metrics, &pod).await {
-                        tracing::warn!(pod = %pod.name_any(), error = %e, "could not mark the deleted pod's owners");
+                        tracing::warn!(pod = %pod.name_any(), error = %e, "could not mark the deleted pod's owners; retrying with backoff until they are");
+                        retry_later(
+                            pod.uid().unwrap_or_default(),
+                            Pending::Deleted(pod.clone()),
+                            1,
+                        )
+                        .await;
                     }
                 }
                 Ok(_) => {}
@@ -128,11 +159,72 @@ pub async fn run(
             }
         }
     };
+    // Verdicts whose write failed: a Failed pod gets no next update, a deleted pod never
+    // comes back, so they are retried here until written or left with nothing to write on.
+    let retry = async {
+        loop {
+            tokio::time::sleep(RETRY_TICK).await;
+            let due = retries.lock().await.take_due(Instant::now());
+            for (uid, work, attempts) in due {
+                let written = match &work {
+                    Pending::Failed(pod) => {
+                        retry_failed(&client, writer, &settings.metrics, pod, &notices).await
+                    }
+                    Pending::Deleted(pod) => {
+                        handle_deleted(&client, writer, &settings.metrics, pod).await
+                    }
+                };
+                match written {
+                    Ok(()) => {
+                        tracing::info!(pod = %uid, attempts, "verdict written after retrying")
+                    }
+                    Err(kube::Error::Api(status)) if status.code == 404 => {
+                        tracing::info!(pod = %uid, "nothing left to write the verdict on (gone)")
+                    }
+                    Err(e) => {
+                        tracing::warn!(pod = %uid, attempts, error = %e, "writing the verdict failed again; retrying with backoff");
+                        retry_later(uid, work, attempts + 1).await;
+                    }
+                }
+            }
+            settings.metrics.pending(retries.lock().await.len());
+        }
+    };
     tokio::select! {
         _ = shutdown.changed() => {}
         _ = nodes => {}
         _ = pods => {}
         _ = deleted => {}
+        _ = retry => {}
+    }
+}
+
+/// The server ends each watch after this long, even with nothing to say, so a watch
+/// whose connection was black-holed is noticed by the client's read timeout
+/// (`ReadTimeout::Watches`, longer than this) and started again.
+const WATCH_TIMEOUT_SECONDS: u32 = 45;
+
+/// How often due retries are looked for.
+const RETRY_TICK: Duration = Duration::from_secs(1);
+
+/// Retries a Failed pod's verdict from a fresh read of the pod (the one seen may be
+/// stale: its resourceVersion would conflict). A pod gone since (deleted, or replaced
+/// under its name) is judged from its last state, for its owners.
+async fn retry_failed(
+    client: &Client,
+    writer: &str,
+    metrics: &ClassifierMetrics,
+    seen: &Pod,
+    notices: &Mutex<NodeNotices>,
+) -> kube::Result<()> {
+    let pods = Api::<Pod>::namespaced(client.clone(), &seen.namespace().unwrap_or_default());
+    match pods.get_opt(&seen.name_any()).await? {
+        Some(fresh) if fresh.uid() == seen.uid() => {
+            handle(client, writer, metrics, &fresh, notices)
+                .await
+                .map(|_| ())
+        }
+        _ => handle_deleted(client, writer, metrics, seen).await,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The leader loop: the controller runs only while this replica holds the Lease, and
-//! stops writing as soon as a renewal fails; the other replicas follow and wait.
+//! stops writing as soon as a renewal fails or does not answer within the renew
+//! deadline; the other replicas follow and wait.
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
@@ -19,15 +20,30 @@ pub async fn run_elected(
 ) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &election.namespace);
     let renew_every = election.lease_duration / 3;
+    // As client-go's renew deadline: a renewal that has not answered by then (a
+    // black-holed connection) ends the leadership, so an old leader never writes after a
+    // follower may have taken over.
+    let renew_deadline = election.lease_duration * 2 / 3;
+    let hold = |leases: Api<Lease>| {
+        let election = &election;
+        async move {
+            match tokio::time::timeout(renew_deadline, election.hold(&leases)).await {
+                Ok(held) => held,
+                Err(_) => Err(kube::Error::Service(
+                    format!("no answer within the renew deadline ({renew_deadline:?})").into(),
+                )),
+            }
+        }
+    };
     loop {
-        match election.hold(&leases).await {
+        match hold(leases.clone()).await {
             Ok(true) => {
                 tracing::info!(identity = %election.identity, lease = %election.lease_name, "leading: writing verdicts");
                 settings.metrics.leading(true);
                 let lost = async {
                     loop {
                         tokio::time::sleep(renew_every).await;
-                        match election.hold(&leases).await {
+                        match hold(leases.clone()).await {
                             Ok(true) => {}
                             Ok(false) => {
                                 return tracing::warn!(

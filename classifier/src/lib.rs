@@ -7,6 +7,7 @@
 //! - [`owners`]: which objects outlive a failed pod (Job, Spark driver, SparkApplication);
 //! - [`controller`]: the watches, and the judging of each failed pod;
 //! - [`writer`]: the writes of the verdict on pods and their owners, and their Events;
+//! - [`retries`]: verdicts whose write failed, retried with backoff until written;
 //! - [`elected`]: the leader loop, running the controller while the Lease is held;
 //! - [`leader`]: a Lease, so that of several replicas only one writes;
 //! - [`metrics`]: verdicts by outcome and time to a verdict.
@@ -18,5 +19,6 @@ pub mod leader;
 pub mod metrics;
 pub mod notices;
 pub mod owners;
+pub mod retries;
 pub mod verdict;
 pub mod writer;

@@ -19,6 +19,7 @@ pub struct ClassifierMetrics {
     verdicts: Family<VerdictLabels, Counter>,
     classify_seconds: Histogram,
     leader: Gauge,
+    pending: Gauge,
 }
 
 /// The verdicts, each exported from the start (at 0) so rates see the first one.
@@ -40,6 +41,12 @@ impl Default for ClassifierMetrics {
             "Time from a container's death to its spot-caused verdict being written",
             classify_seconds.clone(),
         );
+        let pending = Gauge::default();
+        registry.register(
+            "pending_verdicts",
+            "Verdicts whose write failed, waiting to be retried",
+            pending.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -58,6 +65,7 @@ impl Default for ClassifierMetrics {
             verdicts,
             classify_seconds,
             leader,
+            pending,
         }
     }
 }
@@ -74,6 +82,10 @@ impl ClassifierMetrics {
 
     pub fn leading(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    pub fn pending(&self, verdicts: usize) {
+        self.pending.set(verdicts as i64);
     }
 
     pub fn classified_after(&self, seconds: f64) {

@@ -18,8 +18,8 @@ use kube::{Client, Config};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a request may wait for the server's next bytes. Short for the agent, which
-/// makes only short requests; long enough for the classifier's watches, which the server
-/// keeps open for minutes with nothing to say.
+/// makes only short requests; longer for the classifier's watches, which the server
+/// keeps open with nothing to say until their own timeout.
 #[derive(Debug, Clone, Copy)]
 pub enum ReadTimeout {
     ShortRequests,
@@ -32,7 +32,8 @@ pub fn client_from_config(mut config: Config, read: ReadTimeout) -> kube::Result
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     config.read_timeout = Some(match read {
         ReadTimeout::ShortRequests => Duration::from_secs(15),
-        ReadTimeout::Watches => Duration::from_secs(300),
+        // The classifier's watches ask the server to end them after 45 s.
+        ReadTimeout::Watches => Duration::from_secs(60),
     });
     config.write_timeout = Some(Duration::from_secs(15));
     Client::try_from(config)

@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::Parser;
 use reclaim_agent::config::Config;
 use reclaim_agent::metrics::Metrics;
+use reclaim_service::client::ReadTimeout;
 use reclaim_service::endpoints::{Exposition, Health};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -25,7 +26,9 @@ pub struct RunningAgent {
 /// Starts an agent guarding `node`, reading metadata from `metadata_url`; `extra` are
 /// more command-line flags (e.g. `["--safety-margin", "5s"]`).
 pub async fn start_agent(node: &str, metadata_url: &str, extra: &[&str]) -> Result<RunningAgent> {
-    let client = ControlPlane::shared().agent_client(None).await?;
+    let client = ControlPlane::shared()
+        .client_via(None, ReadTimeout::ShortRequests)
+        .await?;
     start_agent_as(client, node, metadata_url, extra).await
 }
 

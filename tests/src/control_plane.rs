@@ -74,16 +74,17 @@ impl ControlPlane {
         Ok(client_from_config(config, ReadTimeout::Watches)?)
     }
 
-    /// A cluster-admin client built as the agent builds its own (short read timeout),
-    /// talking to `server` when given (a fault proxy in front of the API server).
-    pub async fn agent_client(&self, server: Option<&str>) -> Result<Client> {
+    /// A cluster-admin client with the binaries' timeouts (`read`: the agent's or the
+    /// classifier's), talking to `server` when given (a fault proxy in front of the API
+    /// server).
+    pub async fn client_via(&self, server: Option<&str>, read: ReadTimeout) -> Result<Client> {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
         let mut config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         if let Some(server) = server {
             config.cluster_url = server.parse()?;
         }
-        Ok(client_from_config(config, ReadTimeout::ShortRequests)?)
+        Ok(client_from_config(config, read)?)
     }
 
     /// A client authenticated as the ServiceAccount `namespace/name`, with a token from the

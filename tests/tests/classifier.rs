@@ -17,8 +17,10 @@ use reclaim_classifier::leader::Election;
 use reclaim_classifier::metrics::ClassifierMetrics;
 use reclaim_classifier::verdict::{Verdict, classify, failure_of};
 use reclaim_model::{Evidence, Notice, NoticeKind, PodInterruption};
+use reclaim_service::client::ReadTimeout;
 use reclaim_service::endpoints::Exposition;
 use reclaim_testbed::clouds::notice_node;
+use reclaim_testbed::fault_proxy::{FaultProxy, Mode};
 use reclaim_testbed::kubelet::Exit;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
 
@@ -63,7 +65,12 @@ async fn verdicts_from_pods_and_nodes_as_the_server_returns_them() -> Result<()>
                 .unwrap_or_default();
             let seen = (node == noticed).then_some((node.as_str(), &node_notice));
             let now = jiff::Timestamp::now();
-            anyhow::Ok(classify(&failure_of(&pod, false), record.as_ref(), seen, now))
+            anyhow::Ok(classify(
+                &failure_of(&pod, false),
+                record.as_ref(),
+                seen,
+                now,
+            ))
         }
     };
     let Verdict::SpotCaused(evidence) = verdict("killed").await? else {
@@ -97,6 +104,19 @@ fn start_classifier(
     tokio::task::JoinHandle<()>,
     Arc<ClassifierMetrics>,
 ) {
+    start_classifier_as(k, identity, k.client().clone())
+}
+
+/// As [`start_classifier`], talking to the API server through `client`.
+fn start_classifier_as(
+    k: &TestKubelet,
+    identity: &str,
+    client: kube::Client,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+    Arc<ClassifierMetrics>,
+) {
     let metrics = Arc::new(ClassifierMetrics::default());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let election = Election {
@@ -113,10 +133,7 @@ fn start_classifier(
         metrics: metrics.clone(),
     };
     let task = tokio::spawn(reclaim_classifier::elected::run_elected(
-        k.client().clone(),
-        settings,
-        election,
-        shutdown,
+        client, settings, election, shutdown,
     ));
     (stop, task, metrics)
 }
@@ -627,5 +644,62 @@ async fn a_spark_executors_verdict_reaches_its_driver_and_spark_application_when
     .await?;
     stop.send(true)?;
     task.await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn verdicts_of_pods_that_failed_during_an_api_outage_are_written_once_it_ends() -> Result<()>
+{
+    let (k, node, _) = noticed_node("classify-outage", "spot-outage").await?;
+    let cp = ControlPlane::shared();
+    let proxy = FaultProxy::start(cp.server.trim_start_matches("https://")).await?;
+    let client = cp
+        .client_via(Some(&proxy.url()), ReadTimeout::Watches)
+        .await?;
+    let (stop, task, _) = start_classifier_as(&k, "replica-outage", client);
+    let pods = k.pods();
+    let jobs: Api<Job> = Api::namespaced(k.client().clone(), &k.namespace);
+    // One verdict before the outage: the classifier is up and leading.
+    for (name, exit) in [("before", Exit::KILLED)] {
+        let owner = job(&k, &format!("job-{name}"))
+            .await?
+            .controller_owner_ref(&())
+            .unwrap();
+        k.run_pod(&node, TestPod::new(name).owned_by(owner)).await?;
+        k.terminate(name, exit).await?;
+    }
+    eventually(Duration::from_secs(60), "the first verdict", || async {
+        Ok(verdict_of(pods.get("before").await?.annotations()).is_some())
+    })
+    .await?;
+
+    // The connection to the API server is black-holed (open connections hang), then
+    // refused, while a spot-killed pod fails.
+    proxy.set(Mode::BlackHole);
+    let owner = job(&k, "job-during")
+        .await?
+        .controller_owner_ref(&())
+        .unwrap();
+    k.run_pod(&node, TestPod::new("during").owned_by(owner))
+        .await?;
+    k.terminate("during", Exit::KILLED).await?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    proxy.set(Mode::Refuse);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.set(Mode::Pass);
+
+    eventually(
+        Duration::from_secs(120),
+        "the verdict on the pod and its Job",
+        || async {
+            Ok(
+                verdict_of(pods.get("during").await?.annotations()).is_some()
+                    && verdict_of(jobs.get("job-during").await?.annotations()).is_some(),
+            )
+        },
+    )
+    .await?;
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), task).await??;
     Ok(())
 }
