@@ -7,11 +7,19 @@ use kube::Client;
 use kube::api::Api;
 use tokio::sync::watch as signal;
 
+use std::time::Duration;
+
 use crate::controller::{Settings, run};
 use crate::leader::Election;
 
+/// How often a follower looks at the Lease (client-go's retry period), so that a
+/// released Lease is taken over within about this long.
+const FOLLOWER_RETRY: Duration = Duration::from_secs(2);
+/// The release on shutdown gets this long; then the Lease simply expires.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Runs the controller while this replica holds the Lease; follows otherwise. Runs
-/// until `shutdown` turns true.
+/// until `shutdown` turns true; a leader releases the Lease then.
 pub async fn run_elected(
     client: Client,
     settings: Settings,
@@ -58,7 +66,16 @@ pub async fn run_elected(
                 };
                 let run_shutdown = shutdown.clone();
                 tokio::select! {
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.changed() => {
+                        // Hand over now rather than after a whole lease duration.
+                        settings.metrics.leading(false);
+                        match tokio::time::timeout(RELEASE_TIMEOUT, election.release(&leases)).await {
+                            Ok(Ok(())) => tracing::info!("released the Lease"),
+                            Ok(Err(e)) => tracing::warn!(error = %e, "could not release the Lease; a follower takes over when it expires"),
+                            Err(_) => tracing::warn!("releasing the Lease did not answer in time; a follower takes over when it expires"),
+                        }
+                        return;
+                    }
                     _ = run(client.clone(), &settings, &election.identity, run_shutdown) => return,
                     _ = lost => settings.metrics.leading(false),
                 }
@@ -70,7 +87,7 @@ pub async fn run_elected(
         }
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(renew_every) => {}
+            _ = tokio::time::sleep(renew_every.min(FOLLOWER_RETRY)) => {}
         }
     }
 }

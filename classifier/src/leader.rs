@@ -48,7 +48,7 @@ pub fn lease_action(lease: Option<&Lease>, identity: &str, now: Timestamp) -> Le
         .renew_time
         .as_ref()
         .is_none_or(|t| t.0 + duration < now)
-        || spec.holder_identity.is_none();
+        || spec.holder_identity.as_deref().is_none_or(str::is_empty);
     if expired {
         LeaseAction::TakeOver
     } else {
@@ -109,6 +109,27 @@ impl Election {
     }
 }
 
+impl Election {
+    /// Gives the Lease up, if this replica holds it, as client-go does on shutdown: no
+    /// holder, so a follower takes over at its next look instead of after an expiry.
+    pub async fn release(&self, leases: &Api<Lease>) -> kube::Result<()> {
+        let Some(mut lease) = leases.get_opt(&self.lease_name).await? else {
+            return Ok(());
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = Some(String::new());
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        leases
+            .replace(&self.lease_name, &PostParams::default(), &lease)
+            .await
+            .map(|_| ())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +157,11 @@ mod tests {
         assert_eq!(
             lease_action(Some(&lease("a", "2026-01-01T10:00:04.000000Z")), "a", now),
             LeaseAction::Renew
+        );
+        assert_eq!(
+            lease_action(Some(&lease("", "2026-01-01T10:00:19.000000Z")), "a", now),
+            LeaseAction::TakeOver,
+            "a released Lease is taken over at once"
         );
     }
 }

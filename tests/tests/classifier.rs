@@ -104,7 +104,7 @@ fn start_classifier(
     tokio::task::JoinHandle<()>,
     Arc<ClassifierMetrics>,
 ) {
-    start_classifier_as(k, identity, k.client().clone())
+    start_classifier_as(k, identity, k.client().clone(), Duration::from_secs(10))
 }
 
 /// As [`start_classifier`], talking to the API server through `client`.
@@ -112,6 +112,7 @@ fn start_classifier_as(
     k: &TestKubelet,
     identity: &str,
     client: kube::Client,
+    lease_duration: Duration,
 ) -> (
     tokio::sync::watch::Sender<bool>,
     tokio::task::JoinHandle<()>,
@@ -123,8 +124,8 @@ fn start_classifier_as(
         lease_name: "reclaim-classifier".into(),
         namespace: k.namespace.clone(),
         identity: identity.into(),
-        // Long enough that a renewal delayed by a loaded machine does not hand the Lease over.
-        lease_duration: Duration::from_secs(10),
+        // 10 s or more: a renewal delayed by a loaded machine does not hand the Lease over.
+        lease_duration,
     };
     // Scoped to the test's namespace: tests share the control plane, not their pods.
     let settings = Settings {
@@ -656,7 +657,8 @@ async fn verdicts_of_pods_that_failed_during_an_api_outage_are_written_once_it_e
     let client = cp
         .client_via(Some(&proxy.url()), ReadTimeout::Watches)
         .await?;
-    let (stop, task, _) = start_classifier_as(&k, "replica-outage", client);
+    let (stop, task, _) =
+        start_classifier_as(&k, "replica-outage", client, Duration::from_secs(10));
     let pods = k.pods();
     let jobs: Api<Job> = Api::namespaced(k.client().clone(), &k.namespace);
     // One verdict before the outage: the classifier is up and leading.
@@ -701,5 +703,43 @@ async fn verdicts_of_pods_that_failed_during_an_api_outage_are_written_once_it_e
     .await?;
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(10), task).await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_leader_stopped_by_sigterm_releases_the_lease_and_the_follower_takes_over_at_once()
+-> Result<()> {
+    let k = TestKubelet::new(
+        ControlPlane::shared().admin_client().await?,
+        "classify-release",
+    )
+    .await?;
+    // A lease of 60 s: without the release, the follower would wait for it to expire.
+    let lease = Duration::from_secs(60);
+    let (stop_a, task_a, _) = start_classifier_as(&k, "replica-a", k.client().clone(), lease);
+    let leases: Api<Lease> = Api::namespaced(k.client().clone(), &k.namespace);
+    let holder = || async {
+        anyhow::Ok(
+            leases
+                .get_opt("reclaim-classifier")
+                .await?
+                .and_then(|l| l.spec?.holder_identity),
+        )
+    };
+    eventually(Duration::from_secs(30), "replica-a to lead", || async {
+        Ok(holder().await?.as_deref() == Some("replica-a"))
+    })
+    .await?;
+    let (stop_b, task_b, _) = start_classifier_as(&k, "replica-b", k.client().clone(), lease);
+    stop_a.send(true)?;
+    tokio::time::timeout(Duration::from_secs(10), task_a).await??;
+    eventually(
+        Duration::from_secs(15),
+        "replica-b to take over, long before 60 s",
+        || async { Ok(holder().await?.as_deref() == Some("replica-b")) },
+    )
+    .await?;
+    stop_b.send(true)?;
+    tokio::time::timeout(Duration::from_secs(10), task_b).await??;
     Ok(())
 }
