@@ -10,7 +10,7 @@ use tokio::sync::watch as signal;
 use std::time::Duration;
 
 use crate::controller::{Settings, run};
-use crate::leader::Election;
+use crate::leader::{Election, Observed};
 
 /// How often a follower looks at the Lease (client-go's retry period), so that a
 /// released Lease is taken over within about this long.
@@ -32,10 +32,11 @@ pub async fn run_elected(
     // black-holed connection) ends the leadership, so an old leader never writes after a
     // follower may have taken over.
     let renew_deadline = election.lease_duration * 2 / 3;
+    let observed = std::sync::Mutex::new(Observed::default());
     let hold = |leases: Api<Lease>| {
-        let election = &election;
+        let (election, observed) = (&election, &observed);
         async move {
-            match tokio::time::timeout(renew_deadline, election.hold(&leases)).await {
+            match tokio::time::timeout(renew_deadline, election.hold(&leases, observed)).await {
                 Ok(held) => held,
                 Err(_) => Err(kube::Error::Service(
                     format!("no answer within the renew deadline ({renew_deadline:?})").into(),
@@ -65,19 +66,25 @@ pub async fn run_elected(
                     }
                 };
                 let run_shutdown = shutdown.clone();
-                tokio::select! {
-                    _ = shutdown.changed() => {
-                        // Hand over now rather than after a whole lease duration.
-                        settings.metrics.leading(false);
-                        match tokio::time::timeout(RELEASE_TIMEOUT, election.release(&leases)).await {
-                            Ok(Ok(())) => tracing::info!("released the Lease"),
-                            Ok(Err(e)) => tracing::warn!(error = %e, "could not release the Lease; a follower takes over when it expires"),
-                            Err(_) => tracing::warn!("releasing the Lease did not answer in time; a follower takes over when it expires"),
+                // `run` ends only on shutdown, as the first branch does: either way, stop.
+                let stopping = tokio::select! {
+                    _ = shutdown.changed() => true,
+                    _ = run(client.clone(), &settings, &election.identity, run_shutdown) => true,
+                    _ = lost => false,
+                };
+                settings.metrics.leading(false);
+                if stopping {
+                    // Hand over now rather than after a whole lease duration.
+                    match tokio::time::timeout(RELEASE_TIMEOUT, election.release(&leases)).await {
+                        Ok(Ok(())) => tracing::info!("released the Lease"),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "could not release the Lease; a follower takes over when it expires")
                         }
-                        return;
+                        Err(_) => tracing::warn!(
+                            "releasing the Lease did not answer in time; a follower takes over when it expires"
+                        ),
                     }
-                    _ = run(client.clone(), &settings, &election.identity, run_shutdown) => return,
-                    _ = lost => settings.metrics.leading(false),
+                    return;
                 }
             }
             Ok(false) => {}

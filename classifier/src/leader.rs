@@ -2,11 +2,13 @@
 //! the holder writes verdicts; another takes over when the holder stops renewing.
 //!
 //! Every change to the Lease is a replace conditioned on the resourceVersion read, so
-//! two replicas racing for an expired Lease cannot both win.
+//! two replicas racing for an expired Lease cannot both win. Expiry is judged from when
+//! this replica last saw the Lease change ([`Observed`]), as client-go does.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, PostParams};
@@ -32,7 +34,30 @@ pub enum LeaseAction {
     Follow,
 }
 
-pub fn lease_action(lease: Option<&Lease>, identity: &str, now: Timestamp) -> LeaseAction {
+/// When this replica last saw the Lease change (client-go's `observedTime`). A holder's
+/// `renewTime` comes from the holder's clock; judging expiry from it lets clock skew
+/// between nodes decide who writes. So expiry is judged from how long this replica has
+/// seen the Lease unchanged, on its own clock.
+#[derive(Debug, Default)]
+pub struct Observed {
+    resource_version: Option<String>,
+    since: Option<Instant>,
+}
+
+impl Observed {
+    /// Records `lease` as read at `now`; returns how long it has been seen unchanged.
+    pub fn unchanged_for(&mut self, lease: Option<&Lease>, now: Instant) -> Duration {
+        let version = lease.and_then(|l| l.metadata.resource_version.clone());
+        if self.since.is_none() || version != self.resource_version {
+            self.resource_version = version;
+            self.since = Some(now);
+        }
+        now.saturating_duration_since(self.since.unwrap_or(now))
+    }
+}
+
+/// What to do with `lease`, seen unchanged for `unchanged_for` by this replica.
+pub fn lease_action(lease: Option<&Lease>, identity: &str, unchanged_for: Duration) -> LeaseAction {
     let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
         return if lease.is_some() {
             LeaseAction::TakeOver
@@ -43,12 +68,9 @@ pub fn lease_action(lease: Option<&Lease>, identity: &str, now: Timestamp) -> Le
     if spec.holder_identity.as_deref() == Some(identity) {
         return LeaseAction::Renew;
     }
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-    let expired = spec
-        .renew_time
-        .as_ref()
-        .is_none_or(|t| t.0 + duration < now)
-        || spec.holder_identity.as_deref().is_none_or(str::is_empty);
+    let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(0) as u64);
+    let expired =
+        unchanged_for > duration || spec.holder_identity.as_deref().is_none_or(str::is_empty);
     if expired {
         LeaseAction::TakeOver
     } else {
@@ -58,10 +80,18 @@ pub fn lease_action(lease: Option<&Lease>, identity: &str, now: Timestamp) -> Le
 
 impl Election {
     /// Acquires or renews the Lease; `Ok(true)` when this replica holds it afterwards.
-    pub async fn hold(&self, leases: &Api<Lease>) -> kube::Result<bool> {
+    pub async fn hold(
+        &self,
+        leases: &Api<Lease>,
+        observed: &Mutex<Observed>,
+    ) -> kube::Result<bool> {
         let now = Timestamp::now();
         let current = leases.get_opt(&self.lease_name).await?;
-        let action = lease_action(current.as_ref(), &self.identity, now);
+        let unchanged_for = observed
+            .lock()
+            .expect("observed lock")
+            .unchanged_for(current.as_ref(), Instant::now());
+        let action = lease_action(current.as_ref(), &self.identity, unchanged_for);
         let transitions = current
             .as_ref()
             .and_then(|l| l.spec.as_ref())
@@ -144,24 +174,50 @@ mod tests {
 
     #[test]
     fn a_live_lease_is_followed_an_expired_one_taken_over_and_ours_renewed() {
-        let now: Timestamp = "2026-01-01T10:00:20Z".parse().unwrap();
-        assert_eq!(lease_action(None, "a", now), LeaseAction::Create);
+        let (fresh, stale) = (Duration::from_secs(10), Duration::from_secs(16));
+        // The renewTime is far in the past on purpose: the holder's clock does not count.
+        let old = "2020-01-01T10:00:10.000000Z";
+        assert_eq!(lease_action(None, "a", fresh), LeaseAction::Create);
         assert_eq!(
-            lease_action(Some(&lease("b", "2026-01-01T10:00:10.000000Z")), "a", now),
+            lease_action(Some(&lease("b", old)), "a", fresh),
             LeaseAction::Follow
         );
         assert_eq!(
-            lease_action(Some(&lease("b", "2026-01-01T10:00:04.000000Z")), "a", now),
+            lease_action(Some(&lease("b", old)), "a", stale),
             LeaseAction::TakeOver
         );
         assert_eq!(
-            lease_action(Some(&lease("a", "2026-01-01T10:00:04.000000Z")), "a", now),
+            lease_action(Some(&lease("a", old)), "a", stale),
             LeaseAction::Renew
         );
         assert_eq!(
-            lease_action(Some(&lease("", "2026-01-01T10:00:19.000000Z")), "a", now),
+            lease_action(Some(&lease("", old)), "a", Duration::ZERO),
             LeaseAction::TakeOver,
             "a released Lease is taken over at once"
+        );
+    }
+
+    #[test]
+    fn expiry_counts_from_when_this_replica_last_saw_the_lease_change() {
+        let start = Instant::now();
+        let mut observed = Observed::default();
+        let mut lease = lease("b", "2020-01-01T10:00:10.000000Z");
+        lease.metadata.resource_version = Some("7".into());
+        assert_eq!(
+            observed.unchanged_for(Some(&lease), start),
+            Duration::ZERO,
+            "first sight"
+        );
+        let later = start + Duration::from_secs(12);
+        assert_eq!(
+            observed.unchanged_for(Some(&lease), later),
+            Duration::from_secs(12)
+        );
+        lease.metadata.resource_version = Some("8".into());
+        assert_eq!(
+            observed.unchanged_for(Some(&lease), later),
+            Duration::ZERO,
+            "renewed"
         );
     }
 }

@@ -743,3 +743,70 @@ async fn a_leader_stopped_by_sigterm_releases_the_lease_and_the_follower_takes_o
     tokio::time::timeout(Duration::from_secs(10), task_b).await??;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_leader_whose_connection_is_black_holed_stops_writing_and_the_follower_takes_over()
+-> Result<()> {
+    let k = TestKubelet::new(
+        ControlPlane::shared().admin_client().await?,
+        "classify-hole",
+    )
+    .await?;
+    let node = k.node_name("spot-hole");
+    k.register_node(TestNode::spot(&node)).await?;
+    let notice = notice_node(&k, &node).await?;
+    let cp = ControlPlane::shared();
+    let proxy = FaultProxy::start(cp.server.trim_start_matches("https://")).await?;
+    let via_proxy = cp
+        .client_via(Some(&proxy.url()), ReadTimeout::Watches)
+        .await?;
+    let lease = Duration::from_secs(10);
+    let (stop_a, task_a, _) = start_classifier_as(&k, "replica-a", via_proxy, lease);
+    let leases: Api<Lease> = Api::namespaced(k.client().clone(), &k.namespace);
+    let holder = || async {
+        anyhow::Ok(
+            leases
+                .get_opt("reclaim-classifier")
+                .await?
+                .and_then(|l| l.spec?.holder_identity),
+        )
+    };
+    eventually(Duration::from_secs(30), "replica-a to lead", || async {
+        Ok(holder().await?.as_deref() == Some("replica-a"))
+    })
+    .await?;
+    let (stop_b, task_b, _) = start_classifier_as(&k, "replica-b", k.client().clone(), lease);
+
+    proxy.set(Mode::BlackHole);
+    eventually(
+        Duration::from_secs(60),
+        "replica-b to take the Lease over",
+        || async { Ok(holder().await?.as_deref() == Some("replica-b")) },
+    )
+    .await?;
+    let record = notice.for_pod(&node);
+    k.run_pod(&node, TestPod::new("after").interrupted(&record))
+        .await?;
+    k.terminate("after", Exit::KILLED).await?;
+    let pods = k.pods();
+    eventually(Duration::from_secs(60), "the verdict", || async {
+        Ok(verdict_of(pods.get("after").await?.annotations()).is_some())
+    })
+    .await?;
+    assert_eq!(
+        verdict_writer(&pods.get("after").await?).as_deref(),
+        Some("replica-b")
+    );
+    // Reachable again, the old leader sees the new holder and follows.
+    proxy.set(Mode::Pass);
+    stop_a.send(true)?;
+    tokio::time::timeout(Duration::from_secs(30), task_a).await??;
+    assert_eq!(
+        holder().await?.as_deref(),
+        Some("replica-b"),
+        "a follower releases nothing"
+    );
+    stop_b.send(true)?;
+    tokio::time::timeout(Duration::from_secs(10), task_b).await??;
+    Ok(())
+}
