@@ -24,11 +24,13 @@ use reclaim_model::keys::{
     POD_INTERRUPTION_ANNOTATION,
 };
 use reclaim_model::{Evidence, Notice, PodInterruption};
+use reclaim_service::endpoints::Health;
 use tokio::sync::{Mutex, watch as signal};
 
 use crate::judged::Judged;
 use crate::metrics::ClassifierMetrics;
 use crate::notices::NodeNotices;
+use crate::progress::WatchProgress;
 use crate::retries::{Pending, Retries};
 use crate::verdict::{NO_NODE_NOTICE, Verdict, classify, failure_of};
 use crate::writer::{mark, mark_owners, record_event};
@@ -41,6 +43,8 @@ pub struct Settings {
     /// Classify only the pods of this namespace (`None`: every namespace).
     pub namespace: Option<String>,
     pub metrics: Arc<ClassifierMetrics>,
+    /// What `/readyz` and `/healthz` report.
+    pub health: Arc<Health>,
 }
 
 impl Settings {
@@ -66,6 +70,20 @@ pub async fn run(
     let notices = Mutex::new(NodeNotices::new(settings.retention));
     let judged = Mutex::new(Judged::default());
     let retries = Mutex::new(Retries::default());
+    // Watching is work `/healthz` follows only while this runs (it is dropped when the
+    // leadership is lost).
+    let _watching = Watching(settings.health.clone());
+    let progress =
+        std::sync::Mutex::new(WatchProgress::new(&[NODES, FAILED_PODS, INTERRUPTED_PODS]));
+    // Each watch reports here how it goes; `InitDone` means it has listed.
+    let went = |name: &'static str, ok: bool, listed: bool| {
+        let mut progress = progress.lock().expect("progress lock");
+        match (ok, listed) {
+            (true, true) => progress.listed(name),
+            (true, false) => progress.answered(name),
+            (false, _) => progress.failed(name, Instant::now()),
+        }
+    };
     let retry_later = |uid: String, work: Pending, attempts: u32| {
         let retries = &retries;
         async move {
@@ -85,13 +103,19 @@ pub async fn run(
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::Apply(node) | Event::InitApply(node)) => {
+                    went(NODES, true, false);
                     notices
                         .lock()
                         .await
                         .observe(&node.name_any(), notice_of(&node));
                 }
+                Ok(Event::InitDone) => went(NODES, true, true),
+                // `Init` starts a (re)list, which may still fail: not an answer.
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "watching nodes failed; retrying"),
+                Err(e) => {
+                    went(NODES, false, false);
+                    tracing::warn!(error = %e, "watching nodes failed; retrying with backoff")
+                }
             }
         }
     };
@@ -105,6 +129,7 @@ pub async fn run(
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
+                    went(FAILED_PODS, true, false);
                     let uid = pod.uid().unwrap_or_default();
                     if judged.lock().await.contains(&uid) {
                         continue;
@@ -122,8 +147,12 @@ pub async fn run(
                 Ok(Event::Delete(pod)) if !pod.labels().contains_key(INTERRUPTED_LABEL) => {
                     judged.lock().await.remove(&pod.uid().unwrap_or_default());
                 }
+                Ok(Event::InitDone) => went(FAILED_PODS, true, true),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "watching failed pods failed; retrying"),
+                Err(e) => {
+                    went(FAILED_PODS, false, false);
+                    tracing::warn!(error = %e, "watching failed pods failed; retrying with backoff")
+                }
             }
         }
     };
@@ -140,6 +169,7 @@ pub async fn run(
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::Delete(pod)) => {
+                    went(INTERRUPTED_PODS, true, false);
                     // Judged when it failed: nothing more to say.
                     if judged.lock().await.remove(&pod.uid().unwrap_or_default()) {
                         continue;
@@ -154,8 +184,12 @@ pub async fn run(
                         .await;
                     }
                 }
+                Ok(Event::InitDone) => went(INTERRUPTED_PODS, true, true),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "watching interrupted pods failed; retrying"),
+                Err(e) => {
+                    went(INTERRUPTED_PODS, false, false);
+                    tracing::warn!(error = %e, "watching interrupted pods failed; retrying with backoff")
+                }
             }
         }
     };
@@ -190,14 +224,49 @@ pub async fn run(
             settings.metrics.pending(retries.lock().await.len());
         }
     };
+    // Ready once every watch has listed; healthy while none fails without a break.
+    let report = async {
+        loop {
+            {
+                let progress = progress.lock().expect("progress lock");
+                match progress.ready() {
+                    Ok(()) => settings.health.set_ready(),
+                    Err(waiting) => settings.health.set_not_ready(format!("leading; {waiting}")),
+                }
+                let stalled = progress.stalled(Instant::now());
+                if stalled.is_empty() {
+                    settings.health.work_progressed();
+                } else {
+                    tracing::warn!(watches = ?stalled, "watches failing without a break; /healthz reports it");
+                }
+            }
+            tokio::time::sleep(REPORT_EVERY).await;
+        }
+    };
     tokio::select! {
         _ = shutdown.changed() => {}
         _ = nodes => {}
         _ = pods => {}
         _ = deleted => {}
         _ = retry => {}
+        _ = report => {}
     }
 }
+
+/// Ends the watching work for `/healthz` however [`run`] ends.
+struct Watching(Arc<Health>);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.work_ended();
+    }
+}
+
+const NODES: &str = "nodes";
+const FAILED_PODS: &str = "failed pods";
+const INTERRUPTED_PODS: &str = "interrupted pods";
+/// How often the watches' state is reported to `/readyz` and `/healthz`.
+const REPORT_EVERY: Duration = Duration::from_secs(2);
 
 /// The server ends each watch after this long, even with nothing to say, so a watch
 /// whose connection was black-holed is noticed by the client's read timeout

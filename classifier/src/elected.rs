@@ -87,9 +87,13 @@ pub async fn run_elected(
                     return;
                 }
             }
-            Ok(false) => {}
+            // A follower contending normally is ready: it takes over when it must.
+            Ok(false) => settings.health.set_ready(),
             Err(e) => {
-                tracing::warn!(error = %e, "could not read the Lease (check RBAC: leases get/create/update); retrying")
+                settings
+                    .health
+                    .set_not_ready(format!("cannot read the Lease: {e}"));
+                tracing::warn!(error = %e, hint = %reclaim_service::client::hint(&e, "leases get/create/update"), "could not read the Lease; retrying")
             }
         }
         tokio::select! {

@@ -8,6 +8,7 @@
 //! - [`controller`]: the watches, and the judging of each failed pod;
 //! - [`writer`]: the writes of the verdict on pods and their owners, and their Events;
 //! - [`retries`]: verdicts whose write failed, retried with backoff until written;
+//! - [`progress`]: whether the watches have listed and keep working (`/readyz`, `/healthz`);
 //! - [`elected`]: the leader loop, running the controller while the Lease is held;
 //! - [`leader`]: a Lease, so that of several replicas only one writes;
 //! - [`metrics`]: verdicts by outcome and time to a verdict.
@@ -19,6 +20,7 @@ pub mod leader;
 pub mod metrics;
 pub mod notices;
 pub mod owners;
+pub mod progress;
 pub mod retries;
 pub mod verdict;
 pub mod writer;

@@ -48,11 +48,12 @@ fn main() -> ExitCode {
 
 async fn run(args: Args, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let metrics = Arc::new(ClassifierMetrics::default());
-    // The process is healthy and ready once it serves: its watches retry by themselves.
+    // Ready once the Lease is read (followers) or every watch has listed (the leader);
+    // unhealthy when the leader's watches fail without a break (see `progress`).
     let health = Arc::new(Health::new(Duration::MAX));
-    health.set_ready();
+    health.set_not_ready("the Lease has not been read yet".into());
     let listener = endpoints::bind(args.metrics_addr).await?;
-    tokio::spawn(endpoints::serve(listener, metrics.clone(), health));
+    tokio::spawn(endpoints::serve(listener, metrics.clone(), health.clone()));
     let client =
         reclaim_service::client::default_client(reclaim_service::client::ReadTimeout::Watches)
             .await
@@ -75,6 +76,7 @@ async fn run(args: Args, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> 
         retention: Duration::from_secs(args.notice_retention_hours * 3600),
         namespace: args.namespace,
         metrics,
+        health,
     };
     tracing::info!(retention_hours = args.notice_retention_hours, namespace = ?settings.namespace, identity = %election.identity, "classifying failed pods");
     reclaim_classifier::elected::run_elected(client, settings, election, shutdown).await;

@@ -19,6 +19,7 @@ pub trait Exposition: Send + Sync + 'static {
 }
 
 /// Liveness of the poll loop (not just of the process) and readiness.
+#[derive(Debug)]
 pub struct Health {
     started: Instant,
     /// Milliseconds after `started` of the poll loop's last turn.

@@ -132,6 +132,7 @@ fn start_classifier_as(
         retention: Duration::from_secs(6 * 3600),
         namespace: Some(k.namespace.clone()),
         metrics: metrics.clone(),
+        health: std::sync::Arc::new(reclaim_service::endpoints::Health::new(Duration::MAX)),
     };
     let task = tokio::spawn(reclaim_classifier::elected::run_elected(
         client, settings, election, shutdown,
@@ -808,5 +809,78 @@ async fn a_leader_whose_connection_is_black_holed_stops_writing_and_the_follower
     );
     stop_b.send(true)?;
     tokio::time::timeout(Duration::from_secs(10), task_b).await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn ready_only_once_every_watch_has_listed_and_unhealthy_while_watches_keep_failing()
+-> Result<()> {
+    let k = TestKubelet::new(
+        ControlPlane::shared().admin_client().await?,
+        "classify-health",
+    )
+    .await?;
+    // A ServiceAccount that may hold the Lease but not watch pods or nodes: the watches
+    // are refused (403) for as long as it runs, while the leadership works.
+    let ns = k.namespace.clone();
+    let apply = |manifest: serde_json::Value| {
+        let client = k.client().clone();
+        async move {
+            let resource: kube::core::DynamicObject = serde_json::from_value(manifest)?;
+            let gvk = anyhow::Context::context(resource.types.clone(), "typed")?.try_into()?;
+            let api: Api<kube::core::DynamicObject> = Api::namespaced_with(
+                client,
+                &resource.metadata.namespace.clone().unwrap_or_default(),
+                &kube::discovery::ApiResource::from_gvk(&gvk),
+            );
+            api.create(&PostParams::default(), &resource).await?;
+            anyhow::Ok(())
+        }
+    };
+    apply(serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "lease-only", "namespace": ns}})).await?;
+    apply(serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "lease-only", "namespace": ns},
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]})).await?;
+    apply(serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "lease-only", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lease-only"},
+        "subjects": [{"kind": "ServiceAccount", "name": "lease-only", "namespace": ns}]})).await?;
+    let client = ControlPlane::shared()
+        .service_account_client(&ns, "lease-only", ReadTimeout::Watches)
+        .await?;
+    let health = Arc::new(reclaim_service::endpoints::Health::new(Duration::MAX));
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let election = Election {
+        lease_name: "reclaim-classifier".into(),
+        namespace: ns.clone(),
+        identity: "replica-health".into(),
+        lease_duration: Duration::from_secs(10),
+    };
+    let settings = Settings {
+        retention: Duration::from_secs(3600),
+        namespace: Some(ns.clone()),
+        metrics: Arc::new(ClassifierMetrics::default()),
+        health: health.clone(),
+    };
+    let task = tokio::spawn(reclaim_classifier::elected::run_elected(
+        client, settings, election, shutdown,
+    ));
+    eventually(
+        Duration::from_secs(30),
+        "/readyz to name the watches not listed",
+        || async {
+            Ok(health.not_ready_reason().is_some_and(|r| {
+                r.contains("watches not listed yet: failed pods, interrupted pods, nodes")
+            }))
+        },
+    )
+    .await?;
+    eventually(
+        Duration::from_secs(90),
+        "/healthz to report the failing watches",
+        || async { Ok(!health.is_alive()) },
+    )
+    .await?;
+    assert!(!health.is_ready(), "never listed, never ready");
+    stop.send(true)?;
+    tokio::time::timeout(Duration::from_secs(10), task).await??;
     Ok(())
 }

@@ -453,6 +453,7 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
         retention: Duration::from_secs(3600),
         namespace: Some(k.namespace.clone()),
         metrics: metrics.clone(),
+        health: std::sync::Arc::new(reclaim_service::endpoints::Health::new(Duration::MAX)),
     };
     let task = tokio::spawn(reclaim_classifier::elected::run_elected(
         classifier_client.clone(),
