@@ -28,12 +28,34 @@ use reclaim_service::endpoints::Health;
 use tokio::sync::{Mutex, watch as signal};
 
 use crate::judged::Judged;
+use crate::last_seen::LastSeen;
 use crate::metrics::ClassifierMetrics;
 use crate::notices::NodeNotices;
 use crate::progress::WatchProgress;
 use crate::retries::{Pending, Retries};
 use crate::verdict::{NO_NODE_NOTICE, Verdict, classify, failure_of};
 use crate::writer::{mark, mark_owners, record_event};
+
+/// What the controller remembers across its runs: a replica that loses the Lease and
+/// takes it again (an API outage) keeps the verdicts still to write, the notices seen,
+/// and the labelled pods last seen, so a pod deleted meanwhile is still judged.
+pub struct Memory {
+    notices: Mutex<NodeNotices>,
+    judged: Mutex<Judged>,
+    retries: Mutex<Retries>,
+    last_seen: Mutex<LastSeen>,
+}
+
+impl Memory {
+    pub fn new(retention: Duration) -> Memory {
+        Memory {
+            notices: Mutex::new(NodeNotices::new(retention)),
+            judged: Mutex::new(Judged::default()),
+            retries: Mutex::new(Retries::default()),
+            last_seen: Mutex::new(LastSeen::default()),
+        }
+    }
+}
 
 /// What the controller watches and remembers.
 #[derive(Debug, Clone)]
@@ -65,11 +87,15 @@ pub async fn run(
     client: Client,
     settings: &Settings,
     writer: &str,
+    memory: &Memory,
     mut shutdown: signal::Receiver<bool>,
 ) {
-    let notices = Mutex::new(NodeNotices::new(settings.retention));
-    let judged = Mutex::new(Judged::default());
-    let retries = Mutex::new(Retries::default());
+    let Memory {
+        notices,
+        judged,
+        retries,
+        last_seen,
+    } = memory;
     // Watching is work `/healthz` follows only while this runs (it is dropped when the
     // leadership is lost).
     let _watching = Watching(settings.health.clone());
@@ -134,7 +160,7 @@ pub async fn run(
                     if judged.lock().await.contains(&uid) {
                         continue;
                     }
-                    match handle(&client, writer, &settings.metrics, &pod, &notices).await {
+                    match handle(&client, writer, &settings.metrics, &pod, notices).await {
                         Ok(Written::Verdict) => {}
                         Ok(Written::Nothing) => judged.lock().await.insert(uid),
                         Err(e) => {
@@ -166,26 +192,39 @@ pub async fn run(
         let mut stream = watch(settings.api::<Pod>(&client), interrupted)
             .default_backoff()
             .boxed();
+        let mut last_seen = last_seen.lock().await;
+        let (client, judged, retry_later) = (&client, &judged, &retry_later);
+        let on_deleted = move |pod: Pod| async move {
+            // Judged when it failed: nothing more to say.
+            if judged.lock().await.remove(&pod.uid().unwrap_or_default()) {
+                return;
+            }
+            if let Err(e) = handle_deleted(client, writer, &settings.metrics, &pod).await {
+                tracing::warn!(pod = %pod.name_any(), error = %e, "could not mark the deleted pod's owners; retrying with backoff until they are");
+                retry_later(
+                    pod.uid().unwrap_or_default(),
+                    Pending::Deleted(pod.clone()),
+                    1,
+                )
+                .await;
+            }
+        };
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::Delete(pod)) => {
                     went(INTERRUPTED_PODS, true, false);
-                    // Judged when it failed: nothing more to say.
-                    if judged.lock().await.remove(&pod.uid().unwrap_or_default()) {
-                        continue;
-                    }
-                    if let Err(e) = handle_deleted(&client, writer, &settings.metrics, &pod).await {
-                        tracing::warn!(pod = %pod.name_any(), error = %e, "could not mark the deleted pod's owners; retrying with backoff until they are");
-                        retry_later(
-                            pod.uid().unwrap_or_default(),
-                            Pending::Deleted(pod.clone()),
-                            1,
-                        )
-                        .await;
+                    last_seen.deleted(&pod);
+                    on_deleted(pod).await;
+                }
+                Ok(Event::Apply(pod)) | Ok(Event::InitApply(pod)) => last_seen.applied(pod),
+                Ok(Event::Init) => last_seen.relist_started(),
+                Ok(Event::InitDone) => {
+                    went(INTERRUPTED_PODS, true, true);
+                    for pod in last_seen.relist_done() {
+                        tracing::info!(pod = %pod_key(&pod), "deleted while the watch was down; judged from its last state");
+                        on_deleted(pod).await;
                     }
                 }
-                Ok(Event::InitDone) => went(INTERRUPTED_PODS, true, true),
-                Ok(_) => {}
                 Err(e) => {
                     went(INTERRUPTED_PODS, false, false);
                     tracing::warn!(error = %e, "watching interrupted pods failed; retrying with backoff")
@@ -202,7 +241,7 @@ pub async fn run(
             for (uid, work, attempts) in due {
                 let written = match &work {
                     Pending::Failed(pod) => {
-                        retry_failed(&client, writer, &settings.metrics, pod, &notices).await
+                        retry_failed(&client, writer, &settings.metrics, pod, notices).await
                     }
                     Pending::Deleted(pod) => {
                         handle_deleted(&client, writer, &settings.metrics, pod).await

@@ -9,7 +9,7 @@ use tokio::sync::watch as signal;
 
 use std::time::Duration;
 
-use crate::controller::{Settings, run};
+use crate::controller::{Memory, Settings, run};
 use crate::leader::{Election, Observed};
 
 /// How often a follower looks at the Lease (client-go's retry period), so that a
@@ -27,6 +27,7 @@ pub async fn run_elected(
     mut shutdown: signal::Receiver<bool>,
 ) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &election.namespace);
+    let memory = Memory::new(settings.retention);
     let renew_every = election.lease_duration / 3;
     // As client-go's renew deadline: a renewal that has not answered by then (a
     // black-holed connection) ends the leadership, so an old leader never writes after a
@@ -69,7 +70,7 @@ pub async fn run_elected(
                 // `run` ends only on shutdown, as the first branch does: either way, stop.
                 let stopping = tokio::select! {
                     _ = shutdown.changed() => true,
-                    _ = run(client.clone(), &settings, &election.identity, run_shutdown) => true,
+                    _ = run(client.clone(), &settings, &election.identity, &memory, run_shutdown) => true,
                     _ = lost => false,
                 };
                 settings.metrics.leading(false);

@@ -4,6 +4,7 @@
 //! - [`verdict`]: the rules, as pure functions over a pod's status and its node's notice;
 //! - [`notices`]: which nodes carried a notice, remembered beyond the node's life;
 //! - [`judged`]: failed pods already judged, so their later updates are not judged again;
+//! - [`last_seen`]: the labelled pods as last seen, so a deletion missed in an outage is found;
 //! - [`owners`]: which objects outlive a failed pod (Job, Spark driver, SparkApplication);
 //! - [`controller`]: the watches, and the judging of each failed pod;
 //! - [`writer`]: the writes of the verdict on pods and their owners, and their Events;
@@ -16,6 +17,7 @@
 pub mod controller;
 pub mod elected;
 pub mod judged;
+pub mod last_seen;
 pub mod leader;
 pub mod metrics;
 pub mod notices;

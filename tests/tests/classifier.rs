@@ -652,7 +652,7 @@ async fn a_spark_executors_verdict_reaches_its_driver_and_spark_application_when
 #[tokio::test]
 async fn verdicts_of_pods_that_failed_during_an_api_outage_are_written_once_it_ends() -> Result<()>
 {
-    let (k, node, _) = noticed_node("classify-outage", "spot-outage").await?;
+    let (k, node, notice) = noticed_node("classify-outage", "spot-outage").await?;
     let cp = ControlPlane::shared();
     let proxy = FaultProxy::start(cp.server.trim_start_matches("https://")).await?;
     let client = cp
@@ -676,9 +676,20 @@ async fn verdicts_of_pods_that_failed_during_an_api_outage_are_written_once_it_e
     })
     .await?;
 
+    // A pod the agent marked, which will be deleted during the outage.
+    let owner = job(&k, "job-evicted")
+        .await?
+        .controller_owner_ref(&())
+        .unwrap();
+    let marked = TestPod::new("evicted")
+        .owned_by(owner)
+        .interrupted(&notice.for_pod(&node));
+    k.run_pod(&node, marked).await?;
+
     // The connection to the API server is black-holed (open connections hang), then
-    // refused, while a spot-killed pod fails.
+    // refused, while a spot-killed pod fails and the marked pod is deleted.
     proxy.set(Mode::BlackHole);
+    k.finish_deletion("evicted").await?;
     let owner = job(&k, "job-during")
         .await?
         .controller_owner_ref(&())
@@ -700,6 +711,12 @@ async fn verdicts_of_pods_that_failed_during_an_api_outage_are_written_once_it_e
                     && verdict_of(jobs.get("job-during").await?.annotations()).is_some(),
             )
         },
+    )
+    .await?;
+    eventually(
+        Duration::from_secs(60),
+        "the deleted pod's Job verdict",
+        || async { Ok(verdict_of(jobs.get("job-evicted").await?.annotations()).is_some()) },
     )
     .await?;
     let _ = stop.send(true);
