@@ -901,3 +901,64 @@ async fn ready_only_once_every_watch_has_listed_and_unhealthy_while_watches_keep
     tokio::time::timeout(Duration::from_secs(10), task).await??;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_kill_under_only_a_rebalance_or_under_a_record_long_over_is_never_called_spot_caused()
+-> Result<()> {
+    let k = TestKubelet::new(
+        ControlPlane::shared().admin_client().await?,
+        "classify-precision",
+    )
+    .await?;
+    let (rebalanced, quiet) = (k.node_name("spot-rebalanced"), k.node_name("spot-quiet"));
+    k.register_node(TestNode::spot(&rebalanced)).await?;
+    k.register_node(TestNode::spot(&quiet)).await?;
+    let now = jiff::Timestamp::now();
+    let rebalance = Notice {
+        kind: NoticeKind::Rebalance,
+        event_id: "rebalance-1".into(),
+        deadline: None,
+        ..reclaim_testbed::clouds::aws_spot_notice()
+    };
+    reclaim_agent::node::update_node(&k.nodes(), &rebalanced, |n| {
+        reclaim_agent::node::apply_notice_patch(n, &rebalance)
+    })
+    .await?;
+    // A maintenance notice of two hours ago, long canceled: its record stayed on the pod.
+    let old = Notice {
+        kind: NoticeKind::ScheduledMaintenance,
+        event_id: "instance-event-old".into(),
+        notice_time: now - jiff::SignedDuration::from_hours(2),
+        deadline: Some(now - jiff::SignedDuration::from_mins(110)),
+        detected_at: now - jiff::SignedDuration::from_hours(2),
+        ..reclaim_testbed::clouds::aws_spot_notice()
+    };
+    let (stop, task, metrics) = start_classifier(&k, "replica-precise");
+    k.run_pod(&rebalanced, TestPod::new("liveness-killed"))
+        .await?;
+    k.terminate("liveness-killed", Exit::KILLED).await?;
+    k.run_pod(
+        &quiet,
+        TestPod::new("long-after").interrupted(&old.for_pod(&quiet)),
+    )
+    .await?;
+    k.terminate("long-after", Exit::KILLED).await?;
+    eventually(Duration::from_secs(60), "both kills judged", || async {
+        Ok(reclaim_testbed::agent::metric_sum(
+            &metrics.encode(),
+            "reclaim_classifier_verdicts_total",
+            &[("verdict", "unknown")],
+        ) >= 2.0)
+    })
+    .await?;
+    let pods = k.pods();
+    for name in ["liveness-killed", "long-after"] {
+        assert!(
+            verdict_of(pods.get(name).await?.annotations()).is_none(),
+            "{name} was marked"
+        );
+    }
+    stop.send(true)?;
+    tokio::time::timeout(Duration::from_secs(10), task).await??;
+    Ok(())
+}
