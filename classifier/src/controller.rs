@@ -332,8 +332,49 @@ async fn retry_failed(
                 .await
                 .map(|_| ())
         }
-        _ => handle_deleted(client, writer, metrics, seen).await,
+        _ => owners_of_gone(client, writer, metrics, seen, notices).await,
     }
+}
+
+/// Marks the owners of a Failed pod that is gone before its verdict was written, judged
+/// from its last state with its own record or its node's remembered notice: its Job
+/// outlives it, so there is still something to write the verdict on.
+async fn owners_of_gone(
+    client: &Client,
+    writer: &str,
+    metrics: &ClassifierMetrics,
+    pod: &Pod,
+    notices: &Mutex<NodeNotices>,
+) -> kube::Result<()> {
+    let record = interruption_of(pod);
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default();
+    let remembered = notices.lock().await.get(&node).cloned();
+    let verdict = classify(
+        &failure_of(pod, true),
+        record.as_ref(),
+        remembered.as_ref().map(|n| (node.as_str(), n)),
+        Timestamp::now(),
+    );
+    let Verdict::SpotCaused(evidence) = verdict else {
+        return Ok(());
+    };
+    metrics.verdict("spot_caused");
+    let evidence = Evidence {
+        pod: Some(pod_key(pod)),
+        ..evidence
+    };
+    mark_owners(
+        client,
+        writer,
+        &pod.namespace().unwrap_or_default(),
+        pod.owner_references(),
+        &evidence,
+    )
+    .await
 }
 
 /// The notice `node` carries now, if it still exists and carries one.
