@@ -347,11 +347,7 @@ async fn owners_of_gone(
     notices: &Mutex<NodeNotices>,
 ) -> kube::Result<()> {
     let record = interruption_of(pod);
-    let node = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .unwrap_or_default();
+    let node = node_of(pod);
     let remembered = notices.lock().await.get(&node).cloned();
     let verdict = classify(
         &failure_of(pod, true),
@@ -363,6 +359,16 @@ async fn owners_of_gone(
         return Ok(());
     };
     metrics.verdict("spot_caused");
+    mark_owners_of(client, writer, pod, evidence).await
+}
+
+/// Marks the owners of `pod` (gone, or marked already) with `evidence` naming it.
+async fn mark_owners_of(
+    client: &Client,
+    writer: &str,
+    pod: &Pod,
+    evidence: Evidence,
+) -> kube::Result<()> {
     let evidence = Evidence {
         pod: Some(pod_key(pod)),
         ..evidence
@@ -375,6 +381,14 @@ async fn owners_of_gone(
         &evidence,
     )
     .await
+}
+
+/// The node a pod was bound to (`""` when none).
+fn node_of(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default()
 }
 
 /// The notice `node` carries now, if it still exists and carries one.
@@ -428,18 +442,7 @@ async fn handle_deleted(
             if uncounted {
                 metrics.verdict("spot_caused");
             }
-            let evidence = Evidence {
-                pod: Some(name),
-                ..evidence
-            };
-            mark_owners(
-                client,
-                writer,
-                &pod.namespace().unwrap_or_default(),
-                pod.owner_references(),
-                &evidence,
-            )
-            .await
+            mark_owners_of(client, writer, pod, evidence).await
         }
         Verdict::NotSpot(why) => {
             if uncounted {
@@ -487,11 +490,7 @@ async fn handle(
     }
     let record = interruption_of(pod);
     let failure = failure_of(pod, false);
-    let node = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .unwrap_or_default();
+    let node = node_of(pod);
     let remembered = notices.lock().await.get(&node).cloned();
     let mut verdict = classify(
         &failure,

@@ -140,6 +140,15 @@ fn start_classifier_as(
     (stop, task, metrics)
 }
 
+/// Who holds the classifier's Lease in `k`'s namespace.
+async fn lease_holder(k: &TestKubelet) -> Result<Option<String>> {
+    let leases: Api<Lease> = Api::namespaced(k.client().clone(), &k.namespace);
+    Ok(leases
+        .get_opt("reclaim-classifier")
+        .await?
+        .and_then(|l| l.spec?.holder_identity))
+}
+
 async fn job(k: &TestKubelet, name: &str) -> Result<Job> {
     let manifest = serde_json::json!({
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
@@ -420,15 +429,7 @@ async fn of_two_replicas_only_the_lease_holder_writes_and_the_other_takes_over()
         ("replica-a", start_classifier(&k, "replica-a")),
         ("replica-b", start_classifier(&k, "replica-b")),
     ];
-    let leases: Api<Lease> = Api::namespaced(k.client().clone(), &k.namespace);
-    let holder = || async {
-        anyhow::Ok(
-            leases
-                .get_opt("reclaim-classifier")
-                .await?
-                .and_then(|l| l.spec?.holder_identity),
-        )
-    };
+    let holder = || lease_holder(&k);
     eventually(Duration::from_secs(30), "a leader", || async {
         Ok(holder().await?.is_some())
     })
@@ -735,15 +736,7 @@ async fn a_leader_stopped_by_sigterm_releases_the_lease_and_the_follower_takes_o
     // A lease of 60 s: without the release, the follower would wait for it to expire.
     let lease = Duration::from_secs(60);
     let (stop_a, task_a, _) = start_classifier_as(&k, "replica-a", k.client().clone(), lease);
-    let leases: Api<Lease> = Api::namespaced(k.client().clone(), &k.namespace);
-    let holder = || async {
-        anyhow::Ok(
-            leases
-                .get_opt("reclaim-classifier")
-                .await?
-                .and_then(|l| l.spec?.holder_identity),
-        )
-    };
+    let holder = || lease_holder(&k);
     eventually(Duration::from_secs(30), "replica-a to lead", || async {
         Ok(holder().await?.as_deref() == Some("replica-a"))
     })
@@ -780,15 +773,7 @@ async fn a_leader_whose_connection_is_black_holed_stops_writing_and_the_follower
         .await?;
     let lease = Duration::from_secs(10);
     let (stop_a, task_a, _) = start_classifier_as(&k, "replica-a", via_proxy, lease);
-    let leases: Api<Lease> = Api::namespaced(k.client().clone(), &k.namespace);
-    let holder = || async {
-        anyhow::Ok(
-            leases
-                .get_opt("reclaim-classifier")
-                .await?
-                .and_then(|l| l.spec?.holder_identity),
-        )
-    };
+    let holder = || lease_holder(&k);
     eventually(Duration::from_secs(30), "replica-a to lead", || async {
         Ok(holder().await?.as_deref() == Some("replica-a"))
     })
