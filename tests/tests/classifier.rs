@@ -825,24 +825,10 @@ async fn ready_only_once_every_watch_has_listed_and_unhealthy_while_watches_keep
     // A ServiceAccount that may hold the Lease but not watch pods or nodes: the watches
     // are refused (403) for as long as it runs, while the leadership works.
     let ns = k.namespace.clone();
-    let apply = |manifest: serde_json::Value| {
-        let client = k.client().clone();
-        async move {
-            let resource: kube::core::DynamicObject = serde_json::from_value(manifest)?;
-            let gvk = anyhow::Context::context(resource.types.clone(), "typed")?.try_into()?;
-            let api: Api<kube::core::DynamicObject> = Api::namespaced_with(
-                client,
-                &resource.metadata.namespace.clone().unwrap_or_default(),
-                &kube::discovery::ApiResource::from_gvk(&gvk),
-            );
-            api.create(&PostParams::default(), &resource).await?;
-            anyhow::Ok(())
-        }
-    };
-    apply(serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "lease-only", "namespace": ns}})).await?;
-    apply(serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "lease-only", "namespace": ns},
+    create(&k, serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "lease-only", "namespace": ns}})).await?;
+    create(&k, serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "lease-only", "namespace": ns},
         "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]})).await?;
-    apply(serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "lease-only", "namespace": ns},
+    create(&k, serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "lease-only", "namespace": ns},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lease-only"},
         "subjects": [{"kind": "ServiceAccount", "name": "lease-only", "namespace": ns}]})).await?;
     let client = ControlPlane::shared()
@@ -943,6 +929,113 @@ async fn a_kill_under_only_a_rebalance_or_under_a_record_long_over_is_never_call
             "{name} was marked"
         );
     }
+    stop.send(true)?;
+    tokio::time::timeout(Duration::from_secs(10), task).await??;
+    Ok(())
+}
+
+/// Creates `manifest` (any kind) as cluster admin.
+async fn create(k: &TestKubelet, manifest: serde_json::Value) -> Result<()> {
+    let object: kube::core::DynamicObject = serde_json::from_value(manifest)?;
+    let gvk = anyhow::Context::context(object.types.clone(), "typed")?.try_into()?;
+    let resource = kube::discovery::ApiResource::from_gvk(&gvk);
+    let api: Api<kube::core::DynamicObject> = match object.metadata.namespace.as_deref() {
+        Some(namespace) => Api::namespaced_with(k.client().clone(), namespace, &resource),
+        None => Api::all_with(k.client().clone(), &resource),
+    };
+    api.create(&PostParams::default(), &object).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_verdict_refused_at_first_is_retried_until_it_is_written() -> Result<()> {
+    let (k, node, _) = noticed_node("classify-retry", "spot-retry").await?;
+    let ns = k.namespace.clone();
+    // A ServiceAccount that may see everything it needs but not yet write verdicts.
+    let rules = |name: &str, rules: serde_json::Value| {
+        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": name, "namespace": ns}, "rules": rules})
+    };
+    let binding = |kind: &str, name: &str| {
+        let mut binding = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": format!("{kind}Binding"),
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "classifier", "namespace": ns}]});
+        if kind == "Role" {
+            binding["metadata"]["namespace"] = ns.clone().into();
+        }
+        binding
+    };
+    let watcher_role = format!("classify-retry-{ns}");
+    create(&k, serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "classifier", "namespace": ns}})).await?;
+    create(&k, rules("reads", serde_json::json!([
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+    ]))).await?;
+    create(&k, binding("Role", "reads")).await?;
+    create(&k, serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": watcher_role},
+        "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]})).await?;
+    create(&k, binding("ClusterRole", &watcher_role)).await?;
+    let client = ControlPlane::shared()
+        .service_account_client(&ns, "classifier", ReadTimeout::Watches)
+        .await?;
+    let (stop, task, metrics) =
+        start_classifier_as(&k, "replica-retry", client, Duration::from_secs(10));
+    let owner = job(&k, "job-refused")
+        .await?
+        .controller_owner_ref(&())
+        .unwrap();
+    k.run_pod(&node, TestPod::new("refused").owned_by(owner))
+        .await?;
+    k.terminate("refused", Exit::KILLED).await?;
+    eventually(
+        Duration::from_secs(60),
+        "the refused write to be queued",
+        || async {
+            Ok(reclaim_testbed::agent::metric_sum(
+                &metrics.encode(),
+                "reclaim_classifier_pending_verdicts",
+                &[],
+            ) >= 1.0)
+        },
+    )
+    .await?;
+    // The permission arrives late (a fixed RBAC rollout): the queued verdict now lands.
+    create(
+        &k,
+        rules(
+            "writes",
+            serde_json::json!([
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},
+                {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["patch"]},
+            ]),
+        ),
+    )
+    .await?;
+    create(&k, binding("Role", "writes")).await?;
+    let pods = k.pods();
+    let jobs: Api<Job> = Api::namespaced(k.client().clone(), &ns);
+    eventually(
+        Duration::from_secs(120),
+        "the verdict on the pod and its Job",
+        || async {
+            Ok(
+                verdict_of(pods.get("refused").await?.annotations()).is_some()
+                    && verdict_of(jobs.get("job-refused").await?.annotations()).is_some(),
+            )
+        },
+    )
+    .await?;
+    eventually(Duration::from_secs(30), "nothing left pending", || async {
+        Ok(reclaim_testbed::agent::metric_sum(
+            &metrics.encode(),
+            "reclaim_classifier_pending_verdicts",
+            &[],
+        ) == 0.0)
+    })
+    .await?;
     stop.send(true)?;
     tokio::time::timeout(Duration::from_secs(10), task).await??;
     Ok(())
