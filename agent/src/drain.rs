@@ -86,7 +86,7 @@ pub struct DrainJob {
 }
 
 /// What a drain did, for the summary log line and the metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DrainReport {
     /// Each drained pod (by uid): its name, group and outcome, in the order first seen.
     pub outcomes: Vec<(String, String, Group, PodOutcome)>,
@@ -98,6 +98,9 @@ pub struct DrainReport {
     pub exempt: usize,
     /// Drained pods still on the node when the drain ended.
     pub remaining: usize,
+    /// Seconds to spare before the deadline when the node became empty (`None` when it
+    /// did not).
+    pub slack_seconds: Option<f64>,
 }
 
 impl DrainReport {
@@ -183,7 +186,11 @@ pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> 
         seen = drainable.iter().map(|(_, p)| p.clone()).collect();
         let views: Vec<DrainPod> = drainable.iter().map(|(v, _)| v.clone()).collect();
         let requests = next_requests(now, job.deadline, &views, &history, retry);
-        if views.is_empty() || (requests.is_empty() && now >= job.deadline) {
+        if views.is_empty() {
+            report.slack_seconds = Some(job.deadline.duration_since(now).as_secs_f64());
+            break;
+        }
+        if requests.is_empty() && now >= job.deadline {
             break;
         }
         // Group by group (executors first), each group's requests at once.

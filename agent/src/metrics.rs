@@ -64,6 +64,7 @@ pub struct Metrics {
     drain_requests: Family<RequestLabels, Counter>,
     drain_duration: Histogram,
     drain_remaining: Gauge,
+    drain_slack: Histogram,
     notice_to_taint: Histogram,
     last_successful_poll: Gauge<f64, AtomicU64>,
     metadata_errors: Family<MetadataErrorLabels, Counter>,
@@ -99,6 +100,12 @@ impl Default for Metrics {
             "drain_duration_seconds",
             "Time from drain start until the node was empty or the deadline passed",
             drain_duration.clone(),
+        );
+        let drain_slack = Histogram::new([0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0]);
+        registry.register(
+            "drain_slack_seconds",
+            "Time to spare before the drain deadline when the node became empty",
+            drain_slack.clone(),
         );
         let drain_remaining = Gauge::default();
         registry.register(
@@ -139,6 +146,7 @@ impl Default for Metrics {
             drain_requests,
             drain_duration,
             drain_remaining,
+            drain_slack,
             notice_to_taint,
             last_successful_poll,
             metadata_errors,
@@ -221,5 +229,8 @@ impl Metrics {
         }
         self.drain_duration.observe(seconds);
         self.drain_remaining.set(report.remaining as i64);
+        if let Some(slack) = report.slack_seconds {
+            self.drain_slack.observe(slack);
+        }
     }
 }

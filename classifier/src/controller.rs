@@ -358,7 +358,7 @@ async fn owners_of_gone(
     let Verdict::SpotCaused(evidence) = verdict else {
         return Ok(());
     };
-    metrics.verdict("spot_caused");
+    metrics.spot_caused(&pod.namespace().unwrap_or_default());
     mark_owners_of(client, writer, pod, evidence).await
 }
 
@@ -440,7 +440,7 @@ async fn handle_deleted(
     ) {
         Verdict::SpotCaused(evidence) => {
             if uncounted {
-                metrics.verdict("spot_caused");
+                metrics.spot_caused(&pod.namespace().unwrap_or_default());
             }
             mark_owners_of(client, writer, pod, evidence).await
         }
@@ -537,7 +537,7 @@ async fn handle(
         &evidence,
     )
     .await?;
-    metrics.verdict("spot_caused");
+    metrics.spot_caused(&namespace);
     if let Some(died) = failure.exits.iter().filter_map(|e| e.finished_at).max() {
         metrics.classified_after(jiff::Timestamp::now().duration_since(died).as_secs_f64());
     }

@@ -13,10 +13,16 @@ struct VerdictLabels {
     verdict: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    namespace: String,
+}
+
 #[derive(Debug)]
 pub struct ClassifierMetrics {
     registry: Registry,
     verdicts: Family<VerdictLabels, Counter>,
+    spot_caused: Family<NamespaceLabels, Counter>,
     classify_seconds: Histogram,
     leader: Gauge,
     pending: Gauge,
@@ -33,6 +39,12 @@ impl Default for ClassifierMetrics {
             "verdicts",
             "Failed pods classified, by verdict (spot_caused, not_spot, unknown)",
             verdicts.clone(),
+        );
+        let spot_caused = Family::<NamespaceLabels, Counter>::default();
+        registry.register(
+            "spot_caused",
+            "Failed pods marked spot-caused, by namespace",
+            spot_caused.clone(),
         );
         let classify_seconds =
             Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]);
@@ -63,6 +75,7 @@ impl Default for ClassifierMetrics {
         ClassifierMetrics {
             registry,
             verdicts,
+            spot_caused,
             classify_seconds,
             leader,
             pending,
@@ -72,6 +85,16 @@ impl Default for ClassifierMetrics {
 
 impl ClassifierMetrics {
     /// `verdict`: `spot_caused`, `not_spot` or `unknown`.
+    /// A failed pod of `namespace` marked spot-caused.
+    pub fn spot_caused(&self, namespace: &str) {
+        self.verdict("spot_caused");
+        self.spot_caused
+            .get_or_create(&NamespaceLabels {
+                namespace: namespace.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn verdict(&self, verdict: &str) {
         self.verdicts
             .get_or_create(&VerdictLabels {

@@ -22,7 +22,7 @@ use reclaim_classifier::leader::Election;
 use reclaim_classifier::metrics::ClassifierMetrics;
 use reclaim_service::client::ReadTimeout;
 use reclaim_service::endpoints::Exposition;
-use reclaim_simulator::{SimState, Simulator};
+use reclaim_simulator::{Fault, SimState, Simulator};
 use reclaim_testbed::agent::start_agent_as;
 use reclaim_testbed::clouds::notice_node;
 use reclaim_testbed::kubelet::Exit;
@@ -119,6 +119,7 @@ fn every_overlay_builds_and_the_api_server_accepts_every_object() -> Result<()> 
             [
                 "ClusterRole",
                 "ClusterRoleBinding",
+                "ConfigMap",
                 "DaemonSet",
                 "Deployment",
                 "Namespace",
@@ -131,7 +132,7 @@ fn every_overlay_builds_and_the_api_server_accepts_every_object() -> Result<()> 
             ],
             "{name}"
         );
-        assert_eq!(objects.len(), 16, "{name}: every object answered");
+        assert_eq!(objects.len(), 17, "{name}: every object answered");
 
         // What the server would store, read back from its answer.
         let agent = &find(&objects, "DaemonSet", "reclaim-agent")["spec"];
@@ -210,6 +211,32 @@ fn every_overlay_builds_and_the_api_server_accepts_every_object() -> Result<()> 
 type Permission = (String, String, String, String);
 
 /// What the shipped roles bound to `account` grant, as the server holds them.
+/// Every metric the shipped Grafana dashboard queries that `mine` selects is one the
+/// running binary exposes (`exposition`, its `/metrics` text): a `# TYPE` line names each
+/// registered family, samples or not.
+fn dashboard_names_only_exposed_metrics(exposition: &str, mine: impl Fn(&str) -> bool) {
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../manifests/base/monitoring/grafana-dashboard.json"),
+    )
+    .expect("the dashboard is shipped");
+    let names: BTreeSet<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("reclaim_") && mine(w))
+        .collect();
+    assert!(!names.is_empty());
+    for name in names {
+        let family = ["_bucket", "_sum", "_count", "_total"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        assert!(
+            exposition.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {name}, which the binary does not expose:\n{exposition}"
+        );
+    }
+}
+
 async fn granted(roles: &[(&str, &str)]) -> Result<BTreeSet<Permission>> {
     let admin = ControlPlane::shared().admin_client().await?;
     let mut permissions = BTreeSet::new();
@@ -358,6 +385,18 @@ async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing
             .any(|e| e.involved_object.name.as_deref() == Some(node.as_str())))
     })
     .await?;
+    // A metadata error, so the error counter has a sample like every other family.
+    sim.state().faults.inject(Fault::Status(503), 1);
+    eventually(WAIT, "the metadata error to be counted", || async {
+        Ok(agent.metric_sum(
+            "reclaim_metadata_errors_total",
+            &[("error", "server_error")],
+        ) >= 1.0)
+    })
+    .await?;
+    dashboard_names_only_exposed_metrics(&agent.metrics.encode(), |m| {
+        !m.starts_with("reclaim_classifier_")
+    });
     agent.stop().await?;
     kubelet_task.abort();
 
@@ -558,6 +597,9 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
         metrics.encode().contains("reclaim_classifier_leader 1"),
         "the leader says so in its metrics"
     );
+    dashboard_names_only_exposed_metrics(&metrics.encode(), |m| {
+        m.starts_with("reclaim_classifier_")
+    });
     stop.send(true)?;
     task.await?;
 
