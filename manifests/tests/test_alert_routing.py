@@ -2,8 +2,6 @@
 configuration for Debian's amtool, and every shipped alert lands where the operations guide
 says: critical ones on the pager, warnings on the webhook."""
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,14 +11,6 @@ import yaml
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE.parent / "alertmanager" / "routing-example.yaml"
 RULE = HERE.parent / "base" / "monitoring" / "prometheusrule.yaml"
-
-
-@pytest.fixture(scope="module")
-def amtool():
-    path = os.environ.get("RECLAIM_AMTOOL") or shutil.which("amtool")
-    if not path:
-        pytest.fail("amtool not found: set RECLAIM_AMTOOL (scripts/amtool prints it)")
-    return path
 
 
 def run(amtool, *args):

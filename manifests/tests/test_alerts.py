@@ -1,7 +1,6 @@
 """The shipped alert rules: valid for promtool, and each alert both fires and stays quiet
 in the unit tests of alerts.test.yaml."""
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,14 +10,6 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 RULE = HERE.parent / "base" / "monitoring" / "prometheusrule.yaml"
-
-
-@pytest.fixture(scope="module")
-def promtool():
-    path = os.environ.get("RECLAIM_PROMTOOL") or shutil.which("promtool")
-    if not path:
-        pytest.fail("promtool not found: set RECLAIM_PROMTOOL (scripts/promtool prints it)")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ query valid PromQL for promtool. (That it names only metrics the binaries expose
 against the running binaries' /metrics in tests/tests/manifests.rs.)"""
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,14 +10,6 @@ import pytest
 import yaml
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "base" / "monitoring" / "grafana-dashboard.json"
-
-
-@pytest.fixture(scope="module")
-def promtool():
-    path = os.environ.get("RECLAIM_PROMTOOL") or shutil.which("promtool")
-    if not path:
-        pytest.fail("promtool not found: set RECLAIM_PROMTOOL (scripts/promtool prints it)")
-    return path
 
 
 def queries():
