@@ -140,6 +140,17 @@ fn start_classifier_as(
     (stop, task, metrics)
 }
 
+/// Stops a replica started by [`start_classifier`], as SIGTERM does, and waits (bounded)
+/// until it has.
+async fn stop_replica(
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+) -> Result<()> {
+    stop.send(true)?;
+    tokio::time::timeout(Duration::from_secs(30), task).await??;
+    Ok(())
+}
+
 /// Who holds the classifier's Lease in `k`'s namespace.
 async fn lease_holder(k: &TestKubelet) -> Result<Option<String>> {
     let leases: Api<Lease> = Api::namespaced(k.client().clone(), &k.namespace);
@@ -742,30 +753,21 @@ async fn a_leader_stopped_by_sigterm_releases_the_lease_and_the_follower_takes_o
     })
     .await?;
     let (stop_b, task_b, _) = start_classifier_as(&k, "replica-b", k.client().clone(), lease);
-    stop_a.send(true)?;
-    tokio::time::timeout(Duration::from_secs(10), task_a).await??;
+    stop_replica(stop_a, task_a).await?;
     eventually(
         Duration::from_secs(15),
         "replica-b to take over, long before 60 s",
         || async { Ok(holder().await?.as_deref() == Some("replica-b")) },
     )
     .await?;
-    stop_b.send(true)?;
-    tokio::time::timeout(Duration::from_secs(10), task_b).await??;
+    stop_replica(stop_b, task_b).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn a_leader_whose_connection_is_black_holed_stops_writing_and_the_follower_takes_over()
 -> Result<()> {
-    let k = TestKubelet::new(
-        ControlPlane::shared().admin_client().await?,
-        "classify-hole",
-    )
-    .await?;
-    let node = k.node_name("spot-hole");
-    k.register_node(TestNode::spot(&node)).await?;
-    let notice = notice_node(&k, &node).await?;
+    let (k, node, notice) = noticed_node("classify-hole", "spot-hole").await?;
     let cp = ControlPlane::shared();
     let proxy = FaultProxy::start(cp.server.trim_start_matches("https://")).await?;
     let via_proxy = cp
@@ -802,15 +804,13 @@ async fn a_leader_whose_connection_is_black_holed_stops_writing_and_the_follower
     );
     // Reachable again, the old leader sees the new holder and follows.
     proxy.set(Mode::Pass);
-    stop_a.send(true)?;
-    tokio::time::timeout(Duration::from_secs(30), task_a).await??;
+    stop_replica(stop_a, task_a).await?;
     assert_eq!(
         holder().await?.as_deref(),
         Some("replica-b"),
         "a follower releases nothing"
     );
-    stop_b.send(true)?;
-    tokio::time::timeout(Duration::from_secs(10), task_b).await??;
+    stop_replica(stop_b, task_b).await?;
     Ok(())
 }
 
@@ -868,8 +868,7 @@ async fn ready_only_once_every_watch_has_listed_and_unhealthy_while_watches_keep
     )
     .await?;
     assert!(!health.is_ready(), "never listed, never ready");
-    stop.send(true)?;
-    tokio::time::timeout(Duration::from_secs(10), task).await??;
+    stop_replica(stop, task).await?;
     Ok(())
 }
 
@@ -929,8 +928,7 @@ async fn a_kill_under_only_a_rebalance_or_under_a_record_long_over_is_never_call
             "{name} was marked"
         );
     }
-    stop.send(true)?;
-    tokio::time::timeout(Duration::from_secs(10), task).await??;
+    stop_replica(stop, task).await?;
     Ok(())
 }
 
@@ -1036,7 +1034,6 @@ async fn a_verdict_refused_at_first_is_retried_until_it_is_written() -> Result<(
         ) == 0.0)
     })
     .await?;
-    stop.send(true)?;
-    tokio::time::timeout(Duration::from_secs(10), task).await??;
+    stop_replica(stop, task).await?;
     Ok(())
 }
