@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use reclaim_service::LogFormat;
+use reclaim_service::{LogFormat, parse_duration};
 
 use crate::decision::Policy;
 
@@ -48,6 +48,9 @@ pub struct Config {
     /// Log what would be done; write nothing to the cluster.
     #[arg(long, env = "RECLAIM_DRY_RUN")]
     pub dry_run: bool,
+    /// Ignore the `reclaim.dev/drill` node annotation, and do not watch the Node for it.
+    #[arg(long, env = "RECLAIM_DISABLE_DRILLS")]
+    pub disable_drills: bool,
     #[arg(long, env = "RECLAIM_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Pods must be gone this long before the announced deadline.
@@ -111,44 +114,9 @@ impl Config {
     }
 }
 
-/// `500ms`, `1s`, `2m`, `6h`, or a number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 1s, 2m or 6h"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => {
-            return Err(format!(
-                "{text:?} has an unknown unit {unit:?}; use ms, s, m or h"
-            ));
-        }
-    };
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(21600)));
-        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("3d").unwrap_err().contains("unknown unit"));
-    }
 
     #[test]
     fn the_documented_defaults_hold() {

@@ -124,6 +124,7 @@ async fn metadata_client(config: &Config, client: &Client) -> anyhow::Result<Met
             config.gcp_wait,
             preemption_notice,
         )),
+        Provider::Drill => anyhow::bail!("a drill is not a cloud; drills need no metadata client"),
     })
 }
 

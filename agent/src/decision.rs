@@ -45,6 +45,8 @@ pub struct Policy {
 pub struct Observation {
     /// Every event announced (a failing path's last answer stands).
     pub announced: Vec<Announced>,
+    /// The drill the node's annotation announces (see [`crate::drill`]).
+    pub drill: Option<Announced>,
     /// Events the provider explicitly says are over.
     pub ended: Vec<String>,
     /// How long the node's current notice has been missing from its path's answers;
@@ -75,14 +77,16 @@ pub enum Decision {
     },
 }
 
-/// How bad a notice is: a worse one replaces a milder one, never the reverse.
-fn severity(kind: NoticeKind) -> u8 {
-    match kind {
+/// How bad a notice is: a worse one replaces a milder one, never the reverse; of two
+/// equally bad ones, the cloud's replaces a drill (its deadline is the real one).
+fn severity(provider: Provider, kind: NoticeKind) -> (u8, bool) {
+    let rank = match kind {
         NoticeKind::Rebalance => 0,
         NoticeKind::ScheduledMaintenance => 1,
         NoticeKind::AsgTermination => 2,
         NoticeKind::SpotInterruption => 3,
-    }
+    };
+    (rank, provider != Provider::Drill)
 }
 
 pub fn decide(
@@ -94,22 +98,34 @@ pub fn decide(
 ) -> Decision {
     let lead =
         SignedDuration::try_from(policy.maintenance_lead_time).unwrap_or(SignedDuration::MAX);
-    let actionable = seen.announced.iter().filter(|a| {
+    let from_cloud = seen.announced.iter().map(|a| (provider, a));
+    let from_drill = seen.drill.iter().map(|a| (Provider::Drill, a));
+    let actionable = from_cloud.chain(from_drill).filter(|(_, a)| {
         record.retired_event.as_deref() != Some(a.event_id.as_str())
             && !seen.ended.contains(&a.event_id)
             && (a.kind != NoticeKind::ScheduledMaintenance
                 || a.deadline.is_none_or(|start| now >= start - lead))
     });
-    let worst = actionable.max_by_key(|a| severity(a.kind));
+    let worst = actionable.max_by_key(|(p, a)| severity(*p, a.kind));
 
     let Some(current) = &record.notice else {
         return match worst {
-            Some(a) => Decision::Act(notice_from(a, provider, now)),
+            Some((p, a)) => Decision::Act(notice_from(a, p, now)),
             None => Decision::Idle,
         };
     };
-    if let Some(a) = worst.filter(|a| severity(a.kind) > severity(current.kind)) {
-        return Decision::Act(notice_from(a, provider, now));
+    if let Some((p, a)) =
+        worst.filter(|(p, a)| severity(*p, a.kind) > severity(current.provider, current.kind))
+    {
+        return Decision::Act(notice_from(a, p, now));
+    }
+    if current.provider == Provider::Drill
+        && seen.drill.as_ref().map(|d| &d.event_id) != Some(&current.event_id)
+    {
+        return Decision::Undo {
+            why: "the drill was called off (its annotation removed, or drills turned off)",
+            retire: None,
+        };
     }
     if seen.ended.contains(&current.event_id) {
         return Decision::Undo {
@@ -124,6 +140,7 @@ pub fn decide(
     let still_announced = seen
         .announced
         .iter()
+        .chain(&seen.drill)
         .any(|a| a.event_id == current.event_id);
     if !still_announced {
         let after =
@@ -301,6 +318,7 @@ mod tests {
         );
         let gone = |since: &str, polls| Observation {
             announced: vec![rebalance.clone()],
+            drill: None,
             ended: Vec::new(),
             current_absence: Some(Absence {
                 since: at(since),
@@ -463,6 +481,90 @@ mod tests {
             ),
             Decision::Act(record.notice.clone().unwrap()),
             "a path that has not answered again says nothing"
+        );
+    }
+
+    #[test]
+    fn a_drill_is_acted_on_as_a_notice_from_the_provider_drill_and_called_off_at_once() {
+        let drill = announced(
+            NoticeKind::SpotInterruption,
+            "drill-2026-01-01T10:00:00Z",
+            Some("2026-01-01T10:02:00Z"),
+        );
+        let drilled = Observation {
+            drill: Some(drill.clone()),
+            ..Observation::default()
+        };
+        let now = at("2026-01-01T10:00:01Z");
+        let notice = acted(decide(
+            &drilled,
+            &NodeRecord::default(),
+            Provider::Gcp,
+            now,
+            &policy(),
+        ));
+        assert_eq!(notice.provider, Provider::Drill);
+        assert_eq!(notice.deadline, drill.deadline);
+        let record = NodeRecord {
+            notice: Some(notice.clone()),
+            retired_event: None,
+        };
+        assert_eq!(
+            decide(&drilled, &record, Provider::Gcp, now, &policy()),
+            Decision::Act(notice)
+        );
+        // The annotation removed: undone on the spot, with no withdrawal delay.
+        assert!(matches!(
+            decide(
+                &Observation::default(),
+                &record,
+                Provider::Gcp,
+                now,
+                &policy()
+            ),
+            Decision::Undo { retire: None, .. }
+        ));
+    }
+
+    #[test]
+    fn a_real_notice_replaces_a_drill_and_a_drill_never_replaces_a_real_one() {
+        let now = at("2026-01-01T10:00:05Z");
+        let drill = announced(
+            NoticeKind::SpotInterruption,
+            "drill-1",
+            Some("2026-01-01T10:02:00Z"),
+        );
+        let real = announced(
+            NoticeKind::SpotInterruption,
+            "spot-1",
+            Some("2026-01-01T10:00:35Z"),
+        );
+        let drilling = NodeRecord {
+            notice: Some(notice_from(&drill, Provider::Drill, now)),
+            retired_event: None,
+        };
+        let both = Observation {
+            announced: vec![real.clone()],
+            drill: Some(drill.clone()),
+            ..Observation::default()
+        };
+        let taken_over = acted(decide(&both, &drilling, Provider::Gcp, now, &policy()));
+        assert_eq!(
+            (taken_over.provider, taken_over.event_id.as_str()),
+            (Provider::Gcp, "spot-1")
+        );
+        let reclaiming = NodeRecord {
+            notice: Some(taken_over.clone()),
+            retired_event: None,
+        };
+        assert_eq!(
+            decide(&both, &reclaiming, Provider::Gcp, now, &policy()),
+            Decision::Act(taken_over.clone())
+        );
+        // Removing the drill annotation then leaves the real notice alone.
+        assert_eq!(
+            decide(&seen(&[real]), &reclaiming, Provider::Gcp, now, &policy()),
+            Decision::Act(taken_over)
         );
     }
 

@@ -85,11 +85,30 @@ pub struct DrainJob {
     pub eviction_version: EvictionVersion,
 }
 
-/// What a drain did, for the summary log line and the metrics.
+/// One drainable pod's part in the drain, for the Interruption record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodReport {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub group: Group,
+    /// How it left; `None` while it is still on its way.
+    pub outcome: Option<PodOutcome>,
+    /// When it was first asked to go.
+    pub asked_at: Option<Timestamp>,
+    /// Evictions refused by its budget (or by two budgets).
+    pub budget_refusals: u32,
+    /// The grace period of the last request that overrode its own.
+    pub grace_seconds: Option<i64>,
+    /// The round that first found it gone.
+    pub gone_at: Option<Timestamp>,
+}
+
+/// What a drain did, for the summary log line, the metrics and the Interruption record.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DrainReport {
-    /// Each drained pod (by uid): its name, group and outcome, in the order first seen.
-    pub outcomes: Vec<(String, String, Group, PodOutcome)>,
+    /// Every drainable pod seen, in the order first seen.
+    pub pods: Vec<PodReport>,
     /// Every answer of every request (`list`, `evict`, `delete`), by label (`ok`,
     /// `accepted`, `budget_refused`, `throttled`, `multiple_budgets`, `gone`, `error`,
     /// `timeout`).
@@ -105,29 +124,50 @@ pub struct DrainReport {
 
 impl DrainReport {
     pub fn count(&self, outcome: PodOutcome) -> usize {
-        self.outcomes
+        self.pods
             .iter()
-            .filter(|(_, _, _, o)| *o == outcome)
+            .filter(|p| p.outcome == Some(outcome))
             .count()
     }
 
-    fn outcome(&mut self, uid: &str, name: &str, group: Group, outcome: PodOutcome) {
-        match self.outcomes.iter_mut().find(|(u, ..)| u == uid) {
-            // A definitive outcome is not overwritten by a later "gone".
-            Some(entry) if outcome != PodOutcome::AlreadyGone || entry.3 == PodOutcome::Failed => {
-                entry.3 = outcome
+    /// The pod's entry, added the first time the drain sees it.
+    fn entry(&mut self, pod: &Pod, group: Group) -> &mut PodReport {
+        let uid = pod.uid().unwrap_or_default();
+        let at = match self.pods.iter().position(|p| p.uid == uid) {
+            Some(at) => at,
+            None => {
+                self.pods.push(PodReport {
+                    uid,
+                    namespace: pod.namespace().unwrap_or_default(),
+                    name: pod.name_any(),
+                    group,
+                    outcome: None,
+                    asked_at: None,
+                    budget_refusals: 0,
+                    grace_seconds: None,
+                    gone_at: None,
+                });
+                self.pods.len() - 1
             }
-            Some(_) => {}
-            None => self
-                .outcomes
-                .push((uid.to_owned(), name.to_owned(), group, outcome)),
+        };
+        &mut self.pods[at]
+    }
+
+    fn outcome(&mut self, pod: &Pod, group: Group, outcome: PodOutcome) {
+        let entry = self.entry(pod, group);
+        // A definitive outcome is not overwritten by a later "gone".
+        if outcome != PodOutcome::AlreadyGone
+            || entry.outcome.is_none_or(|o| o == PodOutcome::Failed)
+        {
+            entry.outcome = Some(outcome);
         }
     }
 }
 
-/// How the drain tells the rest of the agent that it makes progress (a round completed).
+/// How the drain tells the rest of the agent that it makes progress: after each round
+/// that listed the node's pods, with what it has done so far.
 pub trait Progress: Send + Sync {
-    fn progressed(&self);
+    fn round(&self, report: &DrainReport);
 }
 
 /// Drains the node; returns once no drainable pod is left, or the deadline has passed
@@ -159,7 +199,6 @@ pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> 
                 continue;
             }
         };
-        progress.progressed();
         report.answers.push(("list", "ok"));
         let (drainable, exempt): (Vec<_>, Vec<_>) = pods
             .into_iter()
@@ -176,12 +215,11 @@ pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> 
                 .any(|(v, _)| Some(&v.uid) == p.metadata.uid.as_ref())
         }) {
             let group = plan::triage(gone, job.own_pod.as_ref()).unwrap_or(Group::Normal);
-            report.outcome(
-                &gone.uid().unwrap_or_default(),
-                &gone.name_any(),
-                group,
-                PodOutcome::AlreadyGone,
-            );
+            report.outcome(gone, group, PodOutcome::AlreadyGone);
+            report.entry(gone, group).gone_at.get_or_insert(now);
+        }
+        for (view, pod) in &drainable {
+            report.entry(pod, view.group);
         }
         seen = drainable.iter().map(|(_, p)| p.clone()).collect();
         let views: Vec<DrainPod> = drainable.iter().map(|(v, _)| v.clone()).collect();
@@ -193,6 +231,7 @@ pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> 
         if requests.is_empty() && now >= job.deadline {
             break;
         }
+        progress.round(&report);
         // Group by group (executors first), each group's requests at once.
         let mut sent = Vec::new();
         for group in plan::GROUPS.map(|(g, _)| g) {
@@ -218,10 +257,18 @@ pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> 
                 _ => job.retry_interval,
             };
             tried.not_before = Some(now + SignedDuration::try_from(pause).unwrap_or(retry));
-            let kind = match request {
-                Request::Evict { .. } => "evict",
-                Request::Delete { .. } => "delete",
+            let (kind, grace) = match request {
+                Request::Evict { grace, .. } => ("evict", *grace),
+                Request::Delete { grace, .. } => ("delete", Some(*grace)),
             };
+            let entry = report.entry(pod, view.group);
+            entry.asked_at.get_or_insert(now);
+            if grace.is_some() {
+                entry.grace_seconds = grace;
+            }
+            if matches!(answer, Ok(Answer::BudgetRefused | Answer::MultipleBudgets)) {
+                entry.budget_refusals += 1;
+            }
             report.answers.push((kind, answer_label(&answer)));
             let outcome = match (request, &answer) {
                 (Request::Evict { .. }, Ok(Answer::Accepted)) => Some(PodOutcome::Evicted),
@@ -238,7 +285,7 @@ pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> 
                 _ => None,
             };
             if let Some(outcome) = outcome {
-                report.outcome(&view.uid, &pod.name_any(), view.group, outcome);
+                report.outcome(pod, view.group, outcome);
             }
             log_answer(pod, request, &answer, tried.requests);
         }
@@ -249,12 +296,7 @@ pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> 
         let terminating = pod.metadata.deletion_timestamp.is_some();
         if !terminating {
             let group = plan::triage(pod, job.own_pod.as_ref()).unwrap_or(Group::Normal);
-            report.outcome(
-                &pod.uid().unwrap_or_default(),
-                &pod.name_any(),
-                group,
-                PodOutcome::Failed,
-            );
+            report.outcome(pod, group, PodOutcome::Failed);
         }
     }
     report

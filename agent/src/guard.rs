@@ -6,7 +6,8 @@
 //! or a second Event. The only memory kept here is how long a notice has been absent
 //! ([`Sightings`]): a restarted agent merely waits that long again before an undo.
 //! Metadata errors never end the loop: the pollers ([`polling`]) count and log them and
-//! poll again at the poll interval.
+//! poll again at the poll interval. A drill ([`crate::drill`]) comes in through the
+//! node's annotation, watched by [`DrillAnnotation`], and is decided like any notice.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,8 +15,10 @@ use std::time::Instant;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use reclaim_model::Notice;
+use reclaim_model::interruption::{AgentStatus, Phase};
+use reclaim_model::keys::DRILL_ANNOTATION;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -26,13 +29,16 @@ use crate::decision::{
 use crate::drain::DrainJob;
 use crate::drain::plan::OwnPod;
 use crate::drain::task::DrainTask;
+use crate::drill::Drills;
 use crate::eviction::EvictionVersion;
 use crate::imds::{MetadataClient, MetadataPath};
 use crate::metrics::Metrics;
 use crate::node::{apply_notice_patch, record_of, undo_patch, update_node_from};
 use crate::observation::Sightings;
+use crate::own_node::DrillAnnotation;
 use crate::pods::clear_interruption_records;
 use crate::polling;
+use crate::record::Record;
 use reclaim_service::endpoints::Health;
 use reclaim_service::events::{self, Severity};
 
@@ -44,6 +50,11 @@ pub struct Guard {
     health: Arc<Health>,
     /// The drain this guard started (running or finished).
     drain: Option<DrainTask>,
+    /// The Interruption record of the notice acted on, by event id.
+    record: Option<(String, Record)>,
+    /// The drill the node's annotation announces.
+    drills: Drills,
+    drills_enabled: bool,
     /// The node carried no notice when last read. With nothing announced there is then
     /// nothing to decide, so the Node is not read: idle agents cost the API server nothing.
     node_idle: bool,
@@ -53,6 +64,7 @@ pub struct Guard {
 pub async fn run(
     config: Config,
     client: Client,
+    mut drill_annotation: DrillAnnotation,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     mut shutdown: watch::Receiver<bool>,
@@ -64,6 +76,9 @@ pub async fn run(
         metrics,
         health,
         drain: None,
+        record: None,
+        drills: Drills::default(),
+        drills_enabled: drill_annotation.enabled(),
         node_idle: false,
     };
     let connected = connect(&guard.config, &guard.client, &guard.health, &mut shutdown).await;
@@ -75,15 +90,16 @@ pub async fn run(
     let mut sightings = Sightings::new(&source.paths());
     let mut decided_at: Option<Instant> = None;
     loop {
-        let polled = tokio::select! {
+        let mut changed = false;
+        tokio::select! {
             _ = shutdown.changed() => break,
+            () = drill_annotation.changed() => changed = true,
             polled = polls.recv() => match polled {
-                Some(polled) => polled,
+                Some(polled) => changed |= sightings.record(polled.path, polled.answer, polled.at),
                 None => break,
             },
-        };
+        }
         guard.health.loop_turned();
-        let mut changed = sightings.record(polled.path, polled.answer, polled.at);
         while let Ok(more) = polls.try_recv() {
             changed |= sightings.record(more.path, more.answer, more.at);
         }
@@ -92,7 +108,9 @@ pub async fn run(
         // absences and expiries are judged) rather than once per path.
         if changed || decided_at.is_none_or(|t| t.elapsed() >= interval) {
             decided_at = Some(Instant::now());
-            guard.react(&sightings, &source, version).await;
+            guard
+                .react(&sightings, &source, version, drill_annotation.present())
+                .await;
         }
     }
     if let Some(drain) = guard.drain.take()
@@ -139,9 +157,10 @@ impl Guard {
         sightings: &Sightings,
         source: &Arc<MetadataClient>,
         version: EvictionVersion,
+        drill_annotated: bool,
     ) {
         let announced = sightings.announced();
-        if announced.is_empty() && self.node_idle {
+        if announced.is_empty() && self.node_idle && !drill_annotated {
             return;
         }
         let node = match self.nodes().get(&self.config.node_name).await {
@@ -154,11 +173,27 @@ impl Guard {
         let record = record_of(&node);
         self.node_idle = record.notice.is_none();
         let provider = source.provider();
+        let annotation = node
+            .annotations()
+            .get(DRILL_ANNOTATION)
+            .filter(|_| self.drills_enabled);
+        let drill = self.drills.read(
+            annotation.map(String::as_str),
+            record.notice.as_ref(),
+            provider,
+            Timestamp::now(),
+        );
+        if let Some(why) = drill.refused {
+            tracing::warn!(why, "the drill annotation is not a drill; nothing done");
+            self.publish(&node, Severity::Warning, "DrillRefused", why)
+                .await;
+        }
         let seen = Observation {
             announced,
+            drill: drill.announced,
             ended: sightings.ended(),
             current_absence: record.notice.as_ref().and_then(|n| {
-                sightings.absence(MetadataPath::announcing(provider, n.kind), &n.event_id)
+                sightings.absence(MetadataPath::announcing(n.provider, n.kind)?, &n.event_id)
             }),
         };
         match decide(&seen, &record, provider, Timestamp::now(), &self.policy) {
@@ -203,13 +238,14 @@ impl Guard {
                         .as_secs_f64();
                     self.metrics.notice(notice.provider, notice.kind);
                     self.metrics.notice_to_taint(latency);
-                    tracing::info!(kind = notice.kind.as_str(), event = %notice.event_id, deadline = ?notice.deadline.map(|d| d.to_string()), "interruption notice: node tainted and cordoned");
+                    tracing::info!(provider = notice.provider.as_str(), kind = notice.kind.as_str(), event = %notice.event_id, deadline = ?notice.deadline.map(|d| d.to_string()), "interruption notice: node tainted and cordoned");
                     let deadline = notice
                         .deadline
                         .map(|d| format!(", deadline {d}"))
                         .unwrap_or_default();
                     let note = format!(
-                        "{} notice {}{deadline}; node tainted and cordoned{}",
+                        "{} {} notice {}{deadline}; node tainted and cordoned{}",
+                        notice.provider.as_str(),
                         notice.kind.as_str(),
                         notice.event_id,
                         if drains { ", draining" } else { "" }
@@ -224,9 +260,45 @@ impl Guard {
                 tracing::error!(error = %e, "could not taint and cordon the node; draining anyway if the notice calls for it");
             }
         }
+        self.keep_record(&notice, drains);
         if drains && self.drain.as_ref().map(|d| &d.event) != Some(&notice.event_id) {
             self.start_drain(notice, version, source.clone());
         }
+    }
+
+    /// Starts the notice's Interruption record unless it is being written already; the
+    /// record of a notice it replaces says so.
+    fn keep_record(&mut self, notice: &Notice, drains: bool) {
+        if self.record.as_ref().map(|(event, _)| event) == Some(&notice.event_id) {
+            return;
+        }
+        if let Some((_, replaced)) = self.record.take() {
+            replaced.cancel(&format!(
+                "replaced by the {} {} notice {}",
+                notice.provider.as_str(),
+                notice.kind.as_str(),
+                notice.event_id
+            ));
+        }
+        let status = AgentStatus {
+            phase: if drains {
+                Phase::Draining
+            } else {
+                Phase::Noticed
+            },
+            reason: if drains {
+                "tainted and cordoned; draining".into()
+            } else {
+                "tainted and cordoned; this kind of notice does not drain".into()
+            },
+            drain: None,
+        };
+        let record = Record::start(
+            self.client.clone(),
+            notice.for_pod(&self.config.node_name),
+            status,
+        );
+        self.record = Some((notice.event_id.clone(), record));
     }
 
     async fn undo(&mut self, node: &Node, why: &'static str, retire: Option<String>) {
@@ -264,6 +336,7 @@ impl Guard {
             Ok(applied) if applied.changed => {
                 self.metrics.node_action("undo", "changed");
                 tracing::info!(why, "lifted the interruption taint and the agent's cordon");
+                self.close_record(node, why);
                 self.publish(
                     node,
                     Severity::Normal,
@@ -278,6 +351,27 @@ impl Guard {
                 tracing::error!(error = %e, "could not lift the interruption taint; will retry on the next poll");
             }
         }
+    }
+
+    /// Marks the undone notice's record canceled (a restarted agent finds the notice on
+    /// the node and reopens its record to do so).
+    fn close_record(&mut self, node: &Node, why: &str) {
+        let record = match self.record.take() {
+            Some((_, record)) => record,
+            None => match record_of(node).notice {
+                Some(notice) => Record::start(
+                    self.client.clone(),
+                    notice.for_pod(&self.config.node_name),
+                    AgentStatus {
+                        phase: Phase::Canceled,
+                        reason: why.to_owned(),
+                        drain: None,
+                    },
+                ),
+                None => return,
+            },
+        };
+        record.cancel(why);
     }
 
     async fn publish(&self, node: &Node, severity: Severity, reason: &str, note: String) {
@@ -327,6 +421,7 @@ impl Guard {
             self.client.clone(),
             self.metrics.clone(),
             self.health.clone(),
+            self.record.as_ref().map(|(_, record)| record.clone()),
             acknowledge,
         ));
     }

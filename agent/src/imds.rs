@@ -51,9 +51,10 @@ impl MetadataPath {
         }
     }
 
-    /// The path whose answers announce, and withdraw, notices of `kind` on `provider`.
-    pub fn announcing(provider: Provider, kind: NoticeKind) -> MetadataPath {
-        match (provider, kind) {
+    /// The path whose answers announce, and withdraw, notices of `kind` on `provider`
+    /// (none for a drill, which the node's annotation announces).
+    pub fn announcing(provider: Provider, kind: NoticeKind) -> Option<MetadataPath> {
+        Some(match (provider, kind) {
             (Provider::Aws, NoticeKind::SpotInterruption) => MetadataPath::AwsSpot,
             (Provider::Aws, NoticeKind::Rebalance) => MetadataPath::AwsRebalance,
             (Provider::Aws, NoticeKind::ScheduledMaintenance) => MetadataPath::AwsMaintenance,
@@ -61,7 +62,8 @@ impl MetadataPath {
             (Provider::Azure, _) => MetadataPath::AzureEvents,
             (Provider::Gcp, NoticeKind::ScheduledMaintenance) => MetadataPath::GcpMaintenance,
             (Provider::Gcp, _) => MetadataPath::GcpPreempted,
-        }
+            (Provider::Drill, _) => return None,
+        })
     }
 
     /// Paths polled only until they first answer (what they tell never changes).

@@ -7,6 +7,9 @@
 //! - [`decision`]: what to do about it, as pure rules;
 //! - [`node`]: the Node changes (taint, cordon, annotations), never losing others' writes;
 //! - [`drain`]: the deadline-aware drain, with its pure plan in [`drain::plan`];
+//! - [`drill`]: a reclaim rehearsed through a node annotation (pure), which
+//!   [`own_node`] watches for;
+//! - [`record`]: the Interruption record of each notice, written beside the drain;
 //! - [`eviction`], [`pods`]: Kubernetes access (client and Events: `reclaim_service`);
 //! - [`connect`]: finding the provider and the Eviction API at start;
 //! - [`guard`]: the loop tying them together; [`config`] and [`metrics`] around it
@@ -16,11 +19,14 @@ pub mod config;
 pub mod connect;
 pub mod decision;
 pub mod drain;
+pub mod drill;
 pub mod eviction;
 pub mod guard;
 pub mod imds;
 pub mod metrics;
 pub mod node;
 pub mod observation;
+pub mod own_node;
 pub mod pods;
 pub mod polling;
+pub mod record;

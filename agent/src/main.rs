@@ -8,6 +8,7 @@ use clap::Parser;
 use reclaim_agent::config::Config;
 use reclaim_agent::guard;
 use reclaim_agent::metrics::Metrics;
+use reclaim_agent::own_node::DrillAnnotation;
 use reclaim_service::endpoints::{self, Health};
 use tokio::sync::watch;
 
@@ -29,6 +30,20 @@ async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<
     )
     .await
     .map_err(|e| anyhow::anyhow!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}"))?;
-    guard::run(config, client, metrics, health, shutdown).await;
+    // Drills need the Node watched, which takes a client whose read timeout outlasts a
+    // quiet watch.
+    let watch_client = if config.disable_drills {
+        tracing::info!(
+            "drills are turned off (--disable-drills): the reclaim.dev/drill annotation is ignored"
+        );
+        None
+    } else {
+        Some(
+            reclaim_service::client::default_client(reclaim_service::client::ReadTimeout::Watches)
+                .await?,
+        )
+    };
+    let drill_annotation = DrillAnnotation::watch(watch_client, &config.node_name);
+    guard::run(config, client, drill_annotation, metrics, health, shutdown).await;
     Ok(())
 }

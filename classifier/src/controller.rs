@@ -32,6 +32,7 @@ use crate::last_seen::LastSeen;
 use crate::metrics::ClassifierMetrics;
 use crate::notices::NodeNotices;
 use crate::progress::WatchProgress;
+use crate::record::{add_verdict, collect_garbage, collection_interval};
 use crate::retries::{Pending, Retries};
 use crate::verdict::{NO_NODE_NOTICE, Verdict, classify, failure_of};
 use crate::writer::{mark, mark_owners, record_event};
@@ -62,6 +63,8 @@ impl Memory {
 pub struct Settings {
     /// How long a node's notice is remembered after it was last seen.
     pub retention: Duration,
+    /// Interruption records older than this are deleted.
+    pub record_retention: Duration,
     /// Classify only the pods of this namespace (`None`: every namespace).
     pub namespace: Option<String>,
     pub metrics: Arc<ClassifierMetrics>,
@@ -263,6 +266,23 @@ pub async fn run(
             settings.metrics.pending(retries.lock().await.len());
         }
     };
+    // Records past their retention go; a failure is tried again next time.
+    let collect = async {
+        loop {
+            match collect_garbage(&client, settings.record_retention).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(
+                    deleted,
+                    retention = ?settings.record_retention,
+                    "deleted Interruption records past their retention"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, hint = %reclaim_service::client::hint(&e, "interruptions.reclaim.dev list and delete"), "could not delete old Interruption records; trying again later")
+                }
+            }
+            tokio::time::sleep(collection_interval(settings.record_retention)).await;
+        }
+    };
     // Ready once every watch has listed; healthy while none fails without a break.
     let report = async {
         loop {
@@ -288,6 +308,7 @@ pub async fn run(
         _ = pods => {}
         _ = deleted => {}
         _ = retry => {}
+        _ = collect => {}
         _ = report => {}
     }
 }
@@ -478,6 +499,15 @@ async fn handle(
         .and_then(|t| serde_json::from_str::<Evidence>(t).ok())
         && pod.annotations().contains_key(CAUSE_ANNOTATION)
     {
+        add_verdict(
+            client,
+            writer,
+            "Pod",
+            &namespace,
+            &pod.name_any(),
+            &evidence,
+        )
+        .await?;
         mark_owners(
             client,
             writer,
@@ -543,6 +573,15 @@ async fn handle(
     }
     tracing::info!(kind = "Pod", object = %name, signals = %evidence.signals.join(","), "spot-caused failure marked retryable");
     record_event(client, &pod.object_ref(&()), &evidence).await;
+    add_verdict(
+        client,
+        writer,
+        "Pod",
+        &namespace,
+        &pod.name_any(),
+        &evidence,
+    )
+    .await?;
     mark_owners(
         client,
         writer,

@@ -8,6 +8,8 @@
 //! - [`owners`]: which objects outlive a failed pod (Job, Spark driver, SparkApplication);
 //! - [`controller`]: the watches, and the judging of each failed pod;
 //! - [`writer`]: the writes of the verdict on pods and their owners, and their Events;
+//! - [`record`]: the marked objects added to each notice's Interruption record, and
+//!   records past their retention deleted;
 //! - [`retries`]: verdicts whose write failed, retried with backoff until written;
 //! - [`progress`]: whether the watches have listed and keep working (`/readyz`, `/healthz`);
 //! - [`elected`]: the leader loop, running the controller while the Lease is held;
@@ -23,6 +25,7 @@ pub mod metrics;
 pub mod notices;
 pub mod owners;
 pub mod progress;
+pub mod record;
 pub mod retries;
 pub mod verdict;
 pub mod writer;

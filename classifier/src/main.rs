@@ -21,6 +21,9 @@ struct Args {
     /// How long a node's interruption notice is remembered after it was last seen, in hours.
     #[arg(long, env = "RECLAIM_NOTICE_RETENTION_HOURS", default_value_t = 6)]
     notice_retention_hours: u64,
+    /// Interruption records older than this are deleted (`30d`, `12h`, `90m`, ...).
+    #[arg(long, env = "RECLAIM_INTERRUPTION_RETENTION", default_value = "30d", value_parser = reclaim_service::parse_duration)]
+    interruption_retention: Duration,
     /// Serves /metrics, /healthz and /readyz (read-only); next to the agent's 9847.
     #[arg(long, env = "RECLAIM_METRICS_ADDR", default_value = "0.0.0.0:9848")]
     metrics_addr: std::net::SocketAddr,
@@ -74,11 +77,12 @@ async fn run(args: Args, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> 
     };
     let settings = Settings {
         retention: Duration::from_secs(args.notice_retention_hours * 3600),
+        record_retention: args.interruption_retention,
         namespace: args.namespace,
         metrics,
         health,
     };
-    tracing::info!(retention_hours = args.notice_retention_hours, namespace = ?settings.namespace, identity = %election.identity, "classifying failed pods");
+    tracing::info!(retention_hours = args.notice_retention_hours, interruption_retention = ?settings.record_retention, namespace = ?settings.namespace, identity = %election.identity, "classifying failed pods");
     reclaim_classifier::elected::run_elected(client, settings, election, shutdown).await;
     Ok(())
 }

@@ -186,6 +186,8 @@ pub fn classify(
     Verdict::SpotCaused(Evidence {
         node: node.to_owned(),
         notice_kind: notice.kind,
+        provider: Some(notice.provider),
+        event_id: Some(notice.event_id.clone()),
         notice_time: notice.notice_time,
         exit_code: killed.map(|e| e.code),
         reason: killed.and_then(|e| e.reason.clone()),

@@ -1,6 +1,7 @@
 //! The writer: the verdict on a pod and on the objects that outlive it (its Job, its
 //! Spark driver and SparkApplication), each written once and conditioned on the
-//! resourceVersion that was read, with one Event on each object marked.
+//! resourceVersion that was read, with one Event on each object marked, and each added
+//! to the notice's Interruption record ([`crate::record`]).
 
 use std::collections::HashSet;
 
@@ -17,6 +18,7 @@ use reclaim_service::events::{self, Severity};
 use serde_json::json;
 
 use crate::owners::{Owner, owners_to_mark, spark_application_resource};
+use crate::record::add_verdict;
 
 /// Marks the objects that outlive the pod (its Job; a Spark executor's driver pod and
 /// SparkApplication) when they carry no verdict yet. An owner already marked is left
@@ -64,7 +66,8 @@ pub(crate) async fn mark_owners(
     Ok(())
 }
 
-/// Marks one object unless it is gone or already carries a verdict; returns it as read.
+/// Marks one object unless it is gone or already carries a verdict, and makes sure the
+/// record lists it (a record write that failed last time is made now); returns it as read.
 async fn mark_once<K>(
     client: &Client,
     writer: &str,
@@ -79,12 +82,15 @@ where
     let Some(object) = api.get_opt(name).await? else {
         return Ok(None);
     };
+    let reference = object.object_ref(dynamic_type);
+    let kind = reference.kind.clone().unwrap_or_default();
+    let namespace = object.namespace().unwrap_or_default();
     if !object.annotations().contains_key(CAUSE_ANNOTATION) {
         mark(api, writer, name, object.resource_version(), evidence).await?;
-        let reference = object.object_ref(dynamic_type);
-        tracing::info!(kind = reference.kind.as_deref().unwrap_or_default(), object = %format!("{}/{name}", object.namespace().unwrap_or_default()), signals = %evidence.signals.join(","), "spot-caused failure marked retryable");
+        tracing::info!(kind, object = %format!("{namespace}/{name}"), signals = %evidence.signals.join(","), "spot-caused failure marked retryable");
         record_event(client, &reference, evidence).await;
     }
+    add_verdict(client, writer, &kind, &namespace, name, evidence).await?;
     Ok(Some(object))
 }
 

@@ -45,3 +45,7 @@ pub const EXCLUDE_FROM_LOAD_BALANCERS_LABEL: &str =
 /// Node annotation `"true"` when Reclaim set [`EXCLUDE_FROM_LOAD_BALANCERS_LABEL`], so it
 /// removes only a label it set.
 pub const EXCLUDED_ANNOTATION: &str = "reclaim.dev/excluded-from-load-balancers";
+
+/// Node annotation that starts a drill: `spot-interruption`, or `spot-interruption,lead=45s`
+/// for a deadline other than the cloud's usual notice. Removing it cancels the drill.
+pub const DRILL_ANNOTATION: &str = "reclaim.dev/drill";

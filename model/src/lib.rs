@@ -4,6 +4,7 @@
 //! Airflow integration read them back. Defining them once here is what keeps the
 //! writers and the readers from drifting apart.
 
+pub mod interruption;
 pub mod keys;
 pub mod notice;
 pub mod verdict;

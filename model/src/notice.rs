@@ -12,15 +12,19 @@ pub enum Provider {
     Aws,
     Azure,
     Gcp,
+    /// A rehearsal started with the node annotation `reclaim.dev/drill`: no cloud is
+    /// involved, and everything written about it says so.
+    Drill,
 }
 
 impl Provider {
-    /// The name written in notices and metric labels (`aws`, `azure`, `gcp`).
+    /// The name written in notices and metric labels (`aws`, `azure`, `gcp`, `drill`).
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Aws => "aws",
             Provider::Azure => "azure",
             Provider::Gcp => "gcp",
+            Provider::Drill => "drill",
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::NoticeKind;
+use crate::{NoticeKind, Provider};
 
 /// The value of `reclaim.dev/cause` for a failure caused by a spot interruption.
 pub const SPOT_INTERRUPTION_CAUSE: &str = "spot-interruption";
@@ -14,6 +14,12 @@ pub struct Evidence {
     /// The node that carried the interruption notice.
     pub node: String,
     pub notice_kind: NoticeKind,
+    /// Who announced the notice: a cloud, or `drill` for a rehearsal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Provider>,
+    /// The notice's event id; with the node it names the `Interruption` record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
     /// When the provider issued the notice (RFC 3339).
     pub notice_time: jiff::Timestamp,
     /// The exit code of the killed container, when it reported one.

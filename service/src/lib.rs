@@ -1,15 +1,17 @@
 //! What every Reclaim binary does as a process, written once: logs in text or JSON, a
 //! single-threaded runtime (the work is mostly waiting, and one thread keeps the
 //! footprint small), and a clean stop on SIGTERM or SIGINT; the read-only HTTP endpoints
-//! ([`endpoints`]), the Kubernetes client ([`client`]) and Events ([`events`]) both
-//! binaries have.
+//! ([`endpoints`]), the Kubernetes client ([`client`]), Events ([`events`]) and the
+//! Interruption records ([`interruptions`]) both binaries have.
 
 pub mod client;
 pub mod endpoints;
 pub mod events;
+pub mod interruptions;
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::ValueEnum;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -73,5 +75,47 @@ where
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `500ms`, `1s`, `2m`, `6h`, `30d`, or a number of seconds: every duration flag.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 1s, 2m or 6h"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit {unit:?}; use ms, s, m, h or d"
+            ));
+        }
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(21600)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert!(parse_duration("3w").unwrap_err().contains("unknown unit"));
     }
 }

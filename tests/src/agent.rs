@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::Parser;
 use reclaim_agent::config::Config;
 use reclaim_agent::metrics::Metrics;
+use reclaim_agent::own_node::DrillAnnotation;
 use reclaim_service::client::ReadTimeout;
 use reclaim_service::endpoints::{Exposition, Health};
 use tokio::sync::watch;
@@ -23,19 +24,35 @@ pub struct RunningAgent {
     task: JoinHandle<()>,
 }
 
+/// The agent's two clients, as its `main` makes them: one for its short requests, one
+/// for the watch on its own Node (drills).
+#[derive(Clone)]
+pub struct AgentClients {
+    pub requests: kube::Client,
+    pub watches: kube::Client,
+}
+
+impl AgentClients {
+    /// Administrator clients, through `server` (a fault proxy) when given.
+    pub async fn via(server: Option<&str>) -> Result<AgentClients> {
+        let cp = ControlPlane::shared();
+        Ok(AgentClients {
+            requests: cp.client_via(server, ReadTimeout::ShortRequests).await?,
+            watches: cp.client_via(server, ReadTimeout::Watches).await?,
+        })
+    }
+}
+
 /// Starts an agent guarding `node`, reading metadata from `metadata_url`; `extra` are
 /// more command-line flags (e.g. `["--safety-margin", "5s"]`).
 pub async fn start_agent(node: &str, metadata_url: &str, extra: &[&str]) -> Result<RunningAgent> {
-    let client = ControlPlane::shared()
-        .client_via(None, ReadTimeout::ShortRequests)
-        .await?;
-    start_agent_as(client, node, metadata_url, extra).await
+    start_agent_as(AgentClients::via(None).await?, node, metadata_url, extra).await
 }
 
-/// As [`start_agent`], with the agent's Kubernetes access through `client` (say, its
+/// As [`start_agent`], with the agent's Kubernetes access through `clients` (say, its
 /// ServiceAccount's token).
 pub async fn start_agent_as(
-    client: kube::Client,
+    clients: AgentClients,
     node: &str,
     metadata_url: &str,
     extra: &[&str],
@@ -59,9 +76,12 @@ pub async fn start_agent_as(
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::new(Duration::from_secs(30)));
     let (stop, shutdown) = watch::channel(false);
+    let drills = (!config.disable_drills).then_some(clients.watches);
+    let drill_annotation = DrillAnnotation::watch(drills, &config.node_name);
     let task = tokio::spawn(reclaim_agent::guard::run(
         config,
-        client,
+        clients.requests,
+        drill_annotation,
         metrics.clone(),
         health.clone(),
         shutdown,

@@ -18,6 +18,7 @@ pub fn spot_node(provider: Provider, name: &str) -> TestNode {
             "azure:///subscriptions/0000/resourceGroups/mc_rg/providers/Microsoft.Compute/virtualMachineScaleSets/aks-spot-vmss/virtualMachines/{name}"
         )),
         Provider::Gcp => TestNode::new(name).label("cloud.google.com/gke-spot", "true").provider_id(&format!("gce://data-platform/us-central1-a/{name}")),
+        Provider::Drill => unreachable!("a drill runs on a node of some cloud"),
     }
 }
 
@@ -28,6 +29,7 @@ pub fn agent_flags(provider: Provider, node: &str, lead: SignedDuration) -> Vec<
         Provider::Aws => Vec::new(),
         Provider::Azure => vec!["--azure-vm-name".into(), node.into()],
         Provider::Gcp => vec!["--preemption-notice".into(), format!("{}s", lead.as_secs())],
+        Provider::Drill => unreachable!("a drill is announced by its annotation"),
     }
 }
 
@@ -49,6 +51,7 @@ pub fn announce_spot(sim: &Simulator, provider: Provider, node: &str, lead: Sign
             })]);
         }
         Provider::Gcp => state.gcp.set_preempted(true),
+        Provider::Drill => unreachable!("a drill is announced by its annotation"),
     }
 }
 
@@ -69,6 +72,7 @@ pub fn spot_path(provider: Provider) -> &'static str {
         Provider::Aws => "spot/instance-action",
         Provider::Azure => "scheduledevents",
         Provider::Gcp => "instance/preempted",
+        Provider::Drill => unreachable!("a drill has no metadata path"),
     }
 }
 

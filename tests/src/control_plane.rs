@@ -142,14 +142,35 @@ impl ControlPlane {
     /// Installs the CustomResourceDefinitions of `tests/fixtures/crds/<file>` and waits
     /// until the server serves them.
     pub fn install_crds(&self, file: &str) -> Result<()> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/crds/").to_owned() + file;
-        self.kubectl(&["apply", "-f", &path])?;
+        self.install_crd_file(
+            &(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/crds/").to_owned() + file),
+        )
+    }
+
+    /// Installs the shipped Interruption CRD (`manifests/base/crd/interruptions.yaml`),
+    /// once per process.
+    pub fn install_interruption_crd(&self) -> Result<()> {
+        static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+        INSTALLED
+            .get_or_init(|| {
+                self.install_crd_file(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../manifests/base/crd/interruptions.yaml"
+                ))
+                .map_err(|e| format!("{e:#}"))
+            })
+            .clone()
+            .map_err(anyhow::Error::msg)
+    }
+
+    fn install_crd_file(&self, path: &str) -> Result<()> {
+        self.kubectl(&["apply", "-f", path])?;
         self.kubectl(&[
             "wait",
             "--for=condition=Established",
             "--timeout=60s",
             "-f",
-            &path,
+            path,
         ])?;
         Ok(())
     }

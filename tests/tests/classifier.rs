@@ -130,6 +130,7 @@ fn start_classifier_as(
     // Scoped to the test's namespace: tests share the control plane, not their pods.
     let settings = Settings {
         retention: Duration::from_secs(6 * 3600),
+        record_retention: Duration::from_secs(30 * 86400),
         namespace: Some(k.namespace.clone()),
         metrics: metrics.clone(),
         health: std::sync::Arc::new(reclaim_service::endpoints::Health::new(Duration::MAX)),
@@ -510,6 +511,8 @@ async fn a_job_is_marked_even_when_its_pod_was_marked_before() -> Result<()> {
     let evidence = Evidence {
         node: node.clone(),
         notice_kind: notice.kind,
+        provider: Some(notice.provider),
+        event_id: Some(notice.event_id.clone()),
         notice_time: notice.notice_time,
         exit_code: Some(137),
         reason: Some("Error".into()),
@@ -844,6 +847,7 @@ async fn ready_only_once_every_watch_has_listed_and_unhealthy_while_watches_keep
     };
     let settings = Settings {
         retention: Duration::from_secs(3600),
+        record_retention: Duration::from_secs(30 * 86400),
         namespace: Some(ns.clone()),
         metrics: Arc::new(ClassifierMetrics::default()),
         health: health.clone(),

@@ -23,7 +23,7 @@ use reclaim_classifier::metrics::ClassifierMetrics;
 use reclaim_service::client::ReadTimeout;
 use reclaim_service::endpoints::Exposition;
 use reclaim_simulator::{Fault, SimState, Simulator};
-use reclaim_testbed::agent::start_agent_as;
+use reclaim_testbed::agent::{AgentClients, start_agent_as};
 use reclaim_testbed::clouds::notice_node;
 use reclaim_testbed::kubelet::Exit;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
@@ -316,9 +316,15 @@ async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing
 {
     installed()?;
     let cp = ControlPlane::shared();
-    let agent_client = cp
-        .service_account_client(NAMESPACE, "reclaim-agent", ReadTimeout::ShortRequests)
-        .await?;
+    let agent_clients = AgentClients {
+        requests: cp
+            .service_account_client(NAMESPACE, "reclaim-agent", ReadTimeout::ShortRequests)
+            .await?,
+        watches: cp
+            .service_account_client(NAMESPACE, "reclaim-agent", ReadTimeout::Watches)
+            .await?,
+    };
+    let agent_client = agent_clients.requests.clone();
     let k = TestKubelet::new(cp.admin_client().await?, "rbac-agent").await?;
     let node = k.node_name("spot");
     k.register_node(TestNode::spot(&node)).await?;
@@ -329,7 +335,7 @@ async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing
     state.aws.instance_id = "i-0123456789abcdef0".into();
     let sim = Simulator::start("127.0.0.1:0".parse()?, state).await?;
     let agent = start_agent_as(
-        agent_client.clone(),
+        agent_clients,
         &node,
         &sim.url(),
         &["--safety-margin", "5s"],
@@ -490,6 +496,7 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
     };
     let settings = Settings {
         retention: Duration::from_secs(3600),
+        record_retention: Duration::from_secs(30 * 86400),
         namespace: Some(k.namespace.clone()),
         metrics: metrics.clone(),
         health: std::sync::Arc::new(reclaim_service::endpoints::Health::new(Duration::MAX)),

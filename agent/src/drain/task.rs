@@ -1,18 +1,21 @@
-//! One drain running beside the poll loop: started on a notice, reported when done
-//! (metrics, one summary line, Azure's acknowledgement), and owned by the guard: when
+//! One drain running beside the poll loop: started on a notice, reported as it goes
+//! (`/healthz`, the Interruption record) and when done (metrics, one summary line, the
+//! record's final state, Azure's acknowledgement), and owned by the guard: when
 //! the guard goes (stopped, or its task killed), the drain goes with it, as it would with
 //! the process. While it runs, each of its rounds tells `/healthz` it makes progress.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use jiff::Timestamp;
 use kube::Client;
 use reclaim_service::endpoints::Health;
 use tokio::task::JoinHandle;
 
-use super::{DrainJob, PodOutcome, Progress, drain};
+use super::{DrainJob, DrainReport, PodOutcome, Progress, drain};
 use crate::imds::MetadataClient;
 use crate::metrics::Metrics;
+use crate::record::{Record, drain_summary};
 
 pub struct DrainTask {
     /// The notice's event id.
@@ -28,32 +31,62 @@ impl Drop for DrainTask {
     }
 }
 
-impl Progress for Health {
-    fn progressed(&self) {
-        self.work_progressed();
+/// Where each round of the drain is reported.
+struct Rounds {
+    health: Arc<Health>,
+    record: Option<Record>,
+    started_at: Timestamp,
+    deadline: Timestamp,
+}
+
+impl Rounds {
+    fn record(&self, report: &DrainReport, finished: bool) {
+        if let Some(record) = &self.record {
+            let summary = drain_summary(
+                report,
+                self.started_at,
+                self.deadline,
+                Timestamp::now(),
+                finished,
+            );
+            record.drained(summary, finished);
+        }
+    }
+}
+
+impl Progress for Rounds {
+    fn round(&self, report: &DrainReport) {
+        self.health.work_progressed();
+        self.record(report, false);
     }
 }
 
 impl DrainTask {
-    /// Starts draining for `event`. `acknowledge`: the Azure client to approve the
-    /// event with once the drain is done.
+    /// Starts draining for `event`, reporting into `record` when there is one.
+    /// `acknowledge`: the Azure client to approve the event with once the drain is done.
     pub fn start(
         event: String,
         job: DrainJob,
         client: Client,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
+        record: Option<Record>,
         acknowledge: Option<Arc<MetadataClient>>,
     ) -> DrainTask {
         let acknowledged = event.clone();
-        let task_health = health.clone();
+        let rounds = Rounds {
+            health: health.clone(),
+            record,
+            started_at: Timestamp::now(),
+            deadline: job.deadline,
+        };
         let handle = tokio::spawn(async move {
-            let health = task_health;
             let started = Instant::now();
             tracing::info!(deadline = %job.deadline, "draining the node");
-            health.work_progressed();
-            let report = drain(&client, &job, health.as_ref()).await;
-            health.work_ended();
+            rounds.health.work_progressed();
+            let report = drain(&client, &job, &rounds).await;
+            rounds.health.work_ended();
+            rounds.record(&report, true);
             let seconds = started.elapsed().as_secs_f64();
             metrics.drained(&report, seconds);
             tracing::info!(
@@ -67,11 +100,11 @@ impl DrainTask {
                 seconds,
                 "drain finished"
             );
-            for (_, name, group, outcome) in &report.outcomes {
-                if *outcome == PodOutcome::Failed {
+            for pod in &report.pods {
+                if pod.outcome == Some(PodOutcome::Failed) {
                     tracing::error!(
-                        pod = name,
-                        group = group.label(),
+                        pod = %format!("{}/{}", pod.namespace, pod.name),
+                        group = pod.group.label(),
                         "still on the node, not terminating, when the drain ended"
                     );
                 }

@@ -9,7 +9,12 @@
 //! taints, cordons and drains the node, and the real `reclaim-classifier` writes its
 //! verdicts. What happened is printed as a timeline read from the API server (watches
 //! on the node and the pods) and the binaries' logs, then a table of verdicts read back
-//! from the pods, the Jobs and the driver.
+//! from the pods, the Jobs and the driver, and the notice's Interruption record
+//! (`kubectl get interruptions`, `kubectl describe`).
+//!
+//! With `--drill`, the same scene is driven by the drill annotation
+//! (`kubectl annotate node NODE reclaim.dev/drill=spot-interruption,lead=...`) instead of
+//! the metadata service.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -26,6 +31,7 @@ use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use reclaim_model::Provider;
+use reclaim_model::keys::DRILL_ANNOTATION;
 use reclaim_simulator::{SimState, Simulator};
 use reclaim_testbed::agent::spawn_agent_process;
 use reclaim_testbed::kubelet::Exit;
@@ -39,6 +45,7 @@ const SAFETY_MARGIN: i64 = 5;
 
 struct Args {
     hold: bool,
+    drill: bool,
     lead_seconds: i64,
     provider: Provider,
 }
@@ -49,6 +56,7 @@ fn on_demand_node_name(provider: Provider) -> &'static str {
         Provider::Aws => "ip-10-0-3-9.ec2.internal",
         Provider::Azure => "aks-system-12345678-vmss000000",
         Provider::Gcp => "gke-data-default-pool-1a2b3c4d-9zq0",
+        Provider::Drill => unreachable!("the demo runs on a cloud's nodes"),
     }
 }
 
@@ -58,6 +66,7 @@ fn spot_label(provider: Provider) -> &'static str {
         Provider::Aws => "karpenter.sh/capacity-type=spot",
         Provider::Azure => "kubernetes.azure.com/scalesetpriority=spot",
         Provider::Gcp => "cloud.google.com/gke-spot=true",
+        Provider::Drill => unreachable!("the demo runs on a cloud's nodes"),
     }
 }
 
@@ -67,6 +76,7 @@ fn node_name(provider: Provider) -> &'static str {
         Provider::Aws => "ip-10-0-7-21.ec2.internal",
         Provider::Azure => "aks-spot-12345678-vmss000003",
         Provider::Gcp => "gke-data-spot-pool-7d9f3c1a-x2lk",
+        Provider::Drill => unreachable!("the demo runs on a cloud's nodes"),
     }
 }
 
@@ -78,12 +88,14 @@ fn announcement(provider: Provider, node: &str, action: Timestamp) -> String {
         Provider::Gcp => {
             format!("metadata server: instance/preempted = TRUE (stop expected about {action})")
         }
+        Provider::Drill => unreachable!("a drill is announced by its annotation"),
     }
 }
 
 fn args() -> Result<Args> {
     let mut args = Args {
         hold: false,
+        drill: false,
         lead_seconds: 30,
         provider: Provider::Aws,
     };
@@ -91,6 +103,7 @@ fn args() -> Result<Args> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--hold" => args.hold = true,
+            "--drill" => args.drill = true,
             "--lead-seconds" => {
                 args.lead_seconds = it.next().context("--lead-seconds needs a value")?.parse()?
             }
@@ -99,7 +112,7 @@ fn args() -> Result<Args> {
                     clouds::parse_provider(&it.next().context("--provider needs a value")?)?
             }
             other => anyhow::bail!(
-                "unknown argument {other}; use --provider aws|azure|gcp, --lead-seconds N, --hold"
+                "unknown argument {other}; use --provider aws|azure|gcp, --lead-seconds N, --drill, --hold"
             ),
         }
     }
@@ -117,6 +130,7 @@ async fn main() -> Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     let cp = tokio::task::spawn_blocking(ControlPlane::shared).await?;
     println!("Control plane: {cp}");
+    cp.install_interruption_crd()?;
     let sim = Simulator::start("127.0.0.1:0".parse()?, SimState::default()).await?;
     println!("Metadata simulator: {} ({:?})", sim.url(), args.provider);
     let node = node_name(args.provider);
@@ -248,15 +262,22 @@ async fn main() -> Result<()> {
     let notice_at = Instant::now();
     let action = (Timestamp::now() + lead).round(jiff::Unit::Second)?;
     let deadline = action - SignedDuration::from_secs(SAFETY_MARGIN);
-    clouds::announce_spot(&sim, args.provider, node, lead);
+    let announced = if args.drill {
+        let annotation = format!(
+            "{DRILL_ANNOTATION}=spot-interruption,lead={}s",
+            args.lead_seconds
+        );
+        cp.kubectl(&["annotate", "node", node, &annotation])?;
+        format!("drill started: kubectl annotate node {node} {annotation}")
+    } else {
+        clouds::announce_spot(&sim, args.provider, node, lead);
+        announcement(args.provider, node, action)
+    };
     println!(
         "\nTimeline (AWS gives 120 s, Azure and GCP about 30 s; this demo announces {} s ahead; pods must be gone {SAFETY_MARGIN} s early):",
         args.lead_seconds
     );
-    println!(
-        "[   +0.0s] {}; drain deadline {deadline}",
-        announcement(args.provider, node, action)
-    );
+    println!("[   +0.0s] {announced}; drain deadline about {deadline}");
 
     tokio::spawn(oom_while_terminating(kubelet.clone(), "report-build-x7"));
     let adhoc = kubelet.clone();
@@ -340,6 +361,7 @@ async fn main() -> Result<()> {
         ds.metadata.deletion_timestamp.is_none()
     );
     print_verdicts(&kubelet, &verdict_pods, &said).await?;
+    print_record(cp, &kubelet, node).await?;
     let metrics = http
         .get(format!("{}/metrics", agent.metrics_url))
         .send()
@@ -354,7 +376,7 @@ async fn main() -> Result<()> {
     }
     if args.hold {
         println!(
-            "\nHolding the control plane; in another shell:\n  export KUBECONFIG={}\n  kubectl get events -n default; kubectl get node {node} -o yaml\nCtrl-C stops it.",
+            "\nHolding the control plane; in another shell:\n  export KUBECONFIG={}\n  kubectl get interruptions -o wide; kubectl get events -n default; kubectl get node {node} -o yaml\nCtrl-C stops it.",
             cp.kubeconfig.display()
         );
         tokio::task::spawn_blocking(move || signals.forever().next()).await?;
@@ -497,6 +519,48 @@ async fn print_verdicts(
         }
     }
     Ok(())
+}
+
+/// The node's Interruption record, once the agent has written its final state: what
+/// `kubectl get interruptions` and `kubectl describe` show.
+async fn print_record(cp: &ControlPlane, kubelet: &TestKubelet, node: &str) -> Result<()> {
+    let records = reclaim_service::interruptions::api(kubelet.client());
+    let finished = |r: &kube::core::DynamicObject| {
+        r.data["spec"]["node"] == node
+            && matches!(
+                r.data["status"]["phase"].as_str(),
+                Some("Drained" | "DeadlineMissed")
+            )
+    };
+    let give_up = Instant::now() + Duration::from_secs(15);
+    let record = loop {
+        let list = records.list(&Default::default()).await?;
+        if let Some(record) = list.items.into_iter().find(finished) {
+            break record;
+        }
+        anyhow::ensure!(
+            Instant::now() < give_up,
+            "no finished Interruption record for {node} after 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!("\n$ kubectl get interruptions");
+    print!("{}", indent(&cp.kubectl(&["get", "interruptions"])?));
+    let name = record.name_any();
+    println!("\n$ kubectl describe interruption {name}   (first lines)");
+    let described = cp.kubectl(&["describe", "interruption", &name])?;
+    let kept: Vec<&str> = described
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("Manager:") && !l.contains("Fields Type"))
+        .skip_while(|l| !l.starts_with("Spec:"))
+        .take(48)
+        .collect();
+    print!("{}", indent(&(kept.join("\n") + "\n")));
+    Ok(())
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
 }
 
 /// A Job whose pods the test kubelet runs (parallelism 0: the job controller starts none).

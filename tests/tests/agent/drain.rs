@@ -6,7 +6,7 @@
 use super::*;
 use reclaim_service::client::ReadTimeout;
 use reclaim_service::endpoints::Exposition;
-use reclaim_testbed::agent::start_agent_as;
+use reclaim_testbed::agent::{AgentClients, start_agent_as};
 use reclaim_testbed::fault_proxy::{FaultProxy, Mode};
 
 /// Waits until `name` was seen terminating; returns that revision.
@@ -28,10 +28,8 @@ async fn a_drain_gets_every_pod_off_in_time_through_black_holed_and_refused_conn
     let (history, _kubelet) = watched_with_kubelet(&k, &node);
     let cp = ControlPlane::shared();
     let proxy = FaultProxy::start(cp.server.trim_start_matches("https://")).await?;
-    let client = cp
-        .client_via(Some(&proxy.url()), ReadTimeout::ShortRequests)
-        .await?;
-    let agent = start_agent_as(client, &node, &sim.url(), &["--safety-margin", "5s"]).await?;
+    let clients = AgentClients::via(Some(&proxy.url())).await?;
+    let agent = start_agent_as(clients, &node, &sim.url(), &["--safety-margin", "5s"]).await?;
     agent.ready().await?;
     sim.state()
         .aws
@@ -195,10 +193,8 @@ async fn healthz_fails_while_a_drain_makes_no_progress_and_recovers_when_it_does
     let (history, _watch) = PodHistory::record(k.pods());
     let cp = ControlPlane::shared();
     let proxy = FaultProxy::start(cp.server.trim_start_matches("https://")).await?;
-    let client = cp
-        .client_via(Some(&proxy.url()), ReadTimeout::ShortRequests)
-        .await?;
-    let agent = start_agent_as(client, &node, &sim.url(), &[]).await?;
+    let clients = AgentClients::via(Some(&proxy.url())).await?;
+    let agent = start_agent_as(clients, &node, &sim.url(), &[]).await?;
     agent.ready().await?;
     sim.state().aws.schedule_spot(
         "terminate",

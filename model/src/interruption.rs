@@ -1,0 +1,203 @@
+//! The `Interruption` record: one cluster-scoped custom resource
+//! (`interruptions.reclaim.dev`) per notice the agent acts on, so that the story of a
+//! reclaim outlives the Node it happened to.
+//!
+//! The agent writes the spec (the notice and the node) and the drain's progress; the
+//! classifier adds what it marked and deletes records past their retention. The two
+//! write disjoint fields with merge patches, so neither overwrites the other. The shape
+//! is fixed by the CRD in `manifests/base/crd/interruptions.yaml`; the API server prunes
+//! any field that is not in it.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::PodInterruption;
+
+pub const GROUP: &str = "reclaim.dev";
+pub const VERSION: &str = "v1alpha1";
+pub const API_VERSION: &str = "reclaim.dev/v1alpha1";
+pub const KIND: &str = "Interruption";
+pub const PLURAL: &str = "interruptions";
+
+/// Per-pod entries kept in one record (the late pods first); the counts cover every pod,
+/// so a node with hundreds of pods still gets a record of bounded size.
+pub const MAX_PODS_LISTED: usize = 100;
+
+/// Marked objects kept in one record; `retryable` counts them all.
+pub const MAX_VERDICTS_LISTED: usize = 100;
+
+/// The record's name: the node's name and a hash of the event id, so that the agent and
+/// the classifier find the same record from the same notice without a lookup. Node names
+/// are DNS subdomains; the result is one too, at most 253 characters.
+pub fn record_name(node: &str, event_id: &str) -> String {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let hash = event_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let suffix = format!("-{:010x}", hash & 0xff_ffff_ffff);
+    let base: String = node.chars().take(253 - suffix.len()).collect();
+    format!("{}{suffix}", base.trim_end_matches(['-', '.']))
+}
+
+/// Where the interruption stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Tainted and cordoned; no drain (a rebalance recommendation), or not started yet.
+    Noticed,
+    Draining,
+    /// Every drained pod was gone before the deadline.
+    Drained,
+    /// At least one pod was still on the node at the deadline (see `latePods`).
+    DeadlineMissed,
+    /// The notice ended or was withdrawn (or the drill annotation removed) and the node
+    /// was given back.
+    Canceled,
+}
+
+/// The record's `spec`: the notice as the agent acted on it, and the node.
+pub type InterruptionSpec = PodInterruption;
+
+/// What the agent writes in `status` (the classifier writes [`ClassifiedStatus`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    pub phase: Phase,
+    /// Why the phase is what it is, in a sentence.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainSummary>,
+}
+
+/// The drain, as far as it has got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainSummary {
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// When every pod had to be gone (the cloud's deadline minus the safety margin).
+    pub deadline: Timestamp,
+    /// Pods the drain had to move.
+    pub pods_total: u32,
+    /// Pods not gone by the deadline.
+    pub late: u32,
+    /// The late pods by name (`none`, or `ns/a, ns/b, +3 more`), for `kubectl get`.
+    pub late_pods: String,
+    /// Pods by outcome (`evicted`, `deleted_at_deadline`, `hastened`, `already_gone`, `failed`).
+    pub outcomes: BTreeMap<String, u32>,
+    /// Seconds to spare when the node became empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack_seconds: Option<f64>,
+    /// Up to [`MAX_PODS_LISTED`] pods, the late ones first.
+    pub pods: Vec<PodEntry>,
+    /// Pods counted but not listed.
+    pub pods_omitted: u32,
+}
+
+/// One pod's part in the drain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodEntry {
+    pub namespace: String,
+    pub name: String,
+    /// The drain group: `first`, `normal`, `drivers`, `last`.
+    pub group: String,
+    /// How it left; absent while it is still on its way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// When it was first asked to go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_at: Option<Timestamp>,
+    /// Evictions its PodDisruptionBudget refused.
+    pub budget_refusals: u32,
+    /// The grace period it was last given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_seconds: Option<i64>,
+    /// When the drain first saw it gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone_at: Option<Timestamp>,
+    /// Seconds between its leaving and the deadline (negative: late).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack_seconds: Option<f64>,
+    /// Not gone by the deadline.
+    pub late: bool,
+}
+
+/// What the classifier writes in `status`: the objects it marked spot-caused, retryable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassifiedStatus {
+    /// Objects marked, listed or not.
+    #[serde(default)]
+    pub retryable: u32,
+    /// Up to [`MAX_VERDICTS_LISTED`] marked objects, by `Kind/namespace/name`.
+    #[serde(default)]
+    pub verdicts: BTreeMap<String, VerdictEntry>,
+}
+
+/// One object the classifier marked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerdictEntry {
+    /// `Pod`, `Job` or `SparkApplication`.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The pod that died (`namespace/name`), when the object is its owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    pub signals: Vec<String>,
+    pub marked_at: Timestamp,
+}
+
+impl VerdictEntry {
+    /// The entry's key in [`ClassifiedStatus::verdicts`].
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_dns_subdomain(name: &str) -> bool {
+        name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
+    }
+
+    #[test]
+    fn record_names_are_stable_distinct_and_valid() {
+        let node = "ip-10-0-1-17.ec2.internal";
+        let a = record_name(node, "instance-action-2020-04-24T17:11:44Z");
+        assert_eq!(a, record_name(node, "instance-action-2020-04-24T17:11:44Z"));
+        assert_ne!(a, record_name(node, "instance-action-2020-04-24T17:13:44Z"));
+        assert!(a.starts_with("ip-10-0-1-17.ec2.internal-"), "{a}");
+        assert!(is_dns_subdomain(&a), "{a}");
+        let long = format!(
+            "{}.{}.{}.{}",
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61)
+        );
+        let named = record_name(&long, "drill-2026-12-01T03:00:00Z");
+        assert!(named.len() <= 253 && is_dns_subdomain(&named), "{named}");
+    }
+
+    #[test]
+    fn phases_serialize_as_the_crd_enum_says() {
+        let json = serde_json::to_value([Phase::Noticed, Phase::DeadlineMissed]).unwrap();
+        assert_eq!(json, serde_json::json!(["Noticed", "DeadlineMissed"]));
+    }
+}
