@@ -197,6 +197,9 @@ async fn keep_written(
             let patch = json!({"status": latest});
             timed(records.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))).await
         } else {
+            let mut status = serde_json::to_value(&latest).expect("a status serializes");
+            // The classifier counts from here; `kubectl get` shows 0 rather than nothing.
+            status["retryable"] = json!(0);
             let object = serde_json::from_value(json!({
                 "apiVersion": API_VERSION,
                 "kind": KIND,
@@ -205,7 +208,7 @@ async fn keep_written(
                     "labels": {"reclaim.dev/provider": spec.notice.provider.as_str()},
                 },
                 "spec": spec,
-                "status": latest,
+                "status": status,
             }))
             .expect("an Interruption record is a valid object");
             match timed(records.create(&PostParams::default(), &object)).await {
@@ -224,6 +227,10 @@ async fn keep_written(
             }
             Err(e) if crd_missing(&e) => {
                 report_crd_missing("reclaim-agent");
+                return;
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                tracing::info!(record = name, "the Interruption record was deleted (past the classifier's retention, or by hand); not writing it again");
                 return;
             }
             Err(e) => {

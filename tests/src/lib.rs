@@ -19,4 +19,4 @@ pub mod wait;
 
 pub use control_plane::ControlPlane;
 pub use kubelet::{TestKubelet, TestNode, TestPod};
-pub use wait::eventually;
+pub use wait::{eventually, eventually_some};

@@ -12,10 +12,24 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<bool>>,
 {
+    eventually_some(timeout, what, || {
+        let checked = check();
+        async move { Ok(checked.await?.then_some(())) }
+    })
+    .await
+}
+
+/// Polls `find` every 100 ms until it finds something, and returns it; fails after
+/// `timeout`, naming `what`.
+pub async fn eventually_some<T, F, Fut>(timeout: Duration, what: &str, mut find: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
     let start = Instant::now();
     while start.elapsed() < timeout {
-        if check().await? {
-            return Ok(());
+        if let Some(found) = find().await? {
+            return Ok(found);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -28,6 +28,8 @@ use serde_json::json;
 mod drain;
 #[path = "agent/faults.rs"]
 mod faults;
+#[path = "agent/record.rs"]
+mod record;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -784,9 +786,14 @@ async fn the_simulator_serves_imds_as_documented() -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_dry_run_agent_writes_nothing() -> Result<()> {
+async fn a_dry_run_agent_writes_nothing_for_a_notice_or_a_drill() -> Result<()> {
     let (k, sim, node) = spot_node("agent-dry-run").await?;
+    ControlPlane::shared().install_interruption_crd()?;
     k.run_pod(&node, TestPod::spark_executor("exec-1", "spark-4"))
+        .await?;
+    let drill = json!({"metadata": {"annotations": {"reclaim.dev/drill": "spot-interruption"}}});
+    k.nodes()
+        .patch(&node, &PatchParams::default(), &Patch::Merge(&drill))
         .await?;
     let before = k.nodes().get(&node).await?;
     let agent = start_agent(&node, &sim.url(), &["--dry-run"]).await?;
@@ -810,6 +817,13 @@ async fn a_dry_run_agent_writes_nothing() -> Result<()> {
             && !pod.annotations().contains_key("reclaim.dev/interruption")
     );
     assert_eq!(node_events(&k, &node, "InterruptionNotice").await?, 0);
+    let records = reclaim_service::interruptions::api(k.client())
+        .list(&ListParams::default())
+        .await?;
+    assert!(
+        !records.items.iter().any(|r| r.data["spec"]["node"] == node.as_str()),
+        "no Interruption record"
+    );
     agent.stop().await?;
     Ok(())
 }

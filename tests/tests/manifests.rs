@@ -334,13 +334,8 @@ async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing
     let mut state = SimState::default();
     state.aws.instance_id = "i-0123456789abcdef0".into();
     let sim = Simulator::start("127.0.0.1:0".parse()?, state).await?;
-    let agent = start_agent_as(
-        agent_clients,
-        &node,
-        &sim.url(),
-        &["--safety-margin", "5s"],
-    )
-    .await?;
+    let agent =
+        start_agent_as(agent_clients, &node, &sim.url(), &["--safety-margin", "5s"]).await?;
     agent.ready().await?;
     sim.state()
         .aws

@@ -547,15 +547,49 @@ async fn print_record(cp: &ControlPlane, kubelet: &TestKubelet, node: &str) -> R
     println!("\n$ kubectl get interruptions");
     print!("{}", indent(&cp.kubectl(&["get", "interruptions"])?));
     let name = record.name_any();
-    println!("\n$ kubectl describe interruption {name}   (first lines)");
+    println!("\n$ kubectl describe interruption {name}   (its pods shown as a table below)");
     let described = cp.kubectl(&["describe", "interruption", &name])?;
+    let mut in_pods = false;
     let kept: Vec<&str> = described
         .lines()
-        .filter(|l| !l.trim_start().starts_with("Manager:") && !l.contains("Fields Type"))
         .skip_while(|l| !l.starts_with("Spec:"))
-        .take(48)
+        .filter(|l| {
+            // The pod list, one field per line, reads better as the table below.
+            if l.trim_start() == "Pods:" {
+                in_pods = true;
+            } else if in_pods && l.len() - l.trim_start().len() <= 6 {
+                in_pods = false;
+            }
+            !in_pods && !l.starts_with("Events:")
+        })
         .collect();
     print!("{}", indent(&(kept.join("\n") + "\n")));
+    println!(
+        "  {:<22} {:<8} {:<20} {:>8} {:>6} {:>8}",
+        "pod", "group", "outcome", "refusals", "grace", "slack"
+    );
+    for pod in record.data["status"]["drain"]["pods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let text = |key: &str| pod[key].as_str().unwrap_or("-").to_owned();
+        let grace = pod["graceSeconds"]
+            .as_i64()
+            .map_or("-".into(), |g| format!("{g}s"));
+        let slack = pod["slackSeconds"]
+            .as_f64()
+            .map_or("-".into(), |s| format!("{s:.1}s"));
+        println!(
+            "  {:<22} {:<8} {:<20} {:>8} {:>6} {:>8}",
+            text("name"),
+            text("group"),
+            text("outcome"),
+            pod["budgetRefusals"].as_u64().unwrap_or_default(),
+            grace,
+            slack
+        );
+    }
     Ok(())
 }
 

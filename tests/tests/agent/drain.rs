@@ -4,7 +4,6 @@
 //! started, a pod already terminating with a grace period past the deadline.
 
 use super::*;
-use reclaim_service::client::ReadTimeout;
 use reclaim_service::endpoints::Exposition;
 use reclaim_testbed::agent::{AgentClients, start_agent_as};
 use reclaim_testbed::fault_proxy::{FaultProxy, Mode};
