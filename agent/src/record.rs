@@ -230,7 +230,10 @@ async fn keep_written(
                 return;
             }
             Err(kube::Error::Api(status)) if status.code == 404 => {
-                tracing::info!(record = name, "the Interruption record was deleted (past the classifier's retention, or by hand); not writing it again");
+                tracing::info!(
+                    record = name,
+                    "the Interruption record was deleted (past the classifier's retention, or by hand); not writing it again"
+                );
                 return;
             }
             Err(e) => {

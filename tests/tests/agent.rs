@@ -821,7 +821,10 @@ async fn a_dry_run_agent_writes_nothing_for_a_notice_or_a_drill() -> Result<()> 
         .list(&ListParams::default())
         .await?;
     assert!(
-        !records.items.iter().any(|r| r.data["spec"]["node"] == node.as_str()),
+        !records
+            .items
+            .iter()
+            .any(|r| r.data["spec"]["node"] == node.as_str()),
         "no Interruption record"
     );
     agent.stop().await?;

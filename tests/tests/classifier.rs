@@ -24,6 +24,9 @@ use reclaim_testbed::fault_proxy::{FaultProxy, Mode};
 use reclaim_testbed::kubelet::Exit;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
 
+#[path = "classifier/drill.rs"]
+mod drill;
+
 #[tokio::test]
 async fn verdicts_from_pods_and_nodes_as_the_server_returns_them() -> Result<()> {
     let k = TestKubelet::new(ControlPlane::shared().admin_client().await?, "verdicts").await?;

@@ -26,10 +26,13 @@ use reclaim_simulator::{Fault, SimState, Simulator};
 use reclaim_testbed::agent::{AgentClients, start_agent_as};
 use reclaim_testbed::clouds::notice_node;
 use reclaim_testbed::kubelet::Exit;
-use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
+use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually, eventually_some};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
+/// The classifier's record retention in its ServiceAccount test: short enough to watch a
+/// record go, long enough for the verdicts to be read from the notice's record first.
+const RECORD_RETENTION: Duration = Duration::from_secs(25);
 const NAMESPACE: &str = "reclaim-system";
 const OVERLAYS: [&str; 3] = ["aws", "azure", "gcp"];
 
@@ -120,6 +123,7 @@ fn every_overlay_builds_and_the_api_server_accepts_every_object() -> Result<()> 
                 "ClusterRole",
                 "ClusterRoleBinding",
                 "ConfigMap",
+                "CustomResourceDefinition",
                 "DaemonSet",
                 "Deployment",
                 "Namespace",
@@ -132,7 +136,38 @@ fn every_overlay_builds_and_the_api_server_accepts_every_object() -> Result<()> 
             ],
             "{name}"
         );
-        assert_eq!(objects.len(), 17, "{name}: every object answered");
+        assert_eq!(objects.len(), 18, "{name}: every object answered");
+        let crd = &find(
+            &objects,
+            "CustomResourceDefinition",
+            "interruptions.reclaim.dev",
+        )["spec"];
+        assert_eq!(
+            crd["scope"], "Cluster",
+            "{name}: records outlive Nodes, in no namespace"
+        );
+        let columns: Vec<&str> = crd["versions"][0]["additionalPrinterColumns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                "Node",
+                "Provider",
+                "Kind",
+                "Phase",
+                "Pods",
+                "Late",
+                "Retryable",
+                "Slack",
+                "Deadline",
+                "Noticed"
+            ],
+            "{name}: printer columns"
+        );
 
         // What the server would store, read back from its answer.
         let agent = &find(&objects, "DaemonSet", "reclaim-agent")["spec"];
@@ -306,6 +341,25 @@ fn unused(account: &str, granted: &BTreeSet<Permission>) -> Result<Vec<Permissio
         .collect())
 }
 
+/// The two ServiceAccount tests, one after the other: the classifier's test deletes
+/// Interruption records past a short retention, which must not include the agent's
+/// while its test reads it.
+static ONE_SERVICE_ACCOUNT_TEST_AT_A_TIME: tokio::sync::Mutex<()> =
+    tokio::sync::Mutex::const_new(());
+
+/// An Interruption record written as an administrator would (or an agent elsewhere).
+async fn write_record(name: &str, spec: Value) -> Result<DynamicObject> {
+    let admin = ControlPlane::shared().admin_client().await?;
+    let record = json!({
+        "apiVersion": "reclaim.dev/v1alpha1", "kind": "Interruption",
+        "metadata": {"name": name}, "spec": spec,
+        "status": {"phase": "Drained", "reason": "written by the test", "retryable": 0},
+    });
+    Ok(reclaim_service::interruptions::api(&admin)
+        .create(&PostParams::default(), &serde_json::from_value(record)?)
+        .await?)
+}
+
 /// Whether the server refused `result` for lack of permission (403).
 fn forbidden<T>(result: kube::Result<T>) -> bool {
     matches!(result, Err(kube::Error::Api(status)) if status.code == 403)
@@ -315,6 +369,7 @@ fn forbidden<T>(result: kube::Result<T>) -> bool {
 async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing_else() -> Result<()>
 {
     installed()?;
+    let _alone = ONE_SERVICE_ACCOUNT_TEST_AT_A_TIME.lock().await;
     let cp = ControlPlane::shared();
     let agent_clients = AgentClients {
         requests: cp
@@ -398,6 +453,19 @@ async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing
     dashboard_names_only_exposed_metrics(&agent.metrics.encode(), |m| {
         !m.starts_with("reclaim_classifier_")
     });
+    // The notice's record, created and brought to its final state with the agent's grants.
+    let records = reclaim_service::interruptions::api(k.client());
+    eventually(WAIT, "the record's final state", || async {
+        Ok(records
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .any(|r| {
+                r.data["spec"]["node"] == node.as_str() && r.data["status"]["phase"] == "Drained"
+            }))
+    })
+    .await?;
     agent.stop().await?;
     kubelet_task.abort();
 
@@ -442,9 +510,15 @@ async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing
         forbidden(nodes.delete(&node, &DeleteParams::default()).await),
         "delete a Node"
     );
+    let agents_records = reclaim_service::interruptions::api(&agent_client);
+    let record = records.list(&ListParams::default()).await?.items[0].name_any();
     assert!(
-        forbidden(nodes.list(&ListParams::default()).await),
-        "list Nodes"
+        forbidden(
+            agents_records
+                .delete(&record, &DeleteParams::default())
+                .await
+        ),
+        "delete an Interruption record"
     );
     let elsewhere: Api<Event> = Api::namespaced(agent_client.clone(), &k.namespace);
     assert!(
@@ -463,7 +537,7 @@ async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing
         [],
         "granted but never used"
     );
-    assert_eq!(grants.len(), 7, "{grants:?}");
+    assert_eq!(grants.len(), 11, "{grants:?}");
     Ok(())
 }
 
@@ -471,6 +545,7 @@ async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing
 async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_and_nothing_else()
 -> Result<()> {
     installed()?;
+    let _alone = ONE_SERVICE_ACCOUNT_TEST_AT_A_TIME.lock().await;
     let cp = ControlPlane::shared();
     let classifier_client = cp
         .service_account_client(NAMESPACE, "reclaim-classifier", ReadTimeout::Watches)
@@ -479,7 +554,11 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
     let (spot, on_demand) = (k.node_name("spot"), k.node_name("on-demand"));
     k.register_node(TestNode::spot(&spot)).await?;
     k.register_node(TestNode::new(&on_demand)).await?;
-    notice_node(&k, &spot).await?;
+    let notice = notice_node(&k, &spot).await?;
+    // A record past the retention (below), and the notice's record, for the verdicts.
+    let old = write_record(&format!("{spot}-old"), json!(notice.for_pod(&spot))).await?;
+    let record_name = reclaim_model::interruption::record_name(&spot, &notice.event_id);
+    write_record(&record_name, json!(notice.for_pod(&spot))).await?;
 
     let metrics = std::sync::Arc::new(ClassifierMetrics::default());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
@@ -491,7 +570,7 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
     };
     let settings = Settings {
         retention: Duration::from_secs(3600),
-        record_retention: Duration::from_secs(30 * 86400),
+        record_retention: RECORD_RETENTION,
         namespace: Some(k.namespace.clone()),
         metrics: metrics.clone(),
         health: std::sync::Arc::new(reclaim_service::endpoints::Health::new(Duration::MAX)),
@@ -560,6 +639,34 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
             && marked(pods.get("etl-exec-1").await?.annotations())
             && marked(pods.get("etl-driver").await?.annotations())
             && marked(apps.get("etl").await?.annotations()))
+    })
+    .await?;
+    // The record lists every object marked (read before the retention removes it).
+    let records = reclaim_service::interruptions::api(k.client());
+    let ns = &k.namespace;
+    let keys = [
+        format!("Pod/{ns}/nightly-x1"),
+        format!("Job/{ns}/nightly"),
+        format!("Pod/{ns}/etl-exec-1"),
+        format!("Pod/{ns}/etl-driver"),
+        format!("SparkApplication/{ns}/etl"),
+    ];
+    let completed = eventually_some(WAIT, "the record to list every object marked", || async {
+        let record = records.get(&record_name).await?;
+        let verdicts = &record.data["status"]["verdicts"];
+        Ok(keys
+            .iter()
+            .all(|key| verdicts[key].is_object())
+            .then_some(record))
+    })
+    .await?;
+    assert_eq!(completed.data["status"]["retryable"], 5);
+    // Past the retention, the old record goes (by its UID).
+    eventually(WAIT, "the old record deleted", || async {
+        Ok(records
+            .get_opt(&old.name_any())
+            .await?
+            .is_none_or(|r| r.uid() != old.uid()))
     })
     .await?;
     let events: Api<Event> = Api::namespaced(k.client().clone(), &k.namespace);
@@ -648,6 +755,6 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
         [],
         "granted but never used"
     );
-    assert_eq!(grants.len(), 15, "{grants:?}");
+    assert_eq!(grants.len(), 19, "{grants:?}");
     Ok(())
 }
