@@ -20,10 +20,14 @@ pub fn api(client: &Client) -> Api<DynamicObject> {
 }
 
 /// The server does not know the resource at all (the CRD is not installed), as opposed
-/// to one record being missing.
+/// to one record being missing (`interruptions.reclaim.dev "name" not found`). An unknown
+/// API group answers a plain-text `404 page not found`; a known group without the
+/// resource, a Status saying it `could not find the requested resource`.
 pub fn crd_missing(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status)
-        if status.code == 404 && status.message.contains("could not find the requested resource"))
+        if status.code == 404
+            && (status.message.contains("404 page not found")
+                || status.message.contains("could not find the requested resource")))
 }
 
 static CRD_MISSING: Once = Once::new();

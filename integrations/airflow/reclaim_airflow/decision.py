@@ -27,7 +27,8 @@ class Decision:
 def decide(verdict: SpotVerdict, fail_non_spot: bool = True) -> Decision:
     """``fail_non_spot=False`` leaves OOM kills and error exits to the task's retries."""
     if verdict.spot:
-        return Decision(Action.RETRY, f"reclaim: {verdict.reason}; retrying", verdict)
+        drill = " (a drill)" if verdict.drill else ""
+        return Decision(Action.RETRY, f"reclaim: {verdict.reason}{drill}; retrying", verdict)
     if verdict.spot is False and fail_non_spot:
         return Decision(Action.FAIL, f"reclaim: not a spot interruption: {verdict.reason}; not retrying", verdict)
     return Decision(Action.DEFAULT, f"reclaim: {verdict.reason}", verdict)

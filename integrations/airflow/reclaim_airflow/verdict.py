@@ -53,6 +53,12 @@ class SpotVerdict:
     def node(self) -> str | None:
         return self.evidence.get("node")
 
+    @property
+    def drill(self) -> bool:
+        """The interruption was a rehearsal (``reclaim.dev/drill``), not the cloud's: the
+        retry is the same, but dashboards and alerts may want to tell them apart."""
+        return self.evidence.get("provider") == "drill"
+
 
 UNKNOWN = SpotVerdict(None, "no spot interruption recorded for this task")
 

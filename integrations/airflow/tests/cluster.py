@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -53,25 +54,49 @@ class ControlPlane:
         self.process.wait(timeout=30)
 
 
-class Classifier:
-    """The real reclaim-classifier binary, scoped to one namespace."""
+class Binary:
+    """One of the real Reclaim binaries, its log kept in a file for the test to read."""
 
-    def __init__(self, cp: ControlPlane, namespace: str) -> None:
-        env = dict(os.environ, KUBECONFIG=cp.kubeconfig)
+    def __init__(self, cp: ControlPlane, name: str, args: list[str]) -> None:
+        env = dict(os.environ, KUBECONFIG=cp.kubeconfig, NO_COLOR="1")
+        self.log_file = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [
-                binary("reclaim-classifier"),
-                "--namespace", namespace,
-                "--lease-namespace", namespace,
-                "--identity", "pytest",
-                "--metrics-addr", "127.0.0.1:0",
-            ],
+            [binary(name), *args, "--metrics-addr", "127.0.0.1:0"],
             env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
         )
+
+    def log(self) -> str:
+        return Path(self.log_file.name).read_text(errors="replace")
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
+        print(f"--- {self.process.args[0]} log ---\n{self.log()}")
+        os.unlink(self.log_file.name)
+
+
+class Classifier(Binary):
+    """The real reclaim-classifier binary, scoped to one namespace."""
+
+    def __init__(self, cp: ControlPlane, namespace: str) -> None:
+        super().__init__(
+            cp,
+            "reclaim-classifier",
+            ["--namespace", namespace, "--lease-namespace", namespace, "--identity", "pytest"],
+        )
+
+
+class Agent(Binary):
+    """The real reclaim-agent binary guarding ``node``, its metadata at ``metadata_url``."""
+
+    def __init__(self, cp: ControlPlane, node: str, metadata_url: str) -> None:
+        super().__init__(
+            cp,
+            "reclaim-agent",
+            ["--node-name", node, "--metadata-url", metadata_url, "--safety-margin", "5s"],
+        )
 
 
 def eventually(what: str, check, timeout: float = 60.0):
@@ -93,12 +118,12 @@ class Kubelet:
         self.namespace = namespace
 
     def register_spot_node(self, name: str, notice: bool) -> None:
-        """A spot node; with ``notice``, tainted and annotated as the agent does."""
+        """An EKS spot node; with ``notice``, tainted and annotated as the agent does."""
         metadata = {"name": name, "labels": {"karpenter.sh/capacity-type": "spot"}}
-        spec = {}
+        spec = {"providerID": "aws:///us-east-1a/i-0123456789abcdef0"}
         if notice:
             metadata["annotations"] = {"reclaim.dev/notice": json.dumps(self.notice())}
-            spec = {"taints": [{"key": "reclaim.dev/interruption", "value": "spot-interruption", "effect": "NoSchedule"}]}
+            spec["taints"] = [{"key": "reclaim.dev/interruption", "value": "spot-interruption", "effect": "NoSchedule"}]
         self.core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": metadata, "spec": spec})
 
     @staticmethod
@@ -122,13 +147,16 @@ class Kubelet:
         }
         self.core.patch_namespaced_pod(pod, self.namespace, {"metadata": metadata})
 
-    def create_pod(self, name: str, labels: dict | None = None) -> None:
+    def create_pod(self, name: str, labels: dict | None = None, owner: dict | None = None) -> None:
+        metadata = {"name": name, "labels": labels or {}}
+        if owner:
+            metadata["ownerReferences"] = [owner]
         self.core.create_namespaced_pod(
             self.namespace,
             {
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": {"name": name, "labels": labels or {}},
+                "metadata": metadata,
                 "spec": {"containers": [{"name": "base", "image": "registry.invalid/reclaim/task:1"}]},
             },
         )

@@ -147,3 +147,20 @@ def test_the_example_dag_parses_with_the_policy_attached():
     task = module.dag.get_task("extract")
     assert isinstance(task.retry_policy, SpotRetryPolicy)
     assert task.on_finish_action.value == "delete_succeeded_pod"
+
+
+def test_a_drill_is_retried_like_a_reclaim_and_says_so():
+    evidence = {"node": "ip-10-0-1-7", "noticeKind": "spot-interruption", "provider": "drill", "signals": ["pod-annotation"]}
+    annotations = {
+        "reclaim.dev/cause": "spot-interruption",
+        "reclaim.dev/retryable": "true",
+        "reclaim.dev/evidence": json.dumps(evidence),
+    }
+    verdict = verdict_of_object({"metadata": {"annotations": annotations}})
+    assert verdict.spot and verdict.drill
+    decision = decide(verdict)
+    assert decision.action is Action.RETRY and "(a drill)" in decision.reason
+    assert not verdict_of_object({"metadata": {"annotations": classified()}}).drill
+    # The agent's own record on a pod says so too.
+    record = dict(RECORD, provider="drill", eventId="drill-2026-11-22T10:00:00Z", detectedAt="2026-11-22T10:00:00Z")
+    assert verdict_of_pod(pod({"reclaim.dev/interruption": json.dumps(record)}, 137, "Error"), now=NOW).drill
