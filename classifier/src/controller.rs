@@ -404,6 +404,18 @@ async fn mark_owners_of(
     .await
 }
 
+/// After a marked pod: lists it in its notice's record and marks its owners.
+async fn list_and_mark_owners(
+    client: &Client,
+    writer: &str,
+    pod: &Pod,
+    evidence: &Evidence,
+) -> kube::Result<()> {
+    let namespace = pod.namespace().unwrap_or_default();
+    add_verdict(client, writer, "Pod", &namespace, &pod.name_any(), evidence).await?;
+    mark_owners(client, writer, &namespace, pod.owner_references(), evidence).await
+}
+
 /// The node a pod was bound to (`""` when none).
 fn node_of(pod: &Pod) -> String {
     pod.spec
@@ -499,23 +511,7 @@ async fn handle(
         .and_then(|t| serde_json::from_str::<Evidence>(t).ok())
         && pod.annotations().contains_key(CAUSE_ANNOTATION)
     {
-        add_verdict(
-            client,
-            writer,
-            "Pod",
-            &namespace,
-            &pod.name_any(),
-            &evidence,
-        )
-        .await?;
-        mark_owners(
-            client,
-            writer,
-            &namespace,
-            pod.owner_references(),
-            &evidence,
-        )
-        .await?;
+        list_and_mark_owners(client, writer, pod, &evidence).await?;
         return Ok(Written::Verdict);
     }
     let record = interruption_of(pod);
@@ -573,22 +569,6 @@ async fn handle(
     }
     tracing::info!(kind = "Pod", object = %name, signals = %evidence.signals.join(","), "spot-caused failure marked retryable");
     record_event(client, &pod.object_ref(&()), &evidence).await;
-    add_verdict(
-        client,
-        writer,
-        "Pod",
-        &namespace,
-        &pod.name_any(),
-        &evidence,
-    )
-    .await?;
-    mark_owners(
-        client,
-        writer,
-        &namespace,
-        pod.owner_references(),
-        &evidence,
-    )
-    .await?;
+    list_and_mark_owners(client, writer, pod, &evidence).await?;
     Ok(Written::Verdict)
 }

@@ -95,6 +95,27 @@ impl ControlPlane {
         name: &str,
         read: ReadTimeout,
     ) -> Result<Client> {
+        let kubeconfig = self.service_account_kubeconfig(namespace, name).await?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(client_from_config(config, read)?)
+    }
+
+    /// The admin kubeconfig with its user replaced by ServiceAccount `namespace/name`
+    /// (a token from the TokenRequest API), written to `<dir>/<file>` for a process.
+    pub async fn service_account_kubeconfig_file(
+        &self,
+        namespace: &str,
+        name: &str,
+        file: &str,
+    ) -> Result<PathBuf> {
+        let kubeconfig = self.service_account_kubeconfig(namespace, name).await?;
+        let path = self.dir.join(file);
+        fs::write(&path, serde_json::to_string(&kubeconfig)?)?;
+        Ok(path)
+    }
+
+    async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<Kubeconfig> {
         let accounts: Api<ServiceAccount> = Api::namespaced(self.admin_client().await?, namespace);
         let request = serde_json::json!({
             "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
@@ -115,9 +136,7 @@ impl ControlPlane {
                 ..AuthInfo::default()
             });
         }
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Ok(client_from_config(config, read)?)
+        Ok(kubeconfig)
     }
 
     /// Runs kubectl as cluster admin against this control plane; returns its stdout, or

@@ -18,6 +18,16 @@ impl ReclaimProcess {
     /// Starts `binary` from next to the current executable (cargo puts all of a
     /// workspace's binaries in one directory), with its logs to `log`.
     pub fn spawn(binary: &str, args: &[&str], log: std::process::Stdio) -> Result<ReclaimProcess> {
+        ReclaimProcess::spawn_with(binary, args, log, &ControlPlane::shared().kubeconfig)
+    }
+
+    /// As [`ReclaimProcess::spawn`], with the credentials of `kubeconfig`.
+    pub fn spawn_with(
+        binary: &str,
+        args: &[&str],
+        log: std::process::Stdio,
+        kubeconfig: &std::path::Path,
+    ) -> Result<ReclaimProcess> {
         let path = std::env::current_exe()?.with_file_name(binary);
         anyhow::ensure!(
             path.is_file(),
@@ -31,7 +41,7 @@ impl ReclaimProcess {
         let child = std::process::Command::new(path)
             .args(args)
             .args(["--metrics-addr", &metrics_addr])
-            .env("KUBECONFIG", &ControlPlane::shared().kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .stdout(log)
             .stderr(std::process::Stdio::inherit())
             .spawn()?;

@@ -4,7 +4,8 @@
 //!    that carried the notice);
 //! 2. on a node of 110 pods, the time from the taint until every eviction was issued,
 //!    on AWS (2-minute notice) and GCP (30 s: every pod must be due before the deadline);
-//! 3. the idle agent's memory and CPU while it polls the metadata service.
+//! 3. the idle agent's memory, CPU and API requests while it polls the metadata service,
+//!    watching its Node for drills and with `--disable-drills`.
 //!
 //! Run it through `scripts/bench`, which builds the release binaries it measures.
 
@@ -16,13 +17,16 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::Api;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::GroupVersionKind;
 use kube::runtime::watcher;
 use reclaim_model::Provider;
 use reclaim_simulator::{SimState, Simulator};
 use reclaim_testbed::agent::spawn_agent_process;
 use reclaim_testbed::clouds::STORM_ERRORS;
+use reclaim_testbed::process::ReclaimProcess;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, clouds};
+use serde_json::json;
 
 struct Args {
     notices: usize,
@@ -31,6 +35,8 @@ struct Args {
     fleet_pods: usize,
     pods: usize,
     idle_seconds: u64,
+    /// Only the idle agents (section 3).
+    idle_only: bool,
 }
 
 fn args() -> Result<Args> {
@@ -41,9 +47,14 @@ fn args() -> Result<Args> {
         fleet_pods: 50,
         pods: 110,
         idle_seconds: 60,
+        idle_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--idle-only" {
+            args.idle_only = true;
+            continue;
+        }
         let value: u64 = it
             .next()
             .with_context(|| format!("{flag} needs a value"))?
@@ -57,7 +68,7 @@ fn args() -> Result<Args> {
             "--idle-seconds" => args.idle_seconds = value,
             other => {
                 anyhow::bail!(
-                    "unknown flag {other}; use --notices N, --storms N, --pods N, --fleet N, --fleet-pods N, --idle-seconds N"
+                    "unknown flag {other}; use --notices N, --storms N, --pods N, --fleet N, --fleet-pods N, --idle-seconds N, --idle-only"
                 )
             }
         }
@@ -68,7 +79,7 @@ fn args() -> Result<Args> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = args()?;
-    let cp = tokio::task::spawn_blocking(ControlPlane::shared).await?;
+    let cp: &ControlPlane = tokio::task::spawn_blocking(ControlPlane::shared).await?;
     let sim = Simulator::start("127.0.0.1:0".parse()?, SimState::default()).await?;
     let kubelet = TestKubelet::new(cp.admin_client().await?, "bench").await?;
     let http = reqwest::Client::builder().no_proxy().build()?;
@@ -77,6 +88,9 @@ async fn main() -> Result<()> {
         std::thread::available_parallelism()?.get()
     );
 
+    if args.idle_only {
+        return idle_agents(cp, &kubelet, &sim, &http, args.idle_seconds).await;
+    }
     println!(
         "\n1. notice-to-taint, {} notices per cloud (targets: p99 <= poll + 200 ms = 1200 ms on AWS and Azure, <= 200 ms on GCP):",
         args.notices
@@ -117,31 +131,7 @@ async fn main() -> Result<()> {
     );
     fleet(&kubelet, &sim, &http, args.fleet, args.fleet_pods).await?;
 
-    let node = kubelet.node_name("idle");
-    kubelet.register_node(TestNode::spot(&node)).await?;
-    let agent = spawn_agent_process(&node, &sim.url(), &[], std::process::Stdio::null())?;
-    agent.ready(&http).await?;
-    let (cpu_before, started) = (agent.cpu_ticks()?, Instant::now());
-    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
-    let (cpu_after, elapsed) = (agent.cpu_ticks()?, started.elapsed());
-    // SAFETY: sysconf has no preconditions.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let millicores =
-        (cpu_after - cpu_before) as f64 / ticks_per_second / elapsed.as_secs_f64() * 1000.0;
-    let polls = sim.state().aws.stats.metadata_requests;
-    println!(
-        "\n3. idle agent over {} s, polling every 1 s (targets: RSS <= 10 MiB, CPU <= 1 millicore):",
-        args.idle_seconds
-    );
-    let mib = |key| agent.memory_mib(key);
-    println!(
-        "   RSS {:.1} MiB = {:.1} MiB heap and stacks (RssAnon) + {:.1} MiB mapped binary and libraries (RssFile); peak {:.1} MiB",
-        mib("VmRSS")?,
-        mib("RssAnon")?,
-        mib("RssFile")?,
-        mib("VmHWM")?
-    );
-    println!("   CPU {millicores:.2} millicores; {polls} metadata requests served in total");
+    idle_agents(cp, &kubelet, &sim, &http, args.idle_seconds).await?;
     Ok(())
 }
 
@@ -213,6 +203,112 @@ async fn notice_to_taint(
 }
 
 /// A node of `count` pods (two in eleven Spark executors, a few critical) preempted `lead` ahead.
+/// 3. Two idle agents side by side: one watching its Node for drills (the default), one
+/// with `--disable-drills`. What each asked of the API server is read from the server's
+/// audit log (which records the ServiceAccounts of `reclaim-system`), by the node named.
+async fn idle_agents(
+    cp: &ControlPlane,
+    kubelet: &TestKubelet,
+    sim: &Simulator,
+    http: &reqwest::Client,
+    seconds: u64,
+) -> Result<()> {
+    let admin = cp.admin_client().await?;
+    let objects = [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "reclaim-system"}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "bench-agent", "namespace": "reclaim-system"}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "bench-agent"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": "bench-agent", "namespace": "reclaim-system"}]}),
+    ];
+    for object in objects {
+        let object: DynamicObject = serde_json::from_value(object)?;
+        let gvk = GroupVersionKind::try_from(object.types.as_ref().context("types")?)?;
+        let (resource, _) = kube::discovery::pinned_kind(&admin, &gvk).await?;
+        let api: Api<DynamicObject> = match object.metadata.namespace.as_deref() {
+            Some(ns) => Api::namespaced_with(admin.clone(), ns, &resource),
+            None => Api::all_with(admin.clone(), &resource),
+        };
+        match api.create(&PostParams::default(), &object).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let kubeconfig = cp
+        .service_account_kubeconfig_file("reclaim-system", "bench-agent", "bench-agent.kubeconfig")
+        .await?;
+    let mut agents = Vec::new();
+    for (name, extra) in [
+        ("quiet-watching", &[][..]),
+        ("quiet-blind", &["--disable-drills"][..]),
+    ] {
+        let node = kubelet.node_name(name);
+        kubelet.register_node(TestNode::spot(&node)).await?;
+        let url = sim.url();
+        let mut args = vec!["--node-name", node.as_str(), "--metadata-url", url.as_str()];
+        args.extend_from_slice(extra);
+        let agent = ReclaimProcess::spawn_with(
+            "reclaim-agent",
+            &args,
+            std::process::Stdio::null(),
+            &kubeconfig,
+        )?;
+        agent.ready(http).await?;
+        agents.push((name, node, agent));
+    }
+    let (from, started) = (Timestamp::now(), Instant::now());
+    let cpu_before: Vec<u64> = agents
+        .iter()
+        .map(|(_, _, a)| a.cpu_ticks())
+        .collect::<Result<_>>()?;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (to, elapsed) = (Timestamp::now(), started.elapsed());
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let audit = std::fs::read_to_string(cp.dir.join("audit.log"))?;
+    println!(
+        "\n3. idle agents over {seconds} s, polling every 1 s, one watching its Node for drills and one with --disable-drills (targets: RSS <= 10 MiB, CPU <= 1 millicore):"
+    );
+    for ((name, node, agent), cpu_before) in agents.iter().zip(cpu_before) {
+        let millicores =
+            (agent.cpu_ticks()? - cpu_before) as f64 / ticks_per_second / elapsed.as_secs_f64()
+                * 1000.0;
+        let mut verbs: std::collections::BTreeMap<String, usize> = Default::default();
+        for event in audit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        {
+            let at: Option<Timestamp> = event["stageTimestamp"]
+                .as_str()
+                .and_then(|t| t.parse().ok());
+            if event["stage"] == "ResponseComplete"
+                && at.is_some_and(|at| at >= from && at < to)
+                && event["requestURI"]
+                    .as_str()
+                    .is_some_and(|uri| uri.contains(node.as_str()))
+            {
+                *verbs
+                    .entry(event["verb"].as_str().unwrap_or("?").to_owned())
+                    .or_default() += 1;
+            }
+        }
+        let total: usize = verbs.values().sum();
+        let mib = |key| agent.memory_mib(key);
+        println!(
+            "   {name:<15} RSS {:.1} MiB ({:.1} MiB heap and stacks, {:.1} MiB mapped code; peak {:.1} MiB); CPU {millicores:.2} millicores; API requests {:.2}/min {verbs:?}",
+            mib("VmRSS")?,
+            mib("RssAnon")?,
+            mib("RssFile")?,
+            mib("VmHWM")?,
+            total as f64 * 60.0 / elapsed.as_secs_f64(),
+        );
+    }
+    let polls = sim.state().aws.stats.metadata_requests;
+    println!("   {polls} metadata requests served in total");
+    Ok(())
+}
+
 async fn full_node_drain(
     kubelet: &TestKubelet,
     sim: &Simulator,

@@ -7,6 +7,7 @@ use kube::api::{DeleteParams, PostParams};
 use kube::core::DynamicObject;
 use reclaim_model::interruption::record_name;
 use reclaim_model::keys::DRILL_ANNOTATION;
+use reclaim_testbed::agent::RunningAgent;
 use reclaim_testbed::eventually_some;
 
 /// The record of the notice `node` carries now (`None` until both exist).
@@ -44,15 +45,23 @@ async fn annotate_drill(k: &TestKubelet, node: &str, value: Option<&str>) -> Res
     Ok(())
 }
 
-#[tokio::test]
-async fn the_record_follows_the_drain_and_outlives_the_node() -> Result<()> {
-    let (k, sim, node) = spot_node("record-drain").await?;
+/// A guarded AWS spot node running `exec-1`, behind a budget that never allows its
+/// eviction (deleted at the deadline), and `task`; a kubelet finishing their deletions.
+async fn node_with_a_blocked_executor(
+    test: &str,
+) -> Result<(TestKubelet, Simulator, String, RunningAgent, Tasks)> {
+    let (k, sim, node) = spot_node(test).await?;
     ControlPlane::shared().install_interruption_crd()?;
-    // `exec-1` behind a budget that never allows it (deleted at the deadline), and `task`.
     k.run_executor_behind_refusing_budget(&node, 2).await?;
-    let (_history, _kubelet) = watched_with_kubelet(&k, &node);
+    let (_history, kubelet) = watched_with_kubelet(&k, &node);
     let agent = start_agent(&node, &sim.url(), &["--safety-margin", "5s"]).await?;
     agent.ready().await?;
+    Ok((k, sim, node, agent, kubelet))
+}
+
+#[tokio::test]
+async fn the_record_follows_the_drain_and_outlives_the_node() -> Result<()> {
+    let (k, sim, node, agent, _kubelet) = node_with_a_blocked_executor("record-drain").await?;
     sim.state()
         .aws
         .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(25));
@@ -159,12 +168,7 @@ async fn the_record_follows_the_drain_and_outlives_the_node() -> Result<()> {
 #[tokio::test]
 async fn a_drill_drains_like_a_notice_and_removing_its_annotation_calls_it_off_mid_drain()
 -> Result<()> {
-    let (k, sim, node) = spot_node("drill-cancel").await?;
-    ControlPlane::shared().install_interruption_crd()?;
-    k.run_executor_behind_refusing_budget(&node, 2).await?;
-    let (_history, _kubelet) = watched_with_kubelet(&k, &node);
-    let agent = start_agent(&node, &sim.url(), &["--safety-margin", "5s"]).await?;
-    agent.ready().await?;
+    let (k, _sim, node, agent, _kubelet) = node_with_a_blocked_executor("drill-cancel").await?;
     let started = Timestamp::now();
     annotate_drill(&k, &node, Some("spot-interruption,lead=60s")).await?;
 
@@ -241,12 +245,7 @@ async fn a_drill_drains_like_a_notice_and_removing_its_annotation_calls_it_off_m
 
 #[tokio::test]
 async fn a_real_notice_during_a_drill_takes_over_and_removing_the_drill_leaves_it() -> Result<()> {
-    let (k, sim, node) = spot_node("drill-then-real").await?;
-    ControlPlane::shared().install_interruption_crd()?;
-    k.run_executor_behind_refusing_budget(&node, 2).await?;
-    let (_history, _kubelet) = watched_with_kubelet(&k, &node);
-    let agent = start_agent(&node, &sim.url(), &["--safety-margin", "5s"]).await?;
-    agent.ready().await?;
+    let (k, sim, node, agent, _kubelet) = node_with_a_blocked_executor("drill-then-real").await?;
     annotate_drill(&k, &node, Some("spot-interruption,lead=1h")).await?;
     eventually(WAIT, "the drill acted on", || {
         node_state(&k, &node, |n| {
