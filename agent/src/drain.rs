@@ -102,6 +102,9 @@ pub struct PodReport {
     pub grace_seconds: Option<i64>,
     /// The round that first found it gone.
     pub gone_at: Option<Timestamp>,
+    /// When its deletion is due (its `deletionTimestamp`: the end of its grace period, when
+    /// the kubelet kills what is left), as last seen terminating.
+    pub due_at: Option<Timestamp>,
 }
 
 /// What a drain did, for the summary log line, the metrics and the Interruption record.
@@ -146,6 +149,7 @@ impl DrainReport {
                     budget_refusals: 0,
                     grace_seconds: None,
                     gone_at: None,
+                    due_at: None,
                 });
                 self.pods.len() - 1
             }
@@ -219,7 +223,10 @@ pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> 
             report.entry(gone, group).gone_at.get_or_insert(now);
         }
         for (view, pod) in &drainable {
-            report.entry(pod, view.group);
+            let entry = report.entry(pod, view.group);
+            if let Some(due) = &pod.metadata.deletion_timestamp {
+                entry.due_at = Some(due.0);
+            }
         }
         seen = drainable.iter().map(|(_, p)| p.clone()).collect();
         let views: Vec<DrainPod> = drainable.iter().map(|(v, _)| v.clone()).collect();

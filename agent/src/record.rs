@@ -102,9 +102,12 @@ pub fn status_of_drain(summary: DrainSummary, finished: bool) -> AgentStatus {
     }
 }
 
-/// The drain as the record shows it at `now`: a pod is late when it was first seen gone
-/// after `deadline`, or was still there at `now` past it, or stayed (`failed`). The late
-/// pods are listed first, and at most [`MAX_PODS_LISTED`] pods are listed.
+/// The drain as the record shows it at `now`. A pod left when it was first seen gone, or
+/// when its deletion was due (the end of its grace period: the kubelet kills what is left
+/// then), whichever came first; it is late when it had not left by `deadline` (or had not
+/// at `now`, past it), or stayed (`failed`). A drain round sees a pod gone up to a round
+/// after it went, which the due time makes up for. The late pods are listed first, and at
+/// most [`MAX_PODS_LISTED`] pods are listed.
 pub fn drain_summary(
     report: &DrainReport,
     started_at: Timestamp,
@@ -112,13 +115,12 @@ pub fn drain_summary(
     now: Timestamp,
     finished: bool,
 ) -> DrainSummary {
-    let late = |p: &PodReport| {
-        p.outcome == Some(PodOutcome::Failed)
-            || match p.gone_at {
-                Some(gone) => gone > deadline,
-                None => now > deadline,
-            }
+    let left = |p: &PodReport| match (p.gone_at, p.due_at) {
+        (Some(gone), Some(due)) => Some(gone.min(due)),
+        (gone, due) => gone.or(due.filter(|due| *due <= now)),
     };
+    let late =
+        |p: &PodReport| p.outcome == Some(PodOutcome::Failed) || left(p).unwrap_or(now) > deadline;
     let mut entries: Vec<(bool, &PodReport)> = report.pods.iter().map(|p| (late(p), p)).collect();
     entries.sort_by_key(|(late, _)| !late);
     let late_names: Vec<String> = entries
@@ -147,9 +149,8 @@ pub fn drain_summary(
             budget_refusals: p.budget_refusals,
             grace_seconds: p.grace_seconds,
             gone_at: p.gone_at,
-            slack_seconds: p
-                .gone_at
-                .map(|gone| deadline.duration_since(gone).as_secs_f64()),
+            due_at: p.due_at,
+            slack_seconds: left(p).map(|left| deadline.duration_since(left).as_secs_f64()),
             late: *late,
         })
         .collect();
@@ -281,6 +282,7 @@ mod tests {
             budget_refusals: 0,
             grace_seconds: None,
             gone_at: gone_at.map(at),
+            due_at: None,
         }
     }
 
@@ -325,6 +327,36 @@ mod tests {
         let status = status_of_drain(done, true);
         assert_eq!(status.phase, Phase::DeadlineMissed);
         assert!(status.reason.contains("spark/stuck"), "{}", status.reason);
+    }
+
+    #[test]
+    fn a_pod_whose_grace_ended_by_the_deadline_left_in_time_though_seen_gone_a_round_later() {
+        let due = |due_at: i64, gone_at: Option<i64>| PodReport {
+            due_at: Some(at(due_at)),
+            ..pod("exec-1", Some(PodOutcome::DeletedAtDeadline), gone_at)
+        };
+        let seen_late = report(vec![due(20, Some(21))]);
+        let summary = drain_summary(&seen_late, at(0), at(20), at(21), true);
+        assert_eq!(
+            (summary.late, summary.pods[0].slack_seconds),
+            (0, Some(0.0))
+        );
+        // Still terminating past the deadline, but due before it: not late either.
+        let terminating = report(vec![due(19, None)]);
+        assert_eq!(
+            drain_summary(&terminating, at(0), at(20), at(22), true).late,
+            0
+        );
+        // Due after the deadline: late, whenever it is seen gone.
+        let overdue = report(vec![due(23, None)]);
+        let summary = drain_summary(&overdue, at(0), at(20), at(22), true);
+        assert_eq!(summary.late, 1);
+        // Before its due time, a terminating pod is on its way, not gone.
+        let on_its_way = drain_summary(&report(vec![due(19, None)]), at(0), at(20), at(10), false);
+        assert_eq!(
+            (on_its_way.late, on_its_way.pods[0].slack_seconds),
+            (0, None)
+        );
     }
 
     #[test]

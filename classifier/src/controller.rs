@@ -32,10 +32,10 @@ use crate::last_seen::LastSeen;
 use crate::metrics::ClassifierMetrics;
 use crate::notices::NodeNotices;
 use crate::progress::WatchProgress;
-use crate::record::{add_verdict, collect_garbage, collection_interval};
+use crate::record::{add_verdicts, collect_garbage, collection_interval};
 use crate::retries::{Pending, Retries};
 use crate::verdict::{NO_NODE_NOTICE, Verdict, classify, failure_of};
-use crate::writer::{mark, mark_owners, record_event};
+use crate::writer::{Marked, mark, mark_owners, record_event};
 
 /// What the controller remembers across its runs: a replica that loses the Lease and
 /// takes it again (an API outage) keeps the verdicts still to write, the notices seen,
@@ -394,26 +394,34 @@ async fn mark_owners_of(
         pod: Some(pod_key(pod)),
         ..evidence
     };
-    mark_owners(
+    let namespace = pod.namespace().unwrap_or_default();
+    let marked = mark_owners(
         client,
         writer,
-        &pod.namespace().unwrap_or_default(),
+        &namespace,
         pod.owner_references(),
         &evidence,
     )
-    .await
+    .await?;
+    add_verdicts(client, writer, &evidence, &marked).await
 }
 
-/// After a marked pod: lists it in its notice's record and marks its owners.
-async fn list_and_mark_owners(
+/// After a marked pod: marks its owners, then lists them and the pod in the notice's record.
+async fn mark_owners_and_list(
     client: &Client,
     writer: &str,
     pod: &Pod,
     evidence: &Evidence,
 ) -> kube::Result<()> {
     let namespace = pod.namespace().unwrap_or_default();
-    add_verdict(client, writer, "Pod", &namespace, &pod.name_any(), evidence).await?;
-    mark_owners(client, writer, &namespace, pod.owner_references(), evidence).await
+    let owners = mark_owners(client, writer, &namespace, pod.owner_references(), evidence).await?;
+    let itself = Marked {
+        kind: "Pod".into(),
+        namespace,
+        name: pod.name_any(),
+    };
+    let marked: Vec<Marked> = std::iter::once(itself).chain(owners).collect();
+    add_verdicts(client, writer, evidence, &marked).await
 }
 
 /// The node a pod was bound to (`""` when none).
@@ -511,7 +519,7 @@ async fn handle(
         .and_then(|t| serde_json::from_str::<Evidence>(t).ok())
         && pod.annotations().contains_key(CAUSE_ANNOTATION)
     {
-        list_and_mark_owners(client, writer, pod, &evidence).await?;
+        mark_owners_and_list(client, writer, pod, &evidence).await?;
         return Ok(Written::Verdict);
     }
     let record = interruption_of(pod);
@@ -569,6 +577,6 @@ async fn handle(
     }
     tracing::info!(kind = "Pod", object = %name, signals = %evidence.signals.join(","), "spot-caused failure marked retryable");
     record_event(client, &pod.object_ref(&()), &evidence).await;
-    list_and_mark_owners(client, writer, pod, &evidence).await?;
+    mark_owners_and_list(client, writer, pod, &evidence).await?;
     Ok(Written::Verdict)
 }

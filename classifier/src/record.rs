@@ -18,37 +18,26 @@ use reclaim_model::interruption::{
 use reclaim_service::interruptions::{api, crd_missing, report_crd_missing};
 use serde_json::json;
 
+use crate::writer::Marked;
+
 /// Conflicts with the agent's writes tolerated in a row before the write is left to
 /// the retry queue.
 const CONFLICT_RETRIES: usize = 5;
 
-/// Adds the object marked on `evidence` to its notice's record, once. A record that does
-/// not exist (the agent ran with `--dry-run`, or without the CRD) is not an error.
-pub(crate) async fn add_verdict(
+/// Adds the objects `marked` on `evidence` to its notice's record, each once, in one
+/// write. A record that does not exist (the agent ran with `--dry-run`, or without the
+/// CRD) is not an error; neither is a classifier not allowed to write records (said once).
+pub(crate) async fn add_verdicts(
     client: &Client,
     writer: &str,
-    kind: &str,
-    namespace: &str,
-    name: &str,
     evidence: &Evidence,
+    marked: &[Marked],
 ) -> kube::Result<()> {
     let Some(event_id) = &evidence.event_id else {
         return Ok(());
     };
     let records = api(client);
     let record = record_name(&evidence.node, event_id);
-    let entry = VerdictEntry {
-        kind: kind.to_owned(),
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-        pod: evidence
-            .pod
-            .clone()
-            .filter(|pod| *pod != format!("{namespace}/{name}")),
-        signals: evidence.signals.clone(),
-        marked_at: Timestamp::now(),
-    };
-    let key = entry.key();
     let params = PatchParams {
         field_manager: Some(writer.to_owned()),
         ..PatchParams::default()
@@ -63,36 +52,79 @@ pub(crate) async fn add_verdict(
                 );
                 return Ok(());
             }
-            Err(e) if crd_missing(&e) => {
-                report_crd_missing("reclaim-classifier");
-                return Ok(());
-            }
-            Err(e) => return Err(e),
+            Err(e) => return unless_records_are_off(e),
         };
         let classified: ClassifiedStatus =
             serde_json::from_value(found.data["status"].clone()).unwrap_or_default();
-        if classified.verdicts.contains_key(&key) {
+        let Some(patch) = listing(&classified, evidence, marked, Timestamp::now()) else {
             return Ok(());
-        }
-        let listed = if classified.verdicts.len() < MAX_VERDICTS_LISTED {
-            json!({ key.as_str(): entry })
-        } else {
-            json!({})
         };
         let patch = json!({
             "metadata": {"resourceVersion": found.resource_version()},
-            "status": {"retryable": classified.retryable + 1, "verdicts": listed},
+            "status": patch,
         });
         match records.patch(&record, &params, &Patch::Merge(&patch)).await {
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) if crd_missing(&e) => return unless_records_are_off(e),
+            // Deleted since it was read (past its retention): nothing left to add to.
             Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
-            Err(e) => return Err(e),
+            Err(e) => return unless_records_are_off(e),
         }
     }
     Err(kube::Error::Service(
         format!("the Interruption record {record} kept changing under the write").into(),
     ))
+}
+
+/// The CRD missing, or no permission for records: said once, and no error, so that
+/// verdicts are never retried for a record that cannot be written.
+fn unless_records_are_off(error: kube::Error) -> kube::Result<()> {
+    match &error {
+        e if crd_missing(e) => report_crd_missing("reclaim-classifier"),
+        kube::Error::Api(status) if status.code == 403 => {
+            static FORBIDDEN: std::sync::Once = std::sync::Once::new();
+            FORBIDDEN.call_once(|| {
+                tracing::warn!(error = %error, "reclaim-classifier may not read or write Interruption records, so it adds no verdicts to them; the verdicts themselves are written. Grant interruptions.reclaim.dev get, list, patch, delete (manifests/base/classifier/rbac.yaml)")
+            });
+        }
+        _ => return Err(error),
+    }
+    Ok(())
+}
+
+/// The status fields that add the objects of `marked` the record does not list yet: all
+/// of them in `retryable`, as many as fit in `verdicts`; `None` when every one is listed.
+pub(crate) fn listing(
+    classified: &ClassifiedStatus,
+    evidence: &Evidence,
+    marked: &[Marked],
+    now: Timestamp,
+) -> Option<serde_json::Value> {
+    let mut listed = serde_json::Map::new();
+    let mut added = 0;
+    for object in marked {
+        let entry = VerdictEntry {
+            kind: object.kind.clone(),
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+            pod: evidence
+                .pod
+                .clone()
+                .filter(|pod| *pod != format!("{}/{}", object.namespace, object.name)),
+            signals: evidence.signals.clone(),
+            marked_at: now,
+        };
+        let key = entry.key();
+        if classified.verdicts.contains_key(&key) || listed.contains_key(&key) {
+            continue;
+        }
+        added += 1;
+        if classified.verdicts.len() + listed.len() < MAX_VERDICTS_LISTED {
+            listed.insert(key, json!(entry));
+        }
+    }
+    (added > 0).then(|| json!({"retryable": classified.retryable + added, "verdicts": listed}))
 }
 
 /// Whether a record created at `created` is past `retention` at `now`.
@@ -147,6 +179,63 @@ pub(crate) async fn collect_garbage(client: &Client, retention: Duration) -> kub
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn marked(kind: &str, name: &str) -> Marked {
+        Marked {
+            kind: kind.into(),
+            namespace: "etl".into(),
+            name: name.into(),
+        }
+    }
+
+    fn evidence() -> Evidence {
+        serde_json::from_value(json!({"node": "n1", "noticeKind": "spot-interruption",
+            "noticeTime": "2026-11-01T00:00:00Z", "signals": ["pod-deleted"], "pod": "etl/load-1"}))
+        .unwrap()
+    }
+
+    #[test]
+    fn objects_are_listed_once_and_counted_even_past_the_listing_bound() {
+        let now: Timestamp = "2026-11-01T00:01:00Z".parse().unwrap();
+        let first = listing(
+            &ClassifiedStatus::default(),
+            &evidence(),
+            &[marked("Pod", "load-1"), marked("Job", "load")],
+            now,
+        )
+        .unwrap();
+        assert_eq!(first["retryable"], 2);
+        assert_eq!(first["verdicts"]["Job/etl/load"]["pod"], "etl/load-1");
+        assert!(
+            first["verdicts"]["Pod/etl/load-1"].get("pod").is_none(),
+            "the pod itself names no pod"
+        );
+        let written: ClassifiedStatus = serde_json::from_value(first).unwrap();
+        assert_eq!(
+            listing(&written, &evidence(), &[marked("Job", "load")], now),
+            None,
+            "listed already"
+        );
+        let full = ClassifiedStatus {
+            retryable: 150,
+            verdicts: (0..MAX_VERDICTS_LISTED)
+                .map(|i| {
+                    (
+                        format!("Job/etl/j{i}"),
+                        written.verdicts["Job/etl/load"].clone(),
+                    )
+                })
+                .collect(),
+        };
+        let more = listing(&full, &evidence(), &[marked("Job", "another")], now).unwrap();
+        assert_eq!(
+            (
+                more["retryable"].as_u64(),
+                more["verdicts"].as_object().map(|v| v.len())
+            ),
+            (Some(151), Some(0))
+        );
+    }
 
     #[test]
     fn a_record_expires_once_its_retention_has_passed() {

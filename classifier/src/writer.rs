@@ -1,7 +1,8 @@
 //! The writer: the verdict on a pod and on the objects that outlive it (its Job, its
 //! Spark driver and SparkApplication), each written once and conditioned on the
-//! resourceVersion that was read, with one Event on each object marked, and each added
-//! to the notice's Interruption record ([`crate::record`]).
+//! resourceVersion that was read, with one Event on each object marked. What carries the
+//! verdict is returned, for the notice's Interruption record ([`crate::record`]), which is
+//! written only once every verdict is: a record that cannot be written never holds one up.
 
 use std::collections::HashSet;
 
@@ -18,21 +19,30 @@ use reclaim_service::events::{self, Severity};
 use serde_json::json;
 
 use crate::owners::{Owner, owners_to_mark, spark_application_resource};
-use crate::record::add_verdict;
+
+/// An object that carries the verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Marked {
+    /// `Pod`, `Job`, `SparkApplication`.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
 
 /// Marks the objects that outlive the pod (its Job; a Spark executor's driver pod and
 /// SparkApplication) when they carry no verdict yet. An owner already marked is left
 /// alone, but its own owners are still visited, so a write that failed last time is
-/// made on the next pass.
+/// made on the next pass. Returns every owner that carries the verdict.
 pub(crate) async fn mark_owners(
     client: &Client,
     writer: &str,
     namespace: &str,
     owners: &[OwnerReference],
     evidence: &Evidence,
-) -> kube::Result<()> {
+) -> kube::Result<Vec<Marked>> {
     let mut pending = owners_to_mark(owners);
     let mut visited = HashSet::new();
+    let mut marked = Vec::new();
     while let Some(owner) = pending.pop() {
         if !visited.insert(owner.clone()) {
             continue;
@@ -40,11 +50,12 @@ pub(crate) async fn mark_owners(
         match owner {
             Owner::Job(name) => {
                 let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-                mark_once(client, writer, &jobs, &(), &name, evidence).await?;
+                mark_once(client, writer, &jobs, &(), &name, evidence, &mut marked).await?;
             }
             Owner::DriverPod(name) => {
                 let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-                if let Some(driver) = mark_once(client, writer, &pods, &(), &name, evidence).await?
+                if let Some(driver) =
+                    mark_once(client, writer, &pods, &(), &name, evidence, &mut marked).await?
                 {
                     pending.extend(owners_to_mark(driver.owner_references()));
                 }
@@ -54,20 +65,28 @@ pub(crate) async fn mark_owners(
                 let apps: Api<DynamicObject> =
                     Api::namespaced_with(client.clone(), namespace, &resource);
                 // A cluster without the Spark operator answers 404 for the whole API.
-                if mark_once(client, writer, &apps, &resource, &name, evidence)
-                    .await?
-                    .is_none()
+                if mark_once(
+                    client,
+                    writer,
+                    &apps,
+                    &resource,
+                    &name,
+                    evidence,
+                    &mut marked,
+                )
+                .await?
+                .is_none()
                 {
                     tracing::debug!(application = %format!("{namespace}/{name}"), "no such SparkApplication (or the Spark operator's CRD is not installed); skipped");
                 }
             }
         }
     }
-    Ok(())
+    Ok(marked)
 }
 
-/// Marks one object unless it is gone or already carries a verdict, and makes sure the
-/// record lists it (a record write that failed last time is made now); returns it as read.
+/// Marks one object unless it is gone or already carries a verdict; returns it as read,
+/// and adds it to `marked`.
 async fn mark_once<K>(
     client: &Client,
     writer: &str,
@@ -75,6 +94,7 @@ async fn mark_once<K>(
     dynamic_type: &K::DynamicType,
     name: &str,
     evidence: &Evidence,
+    marked: &mut Vec<Marked>,
 ) -> kube::Result<Option<K>>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -90,7 +110,11 @@ where
         tracing::info!(kind, object = %format!("{namespace}/{name}"), signals = %evidence.signals.join(","), "spot-caused failure marked retryable");
         record_event(client, &reference, evidence).await;
     }
-    add_verdict(client, writer, &kind, &namespace, name, evidence).await?;
+    marked.push(Marked {
+        kind,
+        namespace,
+        name: name.to_owned(),
+    });
     Ok(Some(object))
 }
 

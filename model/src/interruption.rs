@@ -115,13 +115,18 @@ pub struct PodEntry {
     /// The grace period it was last given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_seconds: Option<i64>,
-    /// When the drain first saw it gone.
+    /// When the drain first saw it gone (within a round, about a second, of its going).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gone_at: Option<Timestamp>,
-    /// Seconds between its leaving and the deadline (negative: late).
+    /// When its deletion was due: the end of its grace period, when the kubelet kills
+    /// whatever is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<Timestamp>,
+    /// Seconds between its leaving (seen gone, or due, whichever came first) and the
+    /// deadline (negative: late).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack_seconds: Option<f64>,
-    /// Not gone by the deadline.
+    /// Not gone, nor due to be, by the deadline.
     pub late: bool,
 }
 

@@ -299,3 +299,32 @@ async fn a_real_notice_during_a_drill_takes_over_and_removing_the_drill_leaves_i
     agent.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn with_drills_turned_off_the_annotation_is_ignored_and_real_notices_still_count()
+-> Result<()> {
+    let (k, sim, node) = spot_node("drills-off").await?;
+    annotate_drill(&k, &node, Some("spot-interruption")).await?;
+    let agent = start_agent(&node, &sim.url(), &["--disable-drills"]).await?;
+    agent.ready().await?;
+    sim.state()
+        .aws
+        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(60));
+    eventually(WAIT, "the real notice's taint", || {
+        node_state(&k, &node, |n| !reclaim_taints(n).is_empty())
+    })
+    .await?;
+    let notice = node_notice(&k.nodes().get(&node).await?).context("the notice")?;
+    assert_eq!(notice.provider, Provider::Aws);
+    assert_eq!(
+        agent.metric("reclaim_notices_total{provider=\"drill\",kind=\"spot-interruption\"}"),
+        0.0,
+        "the drill was never acted on"
+    );
+    assert_eq!(
+        agent.metric("reclaim_notices_total{provider=\"aws\",kind=\"spot-interruption\"}"),
+        1.0
+    );
+    agent.stop().await?;
+    Ok(())
+}
