@@ -549,18 +549,21 @@ async fn print_record(cp: &ControlPlane, kubelet: &TestKubelet, node: &str) -> R
     let name = record.name_any();
     println!("\n$ kubectl describe interruption {name}   (its pods shown as a table below)");
     let described = cp.kubectl(&["describe", "interruption", &name])?;
-    let mut in_pods = false;
+    // The pod list, one field per line, reads better as the table below: its lines (those
+    // indented deeper than `Pods:`) are left out.
+    let indent_of = |l: &str| l.len() - l.trim_start().len();
+    let mut pods_at: Option<usize> = None;
     let kept: Vec<&str> = described
         .lines()
         .skip_while(|l| !l.starts_with("Spec:"))
         .filter(|l| {
-            // The pod list, one field per line, reads better as the table below.
-            if l.trim_start() == "Pods:" {
-                in_pods = true;
-            } else if in_pods && l.len() - l.trim_start().len() <= 6 {
-                in_pods = false;
+            if pods_at.is_some_and(|at| indent_of(l) <= at) {
+                pods_at = None;
             }
-            !in_pods && !l.starts_with("Events:")
+            if l.trim_start() == "Pods:" {
+                pods_at = Some(indent_of(l));
+            }
+            pods_at.is_none() && !l.starts_with("Events:")
         })
         .collect();
     print!("{}", indent(&(kept.join("\n") + "\n")));
