@@ -58,12 +58,9 @@ impl Record {
         self.status.send_replace(status);
     }
 
-    /// The node was given back: the drain's figures stay as they were.
+    /// The node was given back: see [`given_back`].
     pub fn cancel(&self, why: &str) {
-        self.status.send_modify(|status| {
-            status.phase = Phase::Canceled;
-            status.reason = why.to_owned();
-        });
+        self.status.send_modify(|status| given_back(status, why));
     }
 
     /// The drain's progress so far (`finished`: its final report).
@@ -71,6 +68,21 @@ impl Record {
         self.status.send_modify(|status| {
             *status = status_of_drain(summary, finished);
         });
+    }
+}
+
+/// The node given back (`why`): a notice that ended before its drain did is `Canceled`;
+/// a drain that had finished keeps its phase (a drill is called off once it has run, and
+/// `kubectl get` should still say how it went), and the reason says both.
+pub fn given_back(status: &mut AgentStatus, why: &str) {
+    match status.phase {
+        Phase::Drained | Phase::DeadlineMissed => {
+            status.reason = format!("{}; then the node was given back: {why}", status.reason)
+        }
+        Phase::Noticed | Phase::Draining | Phase::Canceled => {
+            status.phase = Phase::Canceled;
+            status.reason = why.to_owned();
+        }
     }
 }
 
@@ -85,7 +97,10 @@ pub fn status_of_drain(summary: DrainSummary, finished: bool) -> AgentStatus {
         ),
         (true, 0) => (
             Phase::Drained,
-            format!("all {} pods left before the deadline", summary.pods_total),
+            format!(
+                "every pod ({}) left before the deadline",
+                summary.pods_total
+            ),
         ),
         (true, late) => (
             Phase::DeadlineMissed,
@@ -356,6 +371,27 @@ mod tests {
         assert_eq!(
             (on_its_way.late, on_its_way.pods[0].slack_seconds),
             (0, None)
+        );
+    }
+
+    #[test]
+    fn a_notice_given_back_mid_drain_is_canceled_but_a_finished_drain_keeps_its_phase() {
+        let draining = report(vec![pod("exec-1", None, None)]);
+        let mut midway =
+            status_of_drain(drain_summary(&draining, at(0), at(20), at(5), false), false);
+        given_back(&mut midway, "the drill was called off");
+        assert_eq!(
+            (midway.phase, midway.reason.as_str()),
+            (Phase::Canceled, "the drill was called off")
+        );
+        assert!(midway.drain.is_some(), "the drain's figures stay");
+        let done = report(vec![pod("exec-1", Some(PodOutcome::Evicted), Some(5))]);
+        let mut finished = status_of_drain(drain_summary(&done, at(0), at(20), at(5), true), true);
+        given_back(&mut finished, "the drill was called off");
+        assert_eq!(finished.phase, Phase::Drained);
+        assert_eq!(
+            finished.reason,
+            "every pod (1) left before the deadline; then the node was given back: the drill was called off"
         );
     }
 

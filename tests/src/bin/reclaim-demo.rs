@@ -9,12 +9,13 @@
 //! taints, cordons and drains the node, and the real `reclaim-classifier` writes its
 //! verdicts. What happened is printed as a timeline read from the API server (watches
 //! on the node and the pods) and the binaries' logs, then a table of verdicts read back
-//! from the pods, the Jobs and the driver, and the notice's Interruption record
-//! (`kubectl get interruptions`, `kubectl describe`).
+//! from the pods, the Jobs and the driver. Then a rehearsal: a drill on a second spot
+//! node, with its own agent, called off once drained. It ends with the Interruption
+//! records (`kubectl get interruptions`, `kubectl describe`).
 //!
-//! With `--drill`, the same scene is driven by the drill annotation
+//! With `--drill`, the main scene is driven by the drill annotation
 //! (`kubectl annotate node NODE reclaim.dev/drill=spot-interruption,lead=...`) instead of
-//! the metadata service.
+//! the metadata service, and the rehearsal is left out.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -76,6 +77,16 @@ fn node_name(provider: Provider) -> &'static str {
         Provider::Aws => "ip-10-0-7-21.ec2.internal",
         Provider::Azure => "aks-spot-12345678-vmss000003",
         Provider::Gcp => "gke-data-spot-pool-7d9f3c1a-x2lk",
+        Provider::Drill => unreachable!("the demo runs on a cloud's nodes"),
+    }
+}
+
+/// A second spot node, for the rehearsal.
+fn rehearsal_node_name(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Aws => "ip-10-0-7-22.ec2.internal",
+        Provider::Azure => "aks-spot-12345678-vmss000004",
+        Provider::Gcp => "gke-data-spot-pool-7d9f3c1a-y7pq",
         Provider::Drill => unreachable!("the demo runs on a cloud's nodes"),
     }
 }
@@ -361,6 +372,9 @@ async fn main() -> Result<()> {
         ds.metadata.deletion_timestamp.is_none()
     );
     print_verdicts(&kubelet, &verdict_pods, &said).await?;
+    if !args.drill {
+        rehearse(cp, &kubelet, &http, args.provider).await?;
+    }
     print_record(cp, &kubelet, node).await?;
     let metrics = http
         .get(format!("{}/metrics", agent.metrics_url))
@@ -518,6 +532,113 @@ async fn print_verdicts(
             (None, None) => println!("  {pod:<18} no verdict yet"),
         }
     }
+    Ok(())
+}
+
+/// The second act: a platform team rehearses a reclaim on another spot node with one
+/// annotation, then calls the drill off; its own agent does the rest.
+async fn rehearse(
+    cp: &ControlPlane,
+    kubelet: &TestKubelet,
+    http: &reqwest::Client,
+    provider: Provider,
+) -> Result<()> {
+    let node = rehearsal_node_name(provider);
+    // Its own metadata service, which announces nothing: the first one still announces
+    // the first node's reclaim, which a real notice would make win over the drill.
+    let sim = Simulator::start("127.0.0.1:0".parse()?, SimState::default()).await?;
+    kubelet
+        .register_node(clouds::spot_node(provider, node))
+        .await?;
+    let owner = job(kubelet, "hourly-sync").await?;
+    kubelet
+        .run_pod(
+            node,
+            TestPod::new("hourly-sync-9k2")
+                .owned_by(owner)
+                .grace_period(2),
+        )
+        .await?;
+    let finisher = kubelet.keep_finishing_deletions(node);
+    let mut flags = vec!["--safety-margin".to_owned(), format!("{SAFETY_MARGIN}s")];
+    flags.extend(clouds::agent_flags(
+        provider,
+        node,
+        SignedDuration::from_secs(30),
+    ));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let agent = spawn_agent_process(node, &sim.url(), &flags, Stdio::null())?;
+    agent.ready(http).await?;
+    let annotation = format!("{DRILL_ANNOTATION}=spot-interruption,lead=20s");
+    println!(
+        "\nRehearsal: a drill on spot node {node} (an Airflow task of Job hourly-sync), with its own agent:"
+    );
+    println!("  $ kubectl annotate node {node} {annotation}");
+    let started = Instant::now();
+    cp.kubectl(&["annotate", "node", node, &annotation])?;
+    let records = reclaim_service::interruptions::api(kubelet.client());
+    let give_up = Instant::now() + Duration::from_secs(60);
+    let record = loop {
+        let done = records
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|r| {
+                r.data["spec"]["node"] == node
+                    && r.data["status"]["phase"] == "Drained"
+                    && r.data["status"]["retryable"].as_u64() >= Some(1)
+            });
+        if let Some(record) = done {
+            break record;
+        }
+        anyhow::ensure!(
+            Instant::now() < give_up,
+            "the drill on {node} did not finish in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let jobs: Api<Job> = Api::namespaced(kubelet.client().clone(), &kubelet.namespace);
+    let evidence: reclaim_model::Evidence = serde_json::from_str(
+        jobs.get("hourly-sync")
+            .await?
+            .annotations()
+            .get("reclaim.dev/evidence")
+            .context("the Job's verdict")?,
+    )?;
+    println!(
+        "  [{:>5.1}s] {}; Job hourly-sync marked spot-interruption, retryable, its evidence naming provider {}",
+        started.elapsed().as_secs_f64(),
+        record.data["status"]["reason"].as_str().unwrap_or_default(),
+        evidence.provider.map(Provider::as_str).unwrap_or("?"),
+    );
+    println!("  $ kubectl annotate node {node} {DRILL_ANNOTATION}-");
+    cp.kubectl(&["annotate", "node", node, &format!("{DRILL_ANNOTATION}-")])?;
+    let nodes = kubelet.nodes();
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        let read = nodes.get(node).await?;
+        let spec = read.spec.unwrap_or_default();
+        let tainted = spec
+            .taints
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key == "reclaim.dev/interruption");
+        if !tainted && !spec.unschedulable.unwrap_or(false) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < give_up,
+            "{node} was not given back in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "  [{:>5.1}s] node given back: taint lifted, uncordoned",
+        started.elapsed().as_secs_f64()
+    );
+    finisher.abort();
+    drop(agent);
     Ok(())
 }
 
