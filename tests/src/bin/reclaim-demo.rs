@@ -37,7 +37,9 @@ use reclaim_simulator::{SimState, Simulator};
 use reclaim_testbed::agent::spawn_agent_process;
 use reclaim_testbed::kubelet::Exit;
 use reclaim_testbed::process::ReclaimProcess;
-use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, clouds};
+use reclaim_testbed::{
+    ControlPlane, TestKubelet, TestNode, TestPod, clouds, eventually, eventually_some,
+};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tokio::sync::mpsc;
@@ -576,28 +578,13 @@ async fn rehearse(
     println!("  $ kubectl annotate node {node} {annotation}");
     let started = Instant::now();
     cp.kubectl(&["annotate", "node", node, &annotation])?;
-    let records = reclaim_service::interruptions::api(kubelet.client());
-    let give_up = Instant::now() + Duration::from_secs(60);
-    let record = loop {
-        let done = records
-            .list(&Default::default())
-            .await?
-            .items
-            .into_iter()
-            .find(|r| {
-                r.data["spec"]["node"] == node
-                    && r.data["status"]["phase"] == "Drained"
-                    && r.data["status"]["retryable"].as_u64() >= Some(1)
-            });
-        if let Some(record) = done {
-            break record;
-        }
-        anyhow::ensure!(
-            Instant::now() < give_up,
-            "the drill on {node} did not finish in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let record = record_of_node(
+        kubelet,
+        node,
+        "the drill drained and its Job marked",
+        |status| status["phase"] == "Drained" && status["retryable"].as_u64() >= Some(1),
+    )
+    .await?;
     let jobs: Api<Job> = Api::namespaced(kubelet.client().clone(), &kubelet.namespace);
     let evidence: reclaim_model::Evidence = serde_json::from_str(
         jobs.get("hourly-sync")
@@ -615,24 +602,16 @@ async fn rehearse(
     println!("  $ kubectl annotate node {node} {DRILL_ANNOTATION}-");
     cp.kubectl(&["annotate", "node", node, &format!("{DRILL_ANNOTATION}-")])?;
     let nodes = kubelet.nodes();
-    let give_up = Instant::now() + Duration::from_secs(30);
-    loop {
-        let read = nodes.get(node).await?;
-        let spec = read.spec.unwrap_or_default();
+    eventually(Duration::from_secs(60), "the node given back", || async {
+        let spec = nodes.get(node).await?.spec.unwrap_or_default();
         let tainted = spec
             .taints
             .unwrap_or_default()
             .iter()
             .any(|t| t.key == "reclaim.dev/interruption");
-        if !tainted && !spec.unschedulable.unwrap_or(false) {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < give_up,
-            "{node} was not given back in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Ok(!tainted && !spec.unschedulable.unwrap_or(false))
+    })
+    .await?;
     println!(
         "  [{:>5.1}s] node given back: taint lifted, uncordoned",
         started.elapsed().as_secs_f64()
@@ -642,29 +621,32 @@ async fn rehearse(
     Ok(())
 }
 
+/// The Interruption record of `node` once its status satisfies `holds` (within a minute).
+async fn record_of_node(
+    kubelet: &TestKubelet,
+    node: &str,
+    what: &str,
+    holds: impl Fn(&serde_json::Value) -> bool,
+) -> Result<kube::core::DynamicObject> {
+    let records = reclaim_service::interruptions::api(kubelet.client());
+    eventually_some(Duration::from_secs(60), what, || async {
+        Ok(records
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|r| r.data["spec"]["node"] == node && holds(&r.data["status"])))
+    })
+    .await
+}
+
 /// The node's Interruption record, once the agent has written its final state: what
 /// `kubectl get interruptions` and `kubectl describe` show.
 async fn print_record(cp: &ControlPlane, kubelet: &TestKubelet, node: &str) -> Result<()> {
-    let records = reclaim_service::interruptions::api(kubelet.client());
-    let finished = |r: &kube::core::DynamicObject| {
-        r.data["spec"]["node"] == node
-            && matches!(
-                r.data["status"]["phase"].as_str(),
-                Some("Drained" | "DeadlineMissed")
-            )
-    };
-    let give_up = Instant::now() + Duration::from_secs(15);
-    let record = loop {
-        let list = records.list(&Default::default()).await?;
-        if let Some(record) = list.items.into_iter().find(finished) {
-            break record;
-        }
-        anyhow::ensure!(
-            Instant::now() < give_up,
-            "no finished Interruption record for {node} after 15 s"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let record = record_of_node(kubelet, node, "the record's final state", |status| {
+        matches!(status["phase"].as_str(), Some("Drained" | "DeadlineMissed"))
+    })
+    .await?;
     println!("\n$ kubectl get interruptions");
     print!("{}", indent(&cp.kubectl(&["get", "interruptions"])?));
     let name = record.name_any();
