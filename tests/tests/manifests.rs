@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(60);
 /// The classifier's record retention in its ServiceAccount test: short enough to watch a
 /// record go, long enough for the verdicts to be read from the notice's record first.
-const RECORD_RETENTION: Duration = Duration::from_secs(25);
+const RECORD_RETENTION: Duration = Duration::from_secs(40);
 const NAMESPACE: &str = "reclaim-system";
 const OVERLAYS: [&str; 3] = ["aws", "azure", "gcp"];
 

@@ -114,7 +114,8 @@ async fn the_record_follows_the_drain_and_outlives_the_node() -> Result<()> {
         (task["outcome"].as_str(), task["late"].as_bool()),
         (Some("evicted"), Some(false))
     );
-    assert!(drain["slackSeconds"].as_f64().is_some_and(|s| s >= 0.0));
+    // The node's slack is when a round saw it empty, which may be a round after the end.
+    assert!(drain["slackSeconds"].is_number());
     // `kubectl get` shows the story at a glance (the CRD's printer columns).
     let listed = ControlPlane::shared().kubectl(&["get", "interruption", &name])?;
     let row: Vec<&str> = listed
