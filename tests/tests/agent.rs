@@ -21,7 +21,7 @@ use reclaim_model::{Notice, NoticeKind, PodInterruption, Provider};
 use reclaim_simulator::{Cloud, Fault, Imdsv2, SimState, Simulator};
 use reclaim_testbed::agent::start_agent;
 use reclaim_testbed::clouds;
-use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
+use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually, eventually_some};
 use serde_json::json;
 
 #[path = "agent/drain.rs"]
@@ -360,6 +360,7 @@ async fn a_pod_whose_budget_keeps_refusing_is_deleted_before_the_deadline_never_
 #[tokio::test]
 async fn an_agent_killed_mid_drain_is_restarted_and_finishes_without_duplicates() -> Result<()> {
     let (k, sim, node) = spot_node("agent-restart").await?;
+    ControlPlane::shared().install_interruption_crd()?;
     k.run_executor_behind_refusing_budget(&node, 2).await?;
     let _kubelet = Tasks(vec![k.keep_finishing_deletions(&node)]);
     let args = ["--safety-margin", "5s"];
@@ -416,6 +417,30 @@ async fn an_agent_killed_mid_drain_is_restarted_and_finishes_without_duplicates(
         second.metric("reclaim_notices_total{provider=\"aws\",kind=\"spot-interruption\"}"),
         0.0,
         "the restarted agent resumed; it saw no new notice"
+    );
+    // One record, resumed by the second agent, which tells how its drain ended.
+    let record = eventually_some(WAIT, "the record's final state", || async {
+        Ok(record::record_of_notice(&k, &node)
+            .await?
+            .filter(|r| record::phase(r) == "Drained"))
+    })
+    .await?;
+    let executor = record.data["status"]["drain"]["pods"]
+        .as_array()
+        .and_then(|pods| pods.iter().find(|p| p["name"] == "exec-1"))
+        .context("exec-1 listed")?;
+    assert_eq!(executor["outcome"], "deleted_at_deadline");
+    let records = reclaim_service::interruptions::api(k.client())
+        .list(&ListParams::default())
+        .await?;
+    assert_eq!(
+        records
+            .items
+            .iter()
+            .filter(|r| r.data["spec"]["node"] == node.as_str())
+            .count(),
+        1,
+        "one record, not two"
     );
     second.stop().await?;
     Ok(())

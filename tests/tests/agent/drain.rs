@@ -8,6 +8,8 @@ use reclaim_service::endpoints::Exposition;
 use reclaim_testbed::agent::{AgentClients, start_agent_as};
 use reclaim_testbed::fault_proxy::{FaultProxy, Mode};
 
+use super::record::{phase, record_of_notice};
+
 /// Waits until `name` was seen terminating; returns that revision.
 async fn asked(history: &PodHistory, name: &str) -> Result<u64> {
     eventually(WAIT, &format!("{name} to be asked to go"), || async {
@@ -21,6 +23,7 @@ async fn asked(history: &PodHistory, name: &str) -> Result<u64> {
 async fn a_drain_gets_every_pod_off_in_time_through_black_holed_and_refused_connections()
 -> Result<()> {
     let (k, sim, node) = spot_node("drain-api-faults").await?;
+    ControlPlane::shared().install_interruption_crd()?;
     k.run_executor_behind_refusing_budget(&node, 3).await?;
     k.run_pod(&node, TestPod::critical("node-dns").grace_period(1))
         .await?;
@@ -74,6 +77,24 @@ async fn a_drain_gets_every_pod_off_in_time_through_black_holed_and_refused_conn
     );
     assert_eq!(agent.metric("reclaim_drain_pods_remaining"), 0.0);
     assert!(agent.health.is_alive(), "the drain is over: nothing stalls");
+    // The record's writes failed through the outage too, and were retried until they
+    // landed: it tells the drain's story in full.
+    let record = eventually_some(WAIT, "the record's final state", || async {
+        Ok(record_of_notice(&k, &node)
+            .await?
+            .filter(|r| r.data["status"]["drain"]["finishedAt"].is_string()))
+    })
+    .await?;
+    let drain = &record.data["status"]["drain"];
+    assert_eq!(phase(&record), "Drained", "{drain}");
+    assert_eq!(
+        (drain["podsTotal"].as_u64(), drain["latePods"].as_str()),
+        (Some(3), Some("none"))
+    );
+    assert_eq!(
+        drain["outcomes"],
+        json!({"evicted": 2, "deleted_at_deadline": 1})
+    );
     agent.stop().await?;
     Ok(())
 }

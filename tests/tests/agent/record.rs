@@ -8,10 +8,9 @@ use kube::core::DynamicObject;
 use reclaim_model::interruption::record_name;
 use reclaim_model::keys::DRILL_ANNOTATION;
 use reclaim_testbed::agent::RunningAgent;
-use reclaim_testbed::eventually_some;
 
 /// The record of the notice `node` carries now (`None` until both exist).
-async fn record_of_notice(k: &TestKubelet, node: &str) -> Result<Option<DynamicObject>> {
+pub(crate) async fn record_of_notice(k: &TestKubelet, node: &str) -> Result<Option<DynamicObject>> {
     let Some(notice) = node_notice(&k.nodes().get(node).await?) else {
         return Ok(None);
     };
@@ -25,7 +24,7 @@ async fn record(k: &TestKubelet, name: &str) -> Result<Option<DynamicObject>> {
         .await?)
 }
 
-fn phase(record: &DynamicObject) -> &str {
+pub(crate) fn phase(record: &DynamicObject) -> &str {
     record.data["status"]["phase"].as_str().unwrap_or_default()
 }
 
