@@ -110,6 +110,26 @@ pub fn aws_spot_notice() -> Notice {
     }
 }
 
+/// An Interruption record named `name` for `notice` on `node`, drained, as an agent
+/// elsewhere would leave it (the CRD installed first).
+pub async fn write_record(
+    k: &TestKubelet,
+    name: &str,
+    node: &str,
+    notice: &Notice,
+) -> anyhow::Result<kube::core::DynamicObject> {
+    crate::ControlPlane::shared().install_interruption_crd()?;
+    let record = json!({
+        "apiVersion": reclaim_model::interruption::API_VERSION,
+        "kind": reclaim_model::interruption::KIND,
+        "metadata": {"name": name}, "spec": notice.for_pod(node),
+        "status": {"phase": "Drained", "reason": "written by the test", "retryable": 0},
+    });
+    Ok(reclaim_service::interruptions::api(k.client())
+        .create(&Default::default(), &serde_json::from_value(record)?)
+        .await?)
+}
+
 /// Writes [`aws_spot_notice`] on `node` as the agent does (taint, cordon, annotation);
 /// returns the notice as read back from the Node.
 pub async fn notice_node(k: &TestKubelet, node: &str) -> anyhow::Result<Notice> {

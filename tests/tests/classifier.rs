@@ -19,7 +19,7 @@ use reclaim_classifier::verdict::{Verdict, classify, failure_of};
 use reclaim_model::{Evidence, Notice, NoticeKind, PodInterruption};
 use reclaim_service::client::ReadTimeout;
 use reclaim_service::endpoints::Exposition;
-use reclaim_testbed::clouds::notice_node;
+use reclaim_testbed::clouds::{notice_node, write_record};
 use reclaim_testbed::fault_proxy::{FaultProxy, Mode};
 use reclaim_testbed::kubelet::Exit;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually};
@@ -671,6 +671,8 @@ async fn a_spark_executors_verdict_reaches_its_driver_and_spark_application_when
 async fn verdicts_of_pods_that_failed_during_an_api_outage_are_written_once_it_ends() -> Result<()>
 {
     let (k, node, notice) = noticed_node("classify-outage", "spot-outage").await?;
+    let record_name = reclaim_model::interruption::record_name(&node, &notice.event_id);
+    write_record(&k, &record_name, &node, &notice).await?;
     let cp = ControlPlane::shared();
     let proxy = FaultProxy::start(cp.server.trim_start_matches("https://")).await?;
     let client = cp
@@ -737,6 +739,33 @@ async fn verdicts_of_pods_that_failed_during_an_api_outage_are_written_once_it_e
         || async { Ok(verdict_of(jobs.get("job-evicted").await?.annotations()).is_some()) },
     )
     .await?;
+    // The notice's record lists every object marked, those of the outage included: its
+    // writes are retried with the verdicts.
+    let records = reclaim_service::interruptions::api(k.client());
+    let ns = &k.namespace;
+    let keys = [
+        "Pod/{ns}/before",
+        "Job/{ns}/job-before",
+        "Pod/{ns}/during",
+        "Job/{ns}/job-during",
+        "Job/{ns}/job-evicted",
+    ]
+    .map(|key| key.replace("{ns}", ns));
+    eventually(
+        Duration::from_secs(60),
+        "the record to list every object marked",
+        || async {
+            let record = records.get(&record_name).await?;
+            Ok(keys
+                .iter()
+                .all(|key| record.data["status"]["verdicts"][key].is_object()))
+        },
+    )
+    .await?;
+    assert_eq!(
+        records.get(&record_name).await?.data["status"]["retryable"],
+        5
+    );
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(10), task).await??;
     Ok(())

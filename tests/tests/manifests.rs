@@ -24,7 +24,7 @@ use reclaim_service::client::ReadTimeout;
 use reclaim_service::endpoints::Exposition;
 use reclaim_simulator::{Fault, SimState, Simulator};
 use reclaim_testbed::agent::{AgentClients, start_agent_as};
-use reclaim_testbed::clouds::notice_node;
+use reclaim_testbed::clouds::{notice_node, write_record};
 use reclaim_testbed::kubelet::Exit;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually, eventually_some};
 use serde_json::{Value, json};
@@ -347,19 +347,6 @@ fn unused(account: &str, granted: &BTreeSet<Permission>) -> Result<Vec<Permissio
 static ONE_SERVICE_ACCOUNT_TEST_AT_A_TIME: tokio::sync::Mutex<()> =
     tokio::sync::Mutex::const_new(());
 
-/// An Interruption record written as an administrator would (or an agent elsewhere).
-async fn write_record(name: &str, spec: Value) -> Result<DynamicObject> {
-    let admin = ControlPlane::shared().admin_client().await?;
-    let record = json!({
-        "apiVersion": "reclaim.dev/v1alpha1", "kind": "Interruption",
-        "metadata": {"name": name}, "spec": spec,
-        "status": {"phase": "Drained", "reason": "written by the test", "retryable": 0},
-    });
-    Ok(reclaim_service::interruptions::api(&admin)
-        .create(&PostParams::default(), &serde_json::from_value(record)?)
-        .await?)
-}
-
 /// Whether the server refused `result` for lack of permission (403).
 fn forbidden<T>(result: kube::Result<T>) -> bool {
     matches!(result, Err(kube::Error::Api(status)) if status.code == 403)
@@ -556,9 +543,9 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
     k.register_node(TestNode::new(&on_demand)).await?;
     let notice = notice_node(&k, &spot).await?;
     // A record past the retention (below), and the notice's record, for the verdicts.
-    let old = write_record(&format!("{spot}-old"), json!(notice.for_pod(&spot))).await?;
+    let old = write_record(&k, &format!("{spot}-old"), &spot, &notice).await?;
     let record_name = reclaim_model::interruption::record_name(&spot, &notice.event_id);
-    write_record(&record_name, json!(notice.for_pod(&spot))).await?;
+    write_record(&k, &record_name, &spot, &notice).await?;
 
     let metrics = std::sync::Arc::new(ClassifierMetrics::default());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
