@@ -8,7 +8,7 @@ use reclaim_service::endpoints::Exposition;
 use reclaim_testbed::agent::{AgentClients, start_agent_as};
 use reclaim_testbed::fault_proxy::{FaultProxy, Mode};
 
-use super::record::{phase, record_of_notice};
+use super::record::{finished_record, phase};
 
 /// Waits until `name` was seen terminating; returns that revision.
 async fn asked(history: &PodHistory, name: &str) -> Result<u64> {
@@ -79,12 +79,7 @@ async fn a_drain_gets_every_pod_off_in_time_through_black_holed_and_refused_conn
     assert!(agent.health.is_alive(), "the drain is over: nothing stalls");
     // The record's writes failed through the outage too, and were retried until they
     // landed: it tells the drain's story in full.
-    let record = eventually_some(WAIT, "the record's final state", || async {
-        Ok(record_of_notice(&k, &node)
-            .await?
-            .filter(|r| r.data["status"]["drain"]["finishedAt"].is_string()))
-    })
-    .await?;
+    let record = finished_record(&k, &node).await?;
     let drain = &record.data["status"]["drain"];
     assert_eq!(phase(&record), "Drained", "{drain}");
     assert_eq!(

@@ -24,6 +24,16 @@ async fn record(k: &TestKubelet, name: &str) -> Result<Option<DynamicObject>> {
         .await?)
 }
 
+/// The record of `node`'s notice once its drain has finished.
+pub(crate) async fn finished_record(k: &TestKubelet, node: &str) -> Result<DynamicObject> {
+    eventually_some(WAIT, "the record's final state", || async {
+        Ok(record_of_notice(k, node)
+            .await?
+            .filter(|r| r.data["status"]["drain"]["finishedAt"].is_string()))
+    })
+    .await
+}
+
 pub(crate) fn phase(record: &DynamicObject) -> &str {
     record.data["status"]["phase"].as_str().unwrap_or_default()
 }
@@ -80,12 +90,8 @@ async fn the_record_follows_the_drain_and_outlives_the_node() -> Result<()> {
     assert_eq!(draining.data["spec"]["node"], node.as_str());
     assert!(pod_entry(&draining, "exec-1").unwrap()["askedAt"].is_string());
 
-    let finished = eventually_some(WAIT, "the record's final state", || async {
-        Ok(record(&k, &name)
-            .await?
-            .filter(|r| r.data["status"]["drain"]["finishedAt"].is_string()))
-    })
-    .await?;
+    let finished = finished_record(&k, &node).await?;
+    assert_eq!(finished.name_any(), name);
     let drain = &finished.data["status"]["drain"];
     assert_eq!(phase(&finished), "Drained", "{drain}");
     assert_eq!(drain["podsTotal"], 2);
