@@ -88,12 +88,13 @@ pub fn given_back(status: &mut AgentStatus, why: &str) {
 
 /// What the record says once the drain has reported.
 pub fn status_of_drain(summary: DrainSummary, finished: bool) -> AgentStatus {
-    let gone =
-        summary.pods.iter().filter(|p| p.gone_at.is_some()).count() as u32 + summary.pods_omitted;
     let (phase, reason) = match (finished, summary.late) {
         (false, _) => (
             Phase::Draining,
-            format!("draining: {gone} of {} pods gone", summary.pods_total),
+            format!(
+                "draining: {} of {} pods gone",
+                summary.pods_gone, summary.pods_total
+            ),
         ),
         (true, 0) => (
             Phase::Drained,
@@ -174,6 +175,7 @@ pub fn drain_summary(
         finished_at: finished.then_some(now),
         deadline,
         pods_total: report.pods.len() as u32,
+        pods_gone: report.pods.iter().filter(|p| p.gone_at.is_some()).count() as u32,
         late: late_names.len() as u32,
         late_pods,
         outcomes: PodOutcome::ALL
@@ -407,6 +409,10 @@ mod tests {
         assert_eq!(summary.pods.len(), MAX_PODS_LISTED);
         assert_eq!(summary.pods_omitted, 150);
         assert_eq!(summary.pods_total, 250);
+        assert_eq!(
+            summary.pods_gone, 245,
+            "the omitted pods are counted, not guessed"
+        );
         assert_eq!(summary.late, 5);
         assert!(summary.pods[..5].iter().all(|p| p.late));
         assert!(

@@ -81,6 +81,8 @@ pub struct DrainSummary {
     pub deadline: Timestamp,
     /// Pods the drain had to move.
     pub pods_total: u32,
+    /// Of those, the pods seen gone.
+    pub pods_gone: u32,
     /// Pods not gone by the deadline.
     pub late: u32,
     /// The late pods by name (`none`, or `ns/a, ns/b, +3 more`), for `kubectl get`.

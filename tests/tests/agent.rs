@@ -816,10 +816,7 @@ async fn a_dry_run_agent_writes_nothing_for_a_notice_or_a_drill() -> Result<()> 
     ControlPlane::shared().install_interruption_crd()?;
     k.run_pod(&node, TestPod::spark_executor("exec-1", "spark-4"))
         .await?;
-    let drill = json!({"metadata": {"annotations": {"reclaim.dev/drill": "spot-interruption"}}});
-    k.nodes()
-        .patch(&node, &PatchParams::default(), &Patch::Merge(&drill))
-        .await?;
+    record::annotate_drill(&k, &node, Some("spot-interruption")).await?;
     let before = k.nodes().get(&node).await?;
     let agent = start_agent(&node, &sim.url(), &["--dry-run"]).await?;
     agent.ready().await?;

@@ -46,7 +46,7 @@ fn pod_entry<'a>(record: &'a DynamicObject, name: &str) -> Option<&'a serde_json
         .find(|p| p["name"] == name)
 }
 
-async fn annotate_drill(k: &TestKubelet, node: &str, value: Option<&str>) -> Result<()> {
+pub(crate) async fn annotate_drill(k: &TestKubelet, node: &str, value: Option<&str>) -> Result<()> {
     let patch = json!({"metadata": {"annotations": {DRILL_ANNOTATION: value}}});
     k.nodes()
         .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
