@@ -1,5 +1,5 @@
 //! Connecting to the node's cloud: which provider's metadata service to read (the Node's
-//! providerID, or a probe), its client, and the Eviction API version the server serves.
+//! providerID, or a probe), and its client.
 //! Retried, never fatal: an agent that cannot start guarding says why and tries again.
 
 use std::sync::Arc;
@@ -13,37 +13,30 @@ use reclaim_model::Provider;
 use tokio::sync::watch;
 
 use crate::config::{Config, ProviderChoice};
-use crate::eviction::{EvictionVersion, discover_version};
 use crate::imds::aws::AwsImds;
 use crate::imds::azure::{AzureEvents, AzureRules, vm_name_from_provider_id};
 use crate::imds::gcp::GcpMetadata;
 use crate::imds::{MetadataClient, probe, provider_of};
 use reclaim_service::endpoints::Health;
 
-/// Pause between retries while the provider or the Eviction API cannot be found yet.
+/// Pause between retries while the provider cannot be found yet.
 const CONNECT_RETRY: Duration = Duration::from_secs(5);
 
-/// Finds the provider and the eviction API, retrying (never exiting) until both are
-/// known; `None` on shutdown.
+/// Finds the provider, retrying (never exiting) until it is known; `None` on shutdown.
 pub async fn connect(
     config: &Config,
     client: &Client,
     health: &Health,
     shutdown: &mut watch::Receiver<bool>,
-) -> Option<(Arc<MetadataClient>, EvictionVersion)> {
+) -> Option<Arc<MetadataClient>> {
     let mut failures = 0u32;
     loop {
         health.loop_turned();
         match metadata_client(config, client).await {
-            Ok(source) => match discover_version(client).await {
-                Ok(version) => {
-                    tracing::info!(provider = ?source.provider(), eviction = version.api_version(), node = %config.node_name, "guarding node");
-                    return Some((Arc::new(source), version));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot discover the Eviction API; retrying")
-                }
-            },
+            Ok(source) => {
+                tracing::info!(provider = ?source.provider(), node = %config.node_name, "guarding node");
+                return Some(Arc::new(source));
+            }
             Err(e) => tracing::error!(error = %e, "cannot start guarding the node; retrying"),
         }
         failures += 1;

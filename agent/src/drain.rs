@@ -23,7 +23,7 @@ use kube::{Client, ResourceExt};
 use reclaim_model::PodInterruption;
 use reclaim_model::keys::{INTERRUPTED_LABEL, POD_INTERRUPTION_ANNOTATION};
 
-use crate::eviction::{Answer, EvictionError, EvictionVersion, PodRef, delete, evict};
+use crate::eviction::{Answer, EvictionError, PodRef, delete, evict};
 use crate::pods::pods_on_node;
 use plan::{DrainPod, Group, History, OwnPod, Request, next_requests};
 
@@ -82,7 +82,6 @@ pub struct DrainJob {
     pub hard_deadline: Timestamp,
     pub own_pod: Option<OwnPod>,
     pub retry_interval: Duration,
-    pub eviction_version: EvictionVersion,
 }
 
 /// One drainable pod's part in the drain, for the Interruption record.
@@ -344,9 +343,7 @@ async fn send(
     }
     let call = async {
         match request {
-            Request::Evict { grace, .. } => {
-                evict(client, job.eviction_version, target, *grace).await
-            }
+            Request::Evict { grace, .. } => evict(client, target, *grace).await,
             Request::Delete { grace, .. } => delete(client, target, *grace).await,
         }
     };

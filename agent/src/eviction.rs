@@ -1,9 +1,9 @@
 //! The Eviction API: the only way to remove a pod that respects its PodDisruptionBudget
 //! and still runs its preStop hook (the trigger for Spark's decommissioning).
 //!
-//! Servers older than 1.22 reject an Eviction body labelled `policy/v1` with 400, and
-//! newer ones may drop `policy/v1beta1`, so the group version is discovered once, as
-//! kubectl does. The body is built here rather than with `kube::Api::evict`, which
+//! Evictions are `policy/v1`, the only version every supported server takes (the
+//! agent refuses older servers at start: [`reclaim_service::server_version`]).
+//! The body is built here rather than with `kube::Api::evict`, which
 //! sends no apiVersion and names the delete options `delete_options`, so a shortened
 //! grace period would be silently ignored by the server. Every request carries the UID
 //! of the pod the drain judged: a pod deleted and recreated under the same name by its
@@ -15,22 +15,6 @@ use http::{Method, Request};
 use http_body_util::BodyExt;
 use kube::Client;
 use serde_json::json;
-
-/// The Eviction group version a server serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EvictionVersion {
-    PolicyV1,
-    PolicyV1beta1,
-}
-
-impl EvictionVersion {
-    pub fn api_version(self) -> &'static str {
-        match self {
-            EvictionVersion::PolicyV1 => "policy/v1",
-            EvictionVersion::PolicyV1beta1 => "policy/v1beta1",
-        }
-    }
-}
 
 /// What the server answered to one eviction (or deletion) request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,45 +62,6 @@ pub enum EvictionError {
         #[source]
         source: kube::Error,
     },
-    #[error(
-        "the server serves no policy group version with evictions (looked for policy/v1 and policy/v1beta1 in {served:?})"
-    )]
-    NoEvictionGroup { served: Vec<String> },
-    #[error("discovering the policy API group failed: {0}")]
-    Discovery(#[source] kube::Error),
-}
-
-/// Asks the server which `policy` versions it serves and picks the newest with evictions.
-pub async fn discover_version(client: &Client) -> Result<EvictionVersion, EvictionError> {
-    let group = client
-        .list_api_group_resources("policy/v1")
-        .await
-        .map(|_| EvictionVersion::PolicyV1);
-    match group {
-        Ok(version) => Ok(version),
-        Err(kube::Error::Api(status)) if status.code == 404 => {
-            let served = served_policy_versions(client).await?;
-            if served.iter().any(|v| v == "policy/v1beta1") {
-                Ok(EvictionVersion::PolicyV1beta1)
-            } else {
-                Err(EvictionError::NoEvictionGroup { served })
-            }
-        }
-        Err(other) => Err(EvictionError::Discovery(other)),
-    }
-}
-
-async fn served_policy_versions(client: &Client) -> Result<Vec<String>, EvictionError> {
-    let groups = client
-        .list_api_groups()
-        .await
-        .map_err(EvictionError::Discovery)?;
-    Ok(groups
-        .groups
-        .into_iter()
-        .filter(|g| g.name == "policy")
-        .flat_map(|g| g.versions.into_iter().map(|v| v.group_version))
-        .collect())
 }
 
 /// One pod as the drain judged it: the request goes to that pod only (UID precondition).
@@ -137,7 +82,6 @@ impl std::fmt::Display for PodRef<'_> {
 /// terminationGracePeriodSeconds (used to fit a deadline); `None` keeps it.
 pub async fn evict(
     client: &Client,
-    version: EvictionVersion,
     pod: PodRef<'_>,
     grace_period_seconds: Option<i64>,
 ) -> Result<Answer, EvictionError> {
@@ -146,7 +90,7 @@ pub async fn evict(
         options["gracePeriodSeconds"] = json!(grace);
     }
     let body = json!({
-        "apiVersion": version.api_version(),
+        "apiVersion": "policy/v1",
         "kind": "Eviction",
         "metadata": {"name": pod.name, "namespace": pod.namespace},
         "deleteOptions": options,

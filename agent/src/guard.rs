@@ -30,7 +30,6 @@ use crate::drain::DrainJob;
 use crate::drain::plan::OwnPod;
 use crate::drain::task::DrainTask;
 use crate::drill::Drills;
-use crate::eviction::EvictionVersion;
 use crate::imds::{MetadataClient, MetadataPath};
 use crate::metrics::Metrics;
 use crate::node::{apply_notice_patch, record_of, undo_patch, update_node_from};
@@ -82,7 +81,7 @@ pub async fn run(
         node_idle: false,
     };
     let connected = connect(&guard.config, &guard.client, &guard.health, &mut shutdown).await;
-    let Some((source, version)) = connected else {
+    let Some(source) = connected else {
         return;
     };
     let interval = guard.config.poll_interval;
@@ -109,7 +108,7 @@ pub async fn run(
         if changed || decided_at.is_none_or(|t| t.elapsed() >= interval) {
             decided_at = Some(Instant::now());
             guard
-                .react(&sightings, &source, version, drill_annotation.present())
+                .react(&sightings, &source, drill_annotation.present())
                 .await;
         }
     }
@@ -156,7 +155,6 @@ impl Guard {
         &mut self,
         sightings: &Sightings,
         source: &Arc<MetadataClient>,
-        version: EvictionVersion,
         drill_annotated: bool,
     ) {
         let announced = sightings.announced();
@@ -200,7 +198,7 @@ impl Guard {
             Decision::Idle => {}
             Decision::Act(notice) => {
                 self.node_idle = false;
-                self.act(&node, &record, notice, version, source).await
+                self.act(&node, &record, notice, source).await
             }
             Decision::Undo { why, retire } => self.undo(&node, why, retire).await,
         }
@@ -211,7 +209,6 @@ impl Guard {
         node: &Node,
         record: &NodeRecord,
         notice: Notice,
-        version: EvictionVersion,
         source: &Arc<MetadataClient>,
     ) {
         let first_time = record.notice.as_ref().map(|n| &n.event_id) != Some(&notice.event_id);
@@ -262,7 +259,7 @@ impl Guard {
         }
         self.keep_record(&notice, drains);
         if drains && self.drain.as_ref().map(|d| &d.event) != Some(&notice.event_id) {
-            self.start_drain(notice, version, source.clone());
+            self.start_drain(notice, source.clone());
         }
     }
 
@@ -389,12 +386,7 @@ impl Guard {
         }
     }
 
-    fn start_drain(
-        &mut self,
-        notice: Notice,
-        version: EvictionVersion,
-        source: Arc<MetadataClient>,
-    ) {
+    fn start_drain(&mut self, notice: Notice, source: Arc<MetadataClient>) {
         let own_pod = match (&self.config.pod_namespace, &self.config.pod_name) {
             (Some(namespace), Some(name)) => Some(OwnPod {
                 namespace: namespace.clone(),
@@ -409,7 +401,6 @@ impl Guard {
             hard_deadline: hard_deadline(&notice, &self.policy),
             own_pod,
             retry_interval: self.config.eviction_retry_interval,
-            eviction_version: version,
         };
         let acknowledge = match source.as_ref() {
             MetadataClient::Azure(_) if self.config.azure_acknowledge => Some(source),

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     reclaim_service::run("reclaim-agent", |shutdown| run(config, shutdown))
 }
 
-async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let stale_after =
         Duration::from_secs(30) + config.poll_interval * 3 + config.metadata_timeout * 4;
@@ -43,6 +43,9 @@ async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<
                 .await?,
         )
     };
+    if !reclaim_service::server_version::wait_until_supported(&client, &mut shutdown).await? {
+        return Ok(());
+    }
     let drill_annotation = DrillAnnotation::watch(watch_client, &config.node_name);
     guard::run(config, client, drill_annotation, metrics, health, shutdown).await;
     Ok(())

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     reclaim_service::run("reclaim-classifier", |shutdown| run(args, shutdown))
 }
 
-async fn run(args: Args, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+async fn run(args: Args, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let metrics = Arc::new(ClassifierMetrics::default());
     // Ready once the Lease is read (followers) or every watch has listed (the leader);
     // unhealthy when the leader's watches fail without a break (see `progress`).
@@ -63,6 +63,9 @@ async fn run(args: Args, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> 
             .map_err(|e| {
                 anyhow::anyhow!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
             })?;
+    if !reclaim_service::server_version::wait_until_supported(&client, &mut shutdown).await? {
+        return Ok(());
+    }
     let identity = match args.identity {
         Some(identity) => identity,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")?

@@ -66,11 +66,15 @@ pub const REBALANCE_KILLS_NOTHING: &str =
 pub const RECORD_OUT_OF_WINDOW: &str =
     "its interruption record is from a notice that ended long before the kill";
 
+/// Native sidecars (init containers with `restartPolicy: Always`) report in
+/// `initContainerStatuses`; their exits count like any container's: a sidecar's own OOM
+/// kill is as much the pod's own failure as the main container's.
 pub fn failure_of(pod: &Pod, deleted: bool) -> Failure {
     let status = pod.status.as_ref();
     let exits = status
-        .and_then(|s| s.container_statuses.as_ref())
         .into_iter()
+        .flat_map(|s| [&s.container_statuses, &s.init_container_statuses])
+        .flatten()
         .flatten()
         .filter_map(|c| {
             let terminated = c.state.as_ref()?.terminated.as_ref()?;
@@ -410,7 +414,19 @@ mod tests {
         if let Some(record) = record(&case["record"]) {
             annotations.insert("reclaim.dev/interruption".into(), record.to_json().into());
         }
-        let mut status = serde_json::json!({"phase": "Failed", "containerStatuses": statuses});
+        let sidecars: Vec<serde_json::Value> = case["sidecarExits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, exit)| {
+                serde_json::json!({
+                    "name": format!("s{i}"), "image": "sidecar", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": {"terminated": {"exitCode": exit["code"], "reason": exit["reason"], "finishedAt": exit["finishedAt"]}},
+                })
+            })
+            .collect();
+        let mut status = serde_json::json!({"phase": "Failed", "containerStatuses": statuses, "initContainerStatuses": sidecars});
         if let Some(reason) = case["podReason"].as_str() {
             status["reason"] = reason.into();
         }

@@ -1,13 +1,15 @@
 //! What every Reclaim binary does as a process, written once: logs in text or JSON, a
 //! single-threaded runtime (the work is mostly waiting, and one thread keeps the
 //! footprint small), and a clean stop on SIGTERM or SIGINT; the read-only HTTP endpoints
-//! ([`endpoints`]), the Kubernetes client ([`client`]), Events ([`events`]) and the
-//! Interruption records ([`interruptions`]) both binaries have.
+//! ([`endpoints`]), the Kubernetes client ([`client`]), Events ([`events`]), the
+//! Interruption records ([`interruptions`]) and the supported releases
+//! ([`server_version`]) both binaries have.
 
 pub mod client;
 pub mod endpoints;
 pub mod events;
 pub mod interruptions;
+pub mod server_version;
 
 use std::future::Future;
 use std::process::ExitCode;

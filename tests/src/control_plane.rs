@@ -1,4 +1,6 @@
-//! A real Kubernetes 1.20 control plane on loopback, for tests and the demo.
+//! A real, current Kubernetes control plane on loopback, for tests and the demo: etcd,
+//! kube-apiserver with the defaults a real cluster has (RBAC, API Priority and Fairness,
+//! admission policies), and kube-controller-manager, built by `scripts/control-plane`.
 //!
 //! One per process ([`ControlPlane::shared`]): starting etcd and the API server costs
 //! seconds, and tests isolate themselves with their own namespaces and node names.
@@ -28,7 +30,7 @@ use reclaim_service::client::{ReadTimeout, client_from_config};
 
 const DIR_PREFIX: &str = "reclaim-cp-";
 const PROVISION_HINT: &str =
-    "run `scripts/control-plane provision` (builds and caches them once, about 5 minutes)";
+    "run `scripts/control-plane provision` (builds and caches them once, about 20 minutes)";
 
 /// A running control plane and how to reach it as cluster admin.
 #[derive(Debug)]
@@ -41,6 +43,8 @@ pub struct ControlPlane {
     pub ca_file: PathBuf,
     /// Bearer token of the admin user.
     pub admin_token: String,
+    /// The version the API server reports (`/version`'s gitVersion, `v1.37.2`).
+    pub version: String,
     /// Where etcd data, certificates and the components' logs live; `audit.log` holds the
     /// requests of the ServiceAccounts in `reclaim-system` (JSON lines, level Metadata).
     pub dir: PathBuf,
@@ -116,19 +120,7 @@ impl ControlPlane {
     }
 
     async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<Kubeconfig> {
-        let accounts: Api<ServiceAccount> = Api::namespaced(self.admin_client().await?, namespace);
-        let request = serde_json::json!({
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 3600},
-        });
-        let answer: serde_json::Value = accounts
-            .create_subresource("token", name, &PostParams::default(), &request)
-            .await
-            .with_context(|| format!("requesting a token for ServiceAccount {namespace}/{name}"))?;
-        let token = answer["status"]["token"]
-            .as_str()
-            .context("the TokenRequest answer holds no token")?
-            .to_owned();
+        let token = self.service_account_token(namespace, name).await?;
         let mut kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
         for user in &mut kubeconfig.auth_infos {
             user.auth_info = Some(AuthInfo {
@@ -139,15 +131,32 @@ impl ControlPlane {
         Ok(kubeconfig)
     }
 
+    /// A token of ServiceAccount `namespace/name` from the TokenRequest API (an hour).
+    pub async fn service_account_token(&self, namespace: &str, name: &str) -> Result<String> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.admin_client().await?, namespace);
+        let request = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600},
+        });
+        let answer: serde_json::Value = accounts
+            .create_subresource("token", name, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("requesting a token for ServiceAccount {namespace}/{name}"))?;
+        Ok(answer["status"]["token"]
+            .as_str()
+            .context("the TokenRequest answer holds no token")?
+            .to_owned())
+    }
+
     /// Runs kubectl as cluster admin against this control plane; returns its stdout, or
     /// fails with its stderr.
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
-        let output = std::process::Command::new("kubectl")
+        let output = std::process::Command::new(binaries_dir()?.join("kubectl"))
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)
             .output()
-            .context("running kubectl (is it installed?)")?;
+            .context("running kubectl (run `scripts/control-plane provision`)")?;
         if !output.status.success() {
             anyhow::bail!(
                 "kubectl {} failed: {}",
@@ -242,7 +251,12 @@ fn start_on_keeper_thread() -> Result<ControlPlane> {
 
 fn start() -> Result<ControlPlane> {
     let bin = binaries_dir()?;
-    for name in ["etcd", "kube-apiserver", "kube-controller-manager"] {
+    for name in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kubectl",
+    ] {
         if !bin.join(name).is_file() {
             bail!("{} is missing: {PROVISION_HINT}", bin.join(name).display());
         }
@@ -310,7 +324,6 @@ fn start() -> Result<ControlPlane> {
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
             &format!("--secure-port={api_port}"),
-            "--insecure-port=0",
             &format!("--cert-dir={}", d(&cert_dir)),
             &format!("--token-auth-file={}", d(&dir.join("tokens.csv"))),
             "--authorization-mode=RBAC",
@@ -321,7 +334,6 @@ fn start() -> Result<ControlPlane> {
             "--endpoint-reconciler-type=none",
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
-            "--enable-priority-and-fairness=false",
             "--profiling=false",
             &format!("--audit-policy-file={}", d(&dir.join("audit-policy.yaml"))),
             &format!("--audit-log-path={}", d(&dir.join("audit.log"))),
@@ -348,11 +360,12 @@ fn start() -> Result<ControlPlane> {
         &kubeconfig,
         kubeconfig_text(&server, &ca_file, "admin", &admin_token),
     )?;
-    let cp = ControlPlane {
+    let mut cp = ControlPlane {
         server,
         kubeconfig,
         ca_file,
         admin_token,
+        version: String::new(),
         dir: dir.clone(),
     };
 
@@ -365,6 +378,7 @@ fn start() -> Result<ControlPlane> {
             runtime.block_on(client.request_text(http::Request::get("/readyz").body(Vec::new())?));
         Ok(matches!(ready.as_deref(), Ok("ok")))
     })?;
+    cp.version = runtime.block_on(client.apiserver_version())?.git_version;
 
     spawn(
         &bin.join("kube-controller-manager"),
@@ -373,10 +387,10 @@ fn start() -> Result<ControlPlane> {
         &[
             &format!("--kubeconfig={}", d(&cp.kubeconfig)),
             // Never the node lifecycle controller: with no kubelet it would taint nodes
-            // and evict pods by itself.
-            "--controllers=disruption,namespace,garbagecollector,serviceaccount",
+            // and evict pods by itself. The pod garbage collector deletes the pods of a
+            // Node that is gone, with the DisruptionTarget condition, as in a cluster.
+            "--controllers=disruption-controller,namespace-controller,garbage-collector-controller,serviceaccount-controller,pod-garbage-collector-controller",
             "--leader-elect=false",
-            "--port=0",
             "--secure-port=0",
         ],
     )?;
@@ -564,7 +578,8 @@ impl std::fmt::Display for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Kubernetes 1.20.2 at {} (kubeconfig {})",
+            "Kubernetes {} at {} (kubeconfig {})",
+            self.version,
             self.server,
             self.kubeconfig.display()
         )

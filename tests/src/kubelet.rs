@@ -11,11 +11,9 @@ use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams, PostParams,
-};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
@@ -74,6 +72,9 @@ pub struct TestPod {
     pub annotations: BTreeMap<String, String>,
     pub grace_period_seconds: i64,
     pub priority_class_name: Option<String>,
+    /// A native sidecar (an init container with `restartPolicy: Always`) of this name.
+    pub sidecar: Option<String>,
+    pub finalizers: Vec<String>,
     owner: Option<OwnerReference>,
 }
 
@@ -85,6 +86,8 @@ impl TestPod {
             annotations: BTreeMap::new(),
             grace_period_seconds: 30,
             priority_class_name: None,
+            sidecar: None,
+            finalizers: Vec::new(),
             owner: None,
         }
     }
@@ -141,7 +144,25 @@ impl TestPod {
         self
     }
 
+    /// Holds the pod, once deleted, until the test removes `finalizer`.
+    pub fn finalizer(mut self, finalizer: &str) -> TestPod {
+        self.finalizers.push(finalizer.to_owned());
+        self
+    }
+
+    /// Adds a native sidecar `name` (Kubernetes 1.33+: an init container with
+    /// `restartPolicy: Always`, started before and stopped after the main container).
+    pub fn native_sidecar(mut self, name: &str) -> TestPod {
+        self.sidecar = Some(name.to_owned());
+        self
+    }
+
     fn manifest(&self, namespace: &str, node: &str) -> Value {
+        let sidecars: Vec<Value> = self
+            .sidecar
+            .iter()
+            .map(|name| json!({"name": name, "image": "registry.invalid/reclaim/sidecar:1", "restartPolicy": "Always"}))
+            .collect();
         json!({
             "apiVersion": "v1",
             "kind": "Pod",
@@ -151,11 +172,13 @@ impl TestPod {
                 "labels": self.labels,
                 "annotations": self.annotations,
                 "ownerReferences": self.owner.iter().collect::<Vec<_>>(),
+                "finalizers": self.finalizers,
             },
             "spec": {
                 "nodeName": node,
                 "terminationGracePeriodSeconds": self.grace_period_seconds,
                 "priorityClassName": self.priority_class_name,
+                "initContainers": sidecars,
                 "containers": [{"name": "main", "image": "registry.invalid/reclaim/test:1"}],
             },
         })
@@ -269,14 +292,15 @@ impl TestKubelet {
             .create(&PostParams::default(), &serde_json::from_value(manifest)?)
             .await
             .with_context(|| format!("creating pod {}", pod.name))?;
+        let running = || json!({"running": {"startedAt": now()}});
         let status = json!({"status": {
             "phase": "Running",
             "startTime": now(),
             "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now()}],
-            "containerStatuses": [container_status(true, json!({"running": {"startedAt": now()}}))],
+            "containerStatuses": [container_status("main", true, running())],
+            "initContainerStatuses": pod.sidecar.iter().map(|name| container_status(name, true, running())).collect::<Vec<_>>(),
         }});
-        self.pods()
-            .patch_status(&pod.name, &PatchParams::default(), &Patch::Merge(&status))
+        self.report_status(&pod.name, status)
             .await
             .with_context(|| format!("reporting pod {} Running", pod.name))
     }
@@ -336,31 +360,35 @@ impl TestKubelet {
         Ok(())
     }
 
-    /// Creates a PodDisruptionBudget (policy/v1 or v1beta1, whichever the server serves) and
-    /// waits until the disruption controller has computed its status, so evictions honour it.
+    /// Creates a policy/v1 PodDisruptionBudget and waits until the disruption controller
+    /// has computed its status, so evictions honour it.
     pub async fn pod_disruption_budget(
         &self,
         name: &str,
         match_labels: &[(&str, &str)],
         min_available: i32,
-    ) -> Result<DynamicObject> {
-        let version = reclaim_agent::eviction::discover_version(&self.client).await?;
-        let (group, api_version) = version
-            .api_version()
-            .split_once('/')
-            .expect("group/version");
-        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
-            group,
-            api_version,
-            "PodDisruptionBudget",
-        ));
-        let budgets: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &self.namespace, &resource);
+    ) -> Result<PodDisruptionBudget> {
+        self.budget(name, match_labels, min_available, None).await
+    }
+
+    /// A PodDisruptionBudget as [`Self::pod_disruption_budget`], with its
+    /// `unhealthyPodEvictionPolicy` (`AlwaysAllow` lets a not-ready pod go whatever the
+    /// budget says; `IfHealthyBudget` is the server's default).
+    pub async fn budget(
+        &self,
+        name: &str,
+        match_labels: &[(&str, &str)],
+        min_available: i32,
+        unhealthy_pod_eviction_policy: Option<&str>,
+    ) -> Result<PodDisruptionBudget> {
+        let budgets: Api<PodDisruptionBudget> =
+            Api::namespaced(self.client.clone(), &self.namespace);
         let labels: BTreeMap<&str, &str> = match_labels.iter().copied().collect();
         let manifest = json!({
-            "apiVersion": version.api_version(), "kind": "PodDisruptionBudget",
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
             "metadata": {"name": name},
-            "spec": {"minAvailable": min_available, "selector": {"matchLabels": labels}},
+            "spec": {"minAvailable": min_available, "selector": {"matchLabels": labels},
+                     "unhealthyPodEvictionPolicy": unhealthy_pod_eviction_policy},
         });
         budgets
             .create(&PostParams::default(), &serde_json::from_value(manifest)?)
@@ -368,8 +396,10 @@ impl TestKubelet {
             .with_context(|| format!("creating PodDisruptionBudget {name}"))?;
         for _ in 0..300 {
             let budget = budgets.get(name).await?;
-            let observed = budget.data["status"]["observedGeneration"]
-                .as_i64()
+            let observed = budget
+                .status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
                 .unwrap_or(0);
             if observed >= budget.metadata.generation.unwrap_or(1) {
                 return Ok(budget);
@@ -427,29 +457,62 @@ impl TestKubelet {
 
     /// Reports the pod's container terminated with `exit`; the pod phase follows the exit code.
     pub async fn terminate(&self, name: &str, exit: Exit) -> Result<Pod> {
+        self.terminate_with_sidecar(name, exit, None).await
+    }
+
+    /// As [`Self::terminate`], with the pod's native sidecar (see
+    /// [`TestPod::native_sidecar`]) terminated with `sidecar` when given.
+    pub async fn terminate_with_sidecar(
+        &self,
+        name: &str,
+        exit: Exit,
+        sidecar: Option<(&str, Exit)>,
+    ) -> Result<Pod> {
         let phase = if exit.code == 0 {
             "Succeeded"
         } else {
             "Failed"
         };
-        let terminated = json!({"terminated": {
-            "exitCode": exit.code, "reason": exit.reason, "startedAt": now(), "finishedAt": now(),
-        }});
+        let terminated = |exit: Exit| {
+            json!({"terminated": {
+                "exitCode": exit.code, "reason": exit.reason, "startedAt": now(), "finishedAt": now(),
+            }})
+        };
         let status = json!({"status": {
             "phase": phase,
             "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now()}],
-            "containerStatuses": [container_status(false, terminated)],
+            "containerStatuses": [container_status("main", false, terminated(exit))],
+            "initContainerStatuses": sidecar.iter().map(|(name, exit)| container_status(name, false, terminated(*exit))).collect::<Vec<_>>(),
         }});
-        self.pods()
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        self.report_status(name, status)
             .await
             .with_context(|| format!("reporting pod {name} terminated with {exit:?}"))
     }
+
+    /// Reports the pod Ready or not (its containers keep running), as a kubelet does
+    /// when a readiness probe starts or stops failing.
+    pub async fn set_ready(&self, name: &str, ready: bool) -> Result<Pod> {
+        let status = if ready { "True" } else { "False" };
+        let status = json!({"status": {
+            "conditions": [{"type": "Ready", "status": status, "lastTransitionTime": now()}],
+        }});
+        self.report_status(name, status)
+            .await
+            .with_context(|| format!("reporting pod {name} ready={ready}"))
+    }
+
+    /// A strategic merge patch of the pod's status: conditions merge by type, so one the
+    /// server wrote (DisruptionTarget) stays, as it does with a real kubelet.
+    async fn report_status(&self, name: &str, status: Value) -> kube::Result<Pod> {
+        self.pods()
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(&status))
+            .await
+    }
 }
 
-fn container_status(ready: bool, state: Value) -> Value {
+fn container_status(name: &str, ready: bool, state: Value) -> Value {
     json!({
-        "name": "main", "ready": ready, "restartCount": 0,
+        "name": name, "ready": ready, "restartCount": 0,
         "image": "registry.invalid/reclaim/test:1", "imageID": "", "state": state,
     })
 }

@@ -6,6 +6,7 @@
 //! - [`agent`]: the real agent loop, run in-process so tests can kill it mid-drain;
 //! - [`process`]: the real binaries as child processes, for the demo and the benchmarks;
 //! - [`fault_proxy`]: a TCP proxy that refuses or black-holes a binary's API connections;
+//! - [`throttle`]: API Priority and Fairness rejecting a ServiceAccount's evictions (429);
 //! - [`kubelet`]: plays the kubelet the control plane does not have (nodes, running pods,
 //!   graceful deletions, container exits, DaemonSet and mirror pods, disruption budgets).
 
@@ -15,6 +16,7 @@ pub mod control_plane;
 pub mod fault_proxy;
 pub mod kubelet;
 pub mod process;
+pub mod throttle;
 pub mod wait;
 
 pub use control_plane::ControlPlane;

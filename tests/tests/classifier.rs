@@ -1073,3 +1073,115 @@ async fn a_verdict_refused_at_first_is_retried_until_it_is_written() -> Result<(
     stop_replica(stop, task).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_servers_disruption_targets_and_a_native_sidecars_exit_are_read_from_the_real_pods()
+-> Result<()> {
+    let (k, node, _) = noticed_node("classify-current", "spot-current").await?;
+    let (stop, task, metrics) = start_classifier(&k, "replica-current");
+    // No agent record on any of these pods: what ties them to the notice is the node's
+    // notice, and what says they were taken away is the server's own condition.
+    for (name, sidecar) in [
+        ("evicted", None),
+        ("orphaned", None),
+        ("sidecar-evicted", Some("log-shipper")),
+        ("sidecar-oom", Some("proxy")),
+    ] {
+        let owner = job(&k, &format!("job-{name}"))
+            .await?
+            .controller_owner_ref(&())
+            .unwrap();
+        let mut pod = TestPod::new(name).owned_by(owner).grace_period(30);
+        if let Some(sidecar) = sidecar {
+            pod = pod.native_sidecar(sidecar);
+        }
+        k.run_pod(&node, pod).await?;
+    }
+    let admin = k.client();
+    for name in ["evicted", "sidecar-evicted", "sidecar-oom"] {
+        let uid = k.pods().get(name).await?.uid().unwrap_or_default();
+        let pod = reclaim_agent::eviction::PodRef {
+            namespace: &k.namespace,
+            name,
+            uid: &uid,
+        };
+        assert_eq!(
+            reclaim_agent::eviction::evict(admin, pod, None).await?,
+            reclaim_agent::eviction::Answer::Accepted
+        );
+    }
+    let sigterm = Exit {
+        code: 143,
+        reason: "Error",
+    };
+    k.terminate("evicted", sigterm).await?;
+    // A native sidecar is stopped after the main container; a clean stop says nothing.
+    k.terminate_with_sidecar(
+        "sidecar-evicted",
+        sigterm,
+        Some(("log-shipper", Exit::COMPLETED)),
+    )
+    .await?;
+    // The sidecar's own OOM kill is the pod's own failure, whatever the node went through.
+    k.terminate_with_sidecar(
+        "sidecar-oom",
+        Exit::KILLED,
+        Some(("proxy", Exit::OOM_KILLED)),
+    )
+    .await?;
+
+    let jobs: Api<Job> = Api::namespaced(k.client().clone(), &k.namespace);
+    for name in ["job-evicted", "job-sidecar-evicted"] {
+        eventually(Duration::from_secs(60), name, || async {
+            Ok(verdict_of(jobs.get(name).await?.annotations()).is_some())
+        })
+        .await?;
+        let (cause, retryable, evidence) = verdict_of(jobs.get(name).await?.annotations()).unwrap();
+        assert_eq!(
+            (cause.as_str(), retryable.as_str()),
+            ("spot-interruption", "true")
+        );
+        assert_eq!(
+            evidence.signals,
+            [
+                "exit-143",
+                "disruption-target:EvictionByEvictionAPI",
+                "node-notice"
+            ],
+            "{name}"
+        );
+    }
+    eventually(
+        Duration::from_secs(60),
+        "the sidecar's OOM judged",
+        || async {
+            Ok(reclaim_testbed::agent::metric_sum(
+                &metrics.encode(),
+                "reclaim_classifier_verdicts_total",
+                &[("verdict", "not_spot")],
+            ) >= 1.0)
+        },
+    )
+    .await?;
+    assert!(verdict_of(jobs.get("job-sidecar-oom").await?.annotations()).is_none());
+
+    // The instance is reclaimed with the pod still on it: the pod garbage collector marks
+    // the orphan (after its 40 s quarantine) and deletes it.
+    k.nodes().delete(&node, &Default::default()).await?;
+    eventually(
+        Duration::from_secs(150),
+        "the orphan's Job verdict",
+        || async { Ok(verdict_of(jobs.get("job-orphaned").await?.annotations()).is_some()) },
+    )
+    .await?;
+    let (_, _, evidence) = verdict_of(jobs.get("job-orphaned").await?.annotations()).unwrap();
+    assert!(
+        evidence
+            .signals
+            .contains(&"disruption-target:DeletionByPodGC".to_owned()),
+        "{:?}",
+        evidence.signals
+    );
+    stop_replica(stop, task).await?;
+    Ok(())
+}

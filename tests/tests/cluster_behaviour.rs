@@ -1,7 +1,8 @@
 //! The Kubernetes behaviour Reclaim relies on, pinned against a real API server:
 //! taint updates that never lose another writer's taint, pods listed by node,
-//! evictions accepted or refused by a PodDisruptionBudget, the eviction group the
-//! server serves; plus the test bed itself (test kubelet, clean teardown).
+//! policy/v1 evictions accepted or refused by a PodDisruptionBudget (and its
+//! unhealthy-pod policy), the DisruptionTarget condition the server writes; plus the
+//! test bed itself (test kubelet, clean teardown).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -9,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use reclaim_agent::eviction::{self, Answer, EvictionVersion, PodRef};
+use reclaim_agent::eviction::{self, Answer, PodRef};
 use reclaim_agent::node::{ensure_taint, remove_taint, taints_patch, with_taint};
 use reclaim_agent::pods::pods_on_node;
 use reclaim_model::NoticeKind;
@@ -182,25 +184,25 @@ async fn eviction_is_accepted_for_a_plain_pod_and_refused_while_a_budget_allows_
         .pod_disruption_budget("executors", &[("spark-role", "executor")], 1)
         .await?;
     assert_eq!(
-        budget.data["status"]["disruptionsAllowed"], 0,
+        budget.status.as_ref().map(|s| s.disruptions_allowed),
+        Some(0),
         "{:?}",
-        budget.data["status"]
+        budget.status
     );
-    let version = eviction::discover_version(k.client()).await?;
     let finisher = k.keep_finishing_deletions(&node);
 
     let pods = k.pods();
     let plain = Target::of(&k, "plain").await?;
     let exec = Target::of(&k, "exec-1").await?;
     assert_eq!(
-        eviction::evict(k.client(), version, plain.pod(), None).await?,
+        eviction::evict(k.client(), plain.pod(), None).await?,
         Answer::Accepted
     );
     // The refusal comes back at once, not after the client's own retries (kube's default
     // client would retry the 429 for minutes); 20 s is far above one round trip.
     let asked = Instant::now();
     assert_eq!(
-        eviction::evict(k.client(), version, exec.pod(), None).await?,
+        eviction::evict(k.client(), exec.pod(), None).await?,
         Answer::BudgetRefused
     );
     assert!(
@@ -222,7 +224,7 @@ async fn eviction_is_accepted_for_a_plain_pod_and_refused_while_a_budget_allows_
     assert!(protected.metadata.deletion_timestamp.is_none());
     assert_eq!(protected.status.unwrap().phase.as_deref(), Some("Running"));
     assert_eq!(
-        eviction::evict(k.client(), version, plain.pod(), None).await?,
+        eviction::evict(k.client(), plain.pod(), None).await?,
         Answer::Gone
     );
     finisher.abort();
@@ -267,9 +269,8 @@ async fn a_pod_recreated_under_the_same_name_is_never_touched_by_a_request_for_t
     k.finish_deletion("db-0").await?;
     k.run_pod(&k.node_name("other"), TestPod::new("db-0"))
         .await?;
-    let version = eviction::discover_version(k.client()).await?;
     assert_eq!(
-        eviction::evict(k.client(), version, old.pod(), None).await?,
+        eviction::evict(k.client(), old.pod(), None).await?,
         Answer::Gone
     );
     assert_eq!(
@@ -297,10 +298,9 @@ async fn a_pod_under_two_budgets_is_refused_with_a_500_told_apart_from_a_budget_
         .await?;
     k.pod_disruption_budget("two", &[("app", "shared")], 0)
         .await?;
-    let version = eviction::discover_version(k.client()).await?;
     let shared = Target::of(&k, "shared").await?;
     assert_eq!(
-        eviction::evict(k.client(), version, shared.pod(), None).await?,
+        eviction::evict(k.client(), shared.pod(), None).await?,
         Answer::MultipleBudgets
     );
     assert_eq!(
@@ -317,9 +317,8 @@ async fn an_eviction_can_shorten_the_grace_period() -> Result<()> {
     k.register_node(TestNode::spot(&node)).await?;
     k.run_pod(&node, TestPod::new("slow-to-stop").grace_period(600))
         .await?;
-    let version = eviction::discover_version(k.client()).await?;
     let slow = Target::of(&k, "slow-to-stop").await?;
-    let outcome = eviction::evict(k.client(), version, slow.pod(), Some(7)).await?;
+    let outcome = eviction::evict(k.client(), slow.pod(), Some(7)).await?;
     assert_eq!(outcome, Answer::Accepted);
     let pod: Pod = k.pods().get("slow-to-stop").await?;
     assert_eq!(pod.metadata.deletion_grace_period_seconds, Some(7));
@@ -327,47 +326,146 @@ async fn an_eviction_can_shorten_the_grace_period() -> Result<()> {
 }
 
 #[tokio::test]
-async fn the_eviction_group_is_discovered_from_what_the_server_serves() -> Result<()> {
-    let k = kubelet("eviction-group").await?;
-    let client = k.client();
-    let served: Vec<String> = client
-        .list_api_groups()
-        .await?
-        .groups
-        .into_iter()
-        .filter(|g| g.name == "policy")
-        .flat_map(|g| g.versions.into_iter().map(|v| v.group_version))
-        .collect();
-    let version = eviction::discover_version(client).await?;
-    assert!(
-        served.contains(&version.api_version().to_owned()),
-        "{version:?} not in {served:?}"
-    );
-    if served.iter().any(|v| v == "policy/v1") {
-        assert_eq!(version, EvictionVersion::PolicyV1);
-    } else {
-        // A 1.20 server: an Eviction labelled policy/v1 is rejected, which is why discovery matters.
-        assert_eq!(version, EvictionVersion::PolicyV1beta1);
-        let node = k.node_name("spot-g");
-        k.register_node(TestNode::spot(&node)).await?;
-        k.run_pod(&node, TestPod::new("victim")).await?;
-        let victim = Target::of(&k, "victim").await?;
-        let wrong = eviction::evict(client, EvictionVersion::PolicyV1, victim.pod(), None).await;
-        match wrong {
-            Err(eviction::EvictionError::Status { code, .. }) => assert_eq!(code, 400),
-            other => panic!(
-                "expected 400 for a policy/v1 Eviction on a server without it, got {other:?}"
-            ),
+async fn a_budget_that_always_allows_unhealthy_pods_lets_an_unready_pod_go_while_a_healthy_one_is_refused()
+-> Result<()> {
+    let k = kubelet("eviction-unhealthy").await?;
+    let node = k.node_name("spot-n");
+    k.register_node(TestNode::spot(&node)).await?;
+    // Two executors behind each budget, one of them not ready: the budget (minAvailable 2)
+    // is not healthy, so it allows no disruption.
+    for (app, policy) in [("always", "AlwaysAllow"), ("if-healthy", "IfHealthyBudget")] {
+        for role in ["ready", "unready"] {
+            k.run_pod(
+                &node,
+                TestPod::spark_executor(&format!("{app}-{role}"), app).grace_period(1),
+            )
+            .await?;
         }
+        k.set_ready(&format!("{app}-unready"), false).await?;
+        k.budget(app, &[("spark-app-selector", app)], 2, Some(policy))
+            .await?;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "both budgets to count one healthy pod",
+        || async {
+            let budgets: Api<PodDisruptionBudget> =
+                Api::namespaced(k.client().clone(), &k.namespace);
+            let mut healthy = Vec::new();
+            for name in ["always", "if-healthy"] {
+                healthy.push(budgets.get(name).await?.status.map(|s| s.current_healthy));
+            }
+            Ok(healthy == [Some(1), Some(1)])
+        },
+    )
+    .await?;
+
+    let evict = |name: &'static str| {
+        let k = k.clone();
+        async move {
+            let target = Target::of(&k, name).await?;
+            anyhow::Ok(eviction::evict(k.client(), target.pod(), None).await?)
+        }
+    };
+    // AlwaysAllow: the unready pod goes at once, the healthy one is refused.
+    assert_eq!(evict("always-unready").await?, Answer::Accepted);
+    assert_eq!(evict("always-ready").await?, Answer::BudgetRefused);
+    // The default (IfHealthyBudget): an unhealthy budget refuses the unready pod too.
+    assert_eq!(evict("if-healthy-unready").await?, Answer::BudgetRefused);
+    assert_eq!(evict("if-healthy-ready").await?, Answer::BudgetRefused);
+    let gone = k.pods().get("always-unready").await?;
+    assert!(gone.metadata.deletion_timestamp.is_some());
+    for kept in ["always-ready", "if-healthy-unready", "if-healthy-ready"] {
         assert!(
             k.pods()
-                .get("victim")
+                .get(kept)
                 .await?
                 .metadata
                 .deletion_timestamp
-                .is_none()
+                .is_none(),
+            "{kept}"
         );
     }
+    Ok(())
+}
+
+/// The true `DisruptionTarget` condition of `pod`, with its reason.
+fn disruption_target(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+        .map(|c| c.reason.clone().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn the_server_marks_an_evicted_pod_and_a_pod_of_a_vanished_node_as_disruption_targets()
+-> Result<()> {
+    let k = kubelet("disruption-target").await?;
+    let node = k.node_name("spot-d");
+    k.register_node(TestNode::spot(&node)).await?;
+    k.run_pod(&node, TestPod::new("evicted").grace_period(30))
+        .await?;
+    // A finalizer holds the pod that the pod garbage collector deletes, so that the
+    // condition it wrote can be read back.
+    let held = TestPod::new("orphaned").finalizer("reclaim.dev/test-hold");
+    k.run_pod(&node, held).await?;
+
+    let evicted = Target::of(&k, "evicted").await?;
+    assert_eq!(
+        eviction::evict(k.client(), evicted.pod(), None).await?,
+        Answer::Accepted
+    );
+    let pod = k.pods().get("evicted").await?;
+    assert!(pod.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        disruption_target(&pod).as_deref(),
+        Some("EvictionByEvictionAPI")
+    );
+    // The kubelet's report of the exit keeps the server's condition.
+    let pod = k
+        .terminate(
+            "evicted",
+            Exit {
+                code: 143,
+                reason: "Error",
+            },
+        )
+        .await?;
+    assert_eq!(
+        disruption_target(&pod).as_deref(),
+        Some("EvictionByEvictionAPI")
+    );
+
+    // The node goes away with its pods (the instance was reclaimed): the pod garbage
+    // collector (after its 40 s quarantine) marks the orphan Failed and deletes it.
+    k.nodes().delete(&node, &Default::default()).await?;
+    let pods = k.pods();
+    let orphan = reclaim_testbed::eventually_some(
+        Duration::from_secs(150),
+        "the pod garbage collector to delete the orphaned pod",
+        || async {
+            let pod = pods.get("orphaned").await?;
+            Ok(pod.metadata.deletion_timestamp.is_some().then_some(pod))
+        },
+    )
+    .await?;
+    assert_eq!(
+        disruption_target(&orphan).as_deref(),
+        Some("DeletionByPodGC")
+    );
+    assert_eq!(
+        orphan.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Failed")
+    );
+    pods.patch(
+        "orphaned",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+    )
+    .await?;
     Ok(())
 }
 

@@ -36,26 +36,10 @@ const RECORD_RETENTION: Duration = Duration::from_secs(40);
 const NAMESPACE: &str = "reclaim-system";
 const OVERLAYS: [&str; 3] = ["aws", "azure", "gcp"];
 
-/// `kubectl kustomize manifests/overlays/<overlay>`, made servable by this 1.20 API server:
-/// it serves PodDisruptionBudgets only as policy/v1beta1 (same fields as policy/v1, which
-/// the manifests use for the clusters they target). Nothing else is changed.
+/// `kubectl kustomize manifests/overlays/<overlay>`, as a user builds it.
 fn overlay(name: &str) -> Result<String> {
-    let cp = ControlPlane::shared();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/overlays/").to_owned() + name;
-    let built = cp.kubectl(&["kustomize", &dir])?;
-    let versions = cp.kubectl(&["api-versions"])?;
-    if versions.lines().any(|v| v == "policy/v1") {
-        return Ok(built);
-    }
-    let (v1, v1beta1) = (
-        "apiVersion: policy/v1\nkind: PodDisruptionBudget",
-        "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget",
-    );
-    anyhow::ensure!(
-        built.matches(v1).count() == 1,
-        "expected one policy/v1 PodDisruptionBudget"
-    );
-    Ok(built.replace(v1, v1beta1))
+    ControlPlane::shared().kubectl(&["kustomize", &dir])
 }
 
 fn write_temp(name: &str, text: &str) -> Result<std::path::PathBuf> {

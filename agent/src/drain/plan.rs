@@ -272,12 +272,16 @@ pub fn next_requests(
     let mut requests = Vec::new();
     for pod in in_order {
         let tried = history.get(&pod.uid).copied().unwrap_or_default();
-        if tried.not_before.is_some_and(|t| now < t) {
-            continue;
-        }
         let uid = pod.uid.clone();
         let due = deadline_of(pod.group);
         let left = seconds_left(now, due);
+        // A throttling server's Retry-After grows to 32 s under load: it is honoured
+        // until the pod's whole grace period no longer fits, then the pod is asked every
+        // round, or it would be late.
+        let hurried = left <= pod.grace + retry_seconds;
+        if tried.not_before.is_some_and(|t| now < t) && !hurried {
+            continue;
+        }
         match pod.terminating_until {
             // Terminating (asked by us or by someone else): only ever faster.
             Some(until) if until > due => requests.push(Request::Delete {
@@ -506,6 +510,38 @@ mod tests {
             uids(&next_requests(at(69), deadline, &pods, &refused, RETRY)),
             ["evict stuck", "evict dns", "evict proxy"],
             "30 s and one round left: the critical pods start, whatever still runs"
+        );
+    }
+
+    #[test]
+    fn a_throttled_pod_waits_as_the_server_asks_until_its_grace_period_no_longer_fits() {
+        let deadline = at(60);
+        let pods = vec![drain_pod("exec", Group::First, 30)];
+        // Throttled at 0 with Retry-After 32 s.
+        let throttled: History = [(
+            "exec".to_owned(),
+            Tried {
+                requests: 1,
+                not_before: Some(at(32)),
+            },
+        )]
+        .into();
+        for second in [1, 15, 28] {
+            assert!(
+                next_requests(at(second), deadline, &pods, &throttled, RETRY).is_empty(),
+                "Retry-After honoured at {second} s"
+            );
+        }
+        // From 29 s, 31 s are left: the grace period and a round no longer fit after the
+        // server's back-off, so the pod is asked at once, as an eviction while it fits,
+        // then with the time left.
+        assert_eq!(
+            uids(&next_requests(at(29), deadline, &pods, &throttled, RETRY)),
+            ["evict exec"]
+        );
+        assert_eq!(
+            uids(&next_requests(at(31), deadline, &pods, &throttled, RETRY)),
+            ["delete exec 29s"]
         );
     }
 

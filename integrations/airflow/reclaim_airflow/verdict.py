@@ -77,7 +77,10 @@ def _annotations(obj: dict) -> dict:
 
 
 def _terminations(pod: dict) -> list[dict]:
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    # Native sidecars (init containers with restartPolicy Always) report in
+    # initContainerStatuses; their exits count like any container's.
+    status = pod.get("status") or {}
+    statuses = (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
     return [
         s["state"]["terminated"]
         for s in statuses

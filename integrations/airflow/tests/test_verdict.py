@@ -74,11 +74,15 @@ def case_pod(case):
         {"name": f"c{i}", "state": {"terminated": {"exitCode": e["code"], "reason": e["reason"], "finishedAt": e["finishedAt"]}}}
         for i, e in enumerate(case["exits"])
     ]
+    sidecars = [
+        {"name": f"s{i}", "state": {"terminated": {"exitCode": e["code"], "reason": e["reason"], "finishedAt": e["finishedAt"]}}}
+        for i, e in enumerate(case.get("sidecarExits", []))
+    ]
     annotations = {}
     if case.get("record"):
         record = dict(CASES["notices"][case["record"]], node="node-a")
         annotations["reclaim.dev/interruption"] = json.dumps(record)
-    status = {"phase": "Failed", "containerStatuses": statuses}
+    status = {"phase": "Failed", "containerStatuses": statuses, "initContainerStatuses": sidecars}
     if case.get("podReason"):
         status["reason"] = case["podReason"]
     if case.get("disruption"):

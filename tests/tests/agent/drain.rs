@@ -1,9 +1,13 @@
 //! The drain on a bad day, on the real control plane: the API server refusing and
 //! black-holing the agent's connections mid-drain (a TCP fault proxy between the agent
-//! and the server), groups that wait for each other, a pod bound after the drain
-//! started, a pod already terminating with a grace period past the deadline.
+//! and the server), API Priority and Fairness rejecting its evictions with 429, groups
+//! that wait for each other, a pod bound after the drain started, a pod already
+//! terminating with a grace period past the deadline.
 
 use super::*;
+use std::time::Instant;
+
+use reclaim_service::client::ReadTimeout;
 use reclaim_service::endpoints::Exposition;
 use reclaim_testbed::agent::{AgentClients, start_agent_as};
 use reclaim_testbed::fault_proxy::{FaultProxy, Mode};
@@ -202,6 +206,56 @@ async fn a_pod_bound_mid_drain_is_drained_and_a_slow_termination_is_made_to_fit(
 }
 
 #[tokio::test]
+async fn pods_with_native_sidecars_are_evicted_like_any_pod() -> Result<()> {
+    let (k, sim, node) = spot_node("drain-sidecars").await?;
+    k.run_pod(
+        &node,
+        TestPod::spark_executor("exec-1", "spark-1")
+            .native_sidecar("log-shipper")
+            .grace_period(2),
+    )
+    .await?;
+    k.run_pod(
+        &node,
+        TestPod::new("task").native_sidecar("proxy").grace_period(1),
+    )
+    .await?;
+    let (history, _kubelet) = watched_with_kubelet(&k, &node);
+    let agent = start_agent(&node, &sim.url(), &["--safety-margin", "5s"]).await?;
+    agent.ready().await?;
+    sim.state()
+        .aws
+        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(30));
+    let pods = k.pods();
+    eventually(WAIT, "every pod to be gone", || {
+        gone(&pods, &["exec-1", "task"])
+    })
+    .await?;
+    for (name, grace) in [("exec-1", 2), ("task", 1)] {
+        let (_, deleting) = history.deleting(name).context("asked")?;
+        // Through the Eviction API (the server's own mark), with its whole grace period.
+        let evicted = deleting
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter().any(|c| {
+                    c.type_ == "DisruptionTarget"
+                        && c.reason.as_deref() == Some("EvictionByEvictionAPI")
+                })
+            });
+        assert!(evicted, "{name}: {:?}", deleting.status);
+        assert_eq!(deleting.metadata.deletion_grace_period_seconds, Some(grace));
+    }
+    eventually(WAIT, "the drain's summary", || async {
+        Ok(agent.metric("reclaim_evictions_total{outcome=\"evicted\"}") == 2.0)
+    })
+    .await?;
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn healthz_fails_while_a_drain_makes_no_progress_and_recovers_when_it_does() -> Result<()> {
     let (k, sim, node) = spot_node("drain-stall").await?;
     k.run_executor_behind_refusing_budget(&node, 3).await?;
@@ -231,6 +285,120 @@ async fn healthz_fails_while_a_drain_makes_no_progress_and_recovers_when_it_does
         Ok(agent.health.is_alive())
     })
     .await?;
+    agent.stop().await?;
+    Ok(())
+}
+
+/// A ServiceAccount `name` in `k`'s namespace bound to cluster-admin: all the rights, but
+/// through RBAC, so API Priority and Fairness treats it like any workload (only
+/// `system:masters` is exempt).
+async fn privileged_account(k: &TestKubelet, name: &str) -> Result<AgentClients> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    use kube::api::PostParams;
+    let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    Api::<ServiceAccount>::namespaced(k.client().clone(), &k.namespace)
+        .create(&PostParams::default(), &account)
+        .await?;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("reclaim-test-{}-{name}", k.namespace)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "namespace": k.namespace, "name": name}],
+    }))?;
+    Api::<ClusterRoleBinding>::all(k.client().clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
+    let cp = ControlPlane::shared();
+    Ok(AgentClients {
+        requests: cp
+            .service_account_client(&k.namespace, name, ReadTimeout::ShortRequests)
+            .await?,
+        watches: cp
+            .service_account_client(&k.namespace, name, ReadTimeout::Watches)
+            .await?,
+    })
+}
+
+#[tokio::test]
+async fn a_drain_throttled_by_priority_and_fairness_waits_as_told_and_still_gets_every_pod_off_in_time()
+-> Result<()> {
+    let (k, sim, node) = spot_node("drain-apf").await?;
+    ControlPlane::shared().install_interruption_crd()?;
+    // exec-1 (grace 3 s) is refused by its budget until its time runs short; task goes at once.
+    k.run_executor_behind_refusing_budget(&node, 3).await?;
+    let (history, _kubelet) = watched_with_kubelet(&k, &node);
+    let clients = privileged_account(&k, "agent").await?;
+    let account_client = clients.requests.clone();
+    // A round every 250 ms: an agent deaf to Retry-After would ask four times a second.
+    let agent = start_agent_as(
+        clients,
+        &node,
+        &sim.url(),
+        &[
+            "--safety-margin",
+            "5s",
+            "--eviction-retry-interval",
+            "250ms",
+        ],
+    )
+    .await?;
+    agent.ready().await?;
+    sim.state()
+        .aws
+        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(45));
+    asked(&history, "task").await?;
+
+    // Mid-drain, the server starts rejecting the agent's evictions with 429 for 8 s.
+    let cp = ControlPlane::shared();
+    let token = cp.service_account_token(&k.namespace, "agent").await?;
+    let began = Instant::now();
+    let throttle = reclaim_testbed::throttle::Throttle::start(
+        cp,
+        &k.namespace,
+        "agent",
+        &token,
+        &account_client,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    throttle.end().await?;
+    let throttled_for = began.elapsed();
+
+    let pods = k.pods();
+    eventually(WAIT, "every pod to be gone", || {
+        gone(&pods, &["exec-1", "task"])
+    })
+    .await?;
+    let notice = node_notice(&k.nodes().get(&node).await?).context("notice")?;
+    let drain_deadline = notice.deadline.unwrap() - SignedDuration::from_secs(5);
+    let (_, deleting) = history.deleting("exec-1").context("exec-1 asked")?;
+    let due = deleting.metadata.deletion_timestamp.unwrap().0;
+    assert!(
+        due <= drain_deadline,
+        "exec-1 due at {due}, after {drain_deadline}"
+    );
+    eventually(WAIT, "the drain's summary", || async {
+        Ok(agent.metric("reclaim_evictions_total{outcome=\"deleted_at_deadline\"}") == 1.0)
+    })
+    .await?;
+    let answered = |answer: &str| {
+        agent.metric_sum(
+            "reclaim_drain_requests_total",
+            &[("request", "evict"), ("answer", answer)],
+        )
+    };
+    // The server's 429s were told apart from the budget's, and honoured: at most one
+    // request per Retry-After (1 s or more) while they lasted, not one per round.
+    let (throttled, refused) = (answered("throttled"), answered("budget_refused"));
+    assert!(throttled >= 1.0, "{}", agent.metrics.encode());
+    assert!(refused >= 1.0, "{}", agent.metrics.encode());
+    assert!(
+        throttled <= throttled_for.as_secs_f64() + 2.0,
+        "{throttled} throttled evictions in {throttled_for:?}: Retry-After was not honoured"
+    );
+    let record = finished_record(&k, &node).await?;
+    let drain = &record.data["status"]["drain"];
+    assert_eq!(drain["latePods"].as_str(), Some("none"), "{drain}");
     agent.stop().await?;
     Ok(())
 }
