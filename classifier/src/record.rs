@@ -24,9 +24,23 @@ use crate::writer::Marked;
 /// the retry queue.
 const CONFLICT_RETRIES: usize = 5;
 
+/// How long after a notice its record may still be on its way: the agent creates it
+/// when it acts on the notice, from a task of its own that retries every 2 s, and a pod
+/// evicted at once can be judged before that write lands (seen on a 1.37 server, whose
+/// first reads of a new CRD wait for its watch cache).
+const RECORD_AWAITED: SignedDuration = SignedDuration::from_mins(2);
+
+/// Whether the record of a notice issued at `notice_time` may still come: the write is
+/// then retried. A notice time in the future (a clock, or a forged value) is not waited for.
+fn awaited(notice_time: Timestamp, now: Timestamp) -> bool {
+    let age = now.duration_since(notice_time);
+    !age.is_negative() && age < RECORD_AWAITED
+}
+
 /// Adds the objects `marked` on `evidence` to its notice's record, each once, in one
 /// write. A record that does not exist (the agent ran with `--dry-run`, or without the
-/// CRD) is not an error; neither is a classifier not allowed to write records (said once).
+/// CRD) is not an error once [`RECORD_AWAITED`] has passed since the notice (before, the
+/// write is retried); neither is a classifier not allowed to write records (said once).
 pub(crate) async fn add_verdicts(
     client: &Client,
     writer: &str,
@@ -45,6 +59,11 @@ pub(crate) async fn add_verdicts(
     for _ in 0..CONFLICT_RETRIES {
         let found = match records.get_opt(&record).await {
             Ok(Some(found)) => found,
+            Ok(None) if awaited(evidence.notice_time, Timestamp::now()) => {
+                return Err(kube::Error::Service(
+                    format!("the Interruption record {record} is not written yet").into(),
+                ));
+            }
             Ok(None) => {
                 tracing::debug!(
                     record,
@@ -179,6 +198,21 @@ pub(crate) async fn collect_garbage(client: &Client, retention: Duration) -> kub
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_record_is_awaited_only_for_a_while_after_its_notice() {
+        let notice: Timestamp = "2026-12-07T10:00:00Z".parse().unwrap();
+        let at = |s: i64| notice + SignedDuration::from_secs(s);
+        assert!(awaited(notice, at(1)));
+        assert!(awaited(notice, at(119)));
+        assert!(!awaited(notice, at(120)), "the agent wrote none");
+        assert!(
+            !awaited(notice, at(-5)),
+            "a notice from the future is not waited for"
+        );
+        let forged: Timestamp = "9999-01-01T00:00:00Z".parse().unwrap();
+        assert!(!awaited(forged, notice));
+    }
 
     fn marked(kind: &str, name: &str) -> Marked {
         Marked {
