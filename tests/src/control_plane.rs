@@ -30,7 +30,7 @@ use reclaim_service::client::{ReadTimeout, client_from_config};
 
 const DIR_PREFIX: &str = "reclaim-cp-";
 const PROVISION_HINT: &str =
-    "run `scripts/control-plane provision` (builds and caches them once, about 20 minutes)";
+    "run `scripts/control-plane provision` (builds and caches them once, about 6 minutes)";
 
 /// A running control plane and how to reach it as cluster admin.
 #[derive(Debug)]

@@ -5,7 +5,12 @@
 //! 2. on a node of 110 pods, the time from the taint until every eviction was issued,
 //!    on AWS (2-minute notice) and GCP (30 s: every pod must be due before the deadline);
 //! 3. the idle agent's memory, CPU and API requests while it polls the metadata service,
-//!    watching its Node for drills and with `--disable-drills`.
+//!    watching its Node for drills and with `--disable-drills`;
+//! 4. a fleet of agents noticed in the same second (`--fleet-only` runs it alone).
+//!
+//! The agents of 3 and 4 run as a ServiceAccount, as in a cluster: API Priority and
+//! Fairness (on, as in every cluster) exempts only `system:masters`, so they meet the
+//! server's throttling as a real DaemonSet does.
 //!
 //! Run it through `scripts/bench`, which builds the release binaries it measures.
 
@@ -37,6 +42,8 @@ struct Args {
     idle_seconds: u64,
     /// Only the idle agents (section 3).
     idle_only: bool,
+    /// Only the fleet (section 4).
+    fleet_only: bool,
 }
 
 fn args() -> Result<Args> {
@@ -48,11 +55,13 @@ fn args() -> Result<Args> {
         pods: 110,
         idle_seconds: 60,
         idle_only: false,
+        fleet_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        if flag == "--idle-only" {
-            args.idle_only = true;
+        if flag == "--idle-only" || flag == "--fleet-only" {
+            args.idle_only |= flag == "--idle-only";
+            args.fleet_only |= flag == "--fleet-only";
             continue;
         }
         let value: u64 = it
@@ -68,7 +77,7 @@ fn args() -> Result<Args> {
             "--idle-seconds" => args.idle_seconds = value,
             other => {
                 anyhow::bail!(
-                    "unknown flag {other}; use --notices N, --storms N, --pods N, --fleet N, --fleet-pods N, --idle-seconds N, --idle-only"
+                    "unknown flag {other}; use --notices N, --storms N, --pods N, --fleet N, --fleet-pods N, --idle-seconds N, --idle-only, --fleet-only"
                 )
             }
         }
@@ -88,8 +97,12 @@ async fn main() -> Result<()> {
         std::thread::available_parallelism()?.get()
     );
 
+    let account = agent_account(cp).await?;
     if args.idle_only {
-        return idle_agents(cp, &kubelet, &sim, &http, args.idle_seconds).await;
+        return idle_agents(cp, &account, &kubelet, &sim, &http, args.idle_seconds).await;
+    }
+    if args.fleet_only {
+        return fleet(&account, &kubelet, &sim, &http, args.fleet, args.fleet_pods).await;
     }
     println!(
         "\n1. notice-to-taint, {} notices per cloud (targets: p99 <= poll + 200 ms = 1200 ms on AWS and Azure, <= 200 ms on GCP):",
@@ -129,9 +142,9 @@ async fn main() -> Result<()> {
         "\n4. fleet: {} agents, each on a node of {} pods (two behind a budget that refuses), all noticed in the same second, 60 s ahead (target: 0 pods present at their node's deadline):",
         args.fleet, args.fleet_pods
     );
-    fleet(&kubelet, &sim, &http, args.fleet, args.fleet_pods).await?;
+    fleet(&account, &kubelet, &sim, &http, args.fleet, args.fleet_pods).await?;
 
-    idle_agents(cp, &kubelet, &sim, &http, args.idle_seconds).await?;
+    idle_agents(cp, &account, &kubelet, &sim, &http, args.idle_seconds).await?;
     Ok(())
 }
 
@@ -202,17 +215,9 @@ async fn notice_to_taint(
     Ok(latencies)
 }
 
-/// A node of `count` pods (two in eleven Spark executors, a few critical) preempted `lead` ahead.
-/// 3. Two idle agents side by side: one watching its Node for drills (the default), one
-/// with `--disable-drills`. What each asked of the API server is read from the server's
-/// audit log (which records the ServiceAccounts of `reclaim-system`), by the node named.
-async fn idle_agents(
-    cp: &ControlPlane,
-    kubelet: &TestKubelet,
-    sim: &Simulator,
-    http: &reqwest::Client,
-    seconds: u64,
-) -> Result<()> {
+/// A kubeconfig for the ServiceAccount `reclaim-system/bench-agent`, bound to cluster-admin:
+/// the agents' identity in sections 3 and 4 (the audit log records `reclaim-system`).
+async fn agent_account(cp: &ControlPlane) -> Result<std::path::PathBuf> {
     let admin = cp.admin_client().await?;
     let objects = [
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "reclaim-system"}}),
@@ -235,9 +240,22 @@ async fn idle_agents(
             Err(e) => return Err(e.into()),
         }
     }
-    let kubeconfig = cp
-        .service_account_kubeconfig_file("reclaim-system", "bench-agent", "bench-agent.kubeconfig")
-        .await?;
+    cp.service_account_kubeconfig_file("reclaim-system", "bench-agent", "bench-agent.kubeconfig")
+        .await
+}
+
+/// Section 3, two idle agents side by side: one watching its Node for drills (the
+/// default), one with `--disable-drills`. What each asked of the API server is read from
+/// the server's audit log (which records the ServiceAccounts of `reclaim-system`), by the
+/// node named.
+async fn idle_agents(
+    cp: &ControlPlane,
+    kubeconfig: &std::path::Path,
+    kubelet: &TestKubelet,
+    sim: &Simulator,
+    http: &reqwest::Client,
+    seconds: u64,
+) -> Result<()> {
     let mut agents = Vec::new();
     for (name, extra) in [
         ("quiet-watching", &[][..]),
@@ -252,7 +270,7 @@ async fn idle_agents(
             "reclaim-agent",
             &args,
             std::process::Stdio::null(),
-            &kubeconfig,
+            kubeconfig,
         )?;
         agent.ready(http).await?;
         agents.push((name, node, agent));
@@ -309,6 +327,7 @@ async fn idle_agents(
     Ok(())
 }
 
+/// A node of `count` pods (two in eleven Spark executors, a few critical) preempted `lead` ahead.
 async fn full_node_drain(
     kubelet: &TestKubelet,
     sim: &Simulator,
@@ -442,6 +461,7 @@ async fn evictions_seen(pods: Api<Pod>, node: String, count: usize) -> Result<Ve
 /// budget that refuses, two critical, the rest ordinary), each guarded by its own agent
 /// process, all noticed at once (they read the same simulated instance metadata).
 async fn fleet(
+    kubeconfig: &std::path::Path,
     kubelet: &TestKubelet,
     sim: &Simulator,
     http: &reqwest::Client,
@@ -477,12 +497,20 @@ async fn fleet(
     }
     let mut processes = Vec::new();
     for node in &nodes {
-        let flags = ["--safety-margin", "10s"];
-        processes.push(spawn_agent_process(
+        let url = sim.url();
+        let args = [
+            "--node-name",
             node,
-            &sim.url(),
-            &flags,
+            "--metadata-url",
+            &url,
+            "--safety-margin",
+            "10s",
+        ];
+        processes.push(ReclaimProcess::spawn_with(
+            "reclaim-agent",
+            &args,
             std::process::Stdio::null(),
+            kubeconfig,
         )?);
     }
     for process in &processes {
