@@ -398,35 +398,30 @@ mod tests {
         case: &serde_json::Value,
         record: impl Fn(&serde_json::Value) -> Option<PodInterruption>,
     ) -> Pod {
-        let statuses: Vec<serde_json::Value> = case["exits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .enumerate()
-            .map(|(i, exit)| {
-                serde_json::json!({
-                    "name": format!("c{i}"), "image": "task", "imageID": "", "ready": false, "restartCount": 0,
-                    "state": {"terminated": {"exitCode": exit["code"], "reason": exit["reason"], "finishedAt": exit["finishedAt"]}},
+        // A case's exits (`exits`, or `sidecarExits`) as container statuses named `prefix0`, ...
+        let statuses = |key: &str, prefix: &str| -> Vec<serde_json::Value> {
+            case[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, exit)| {
+                    serde_json::json!({
+                        "name": format!("{prefix}{i}"), "image": "task", "imageID": "", "ready": false, "restartCount": 0,
+                        "state": {"terminated": {"exitCode": exit["code"], "reason": exit["reason"], "finishedAt": exit["finishedAt"]}},
+                    })
                 })
-            })
-            .collect();
+                .collect()
+        };
         let mut annotations = serde_json::Map::new();
         if let Some(record) = record(&case["record"]) {
             annotations.insert("reclaim.dev/interruption".into(), record.to_json().into());
         }
-        let sidecars: Vec<serde_json::Value> = case["sidecarExits"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, exit)| {
-                serde_json::json!({
-                    "name": format!("s{i}"), "image": "sidecar", "imageID": "", "ready": false, "restartCount": 0,
-                    "state": {"terminated": {"exitCode": exit["code"], "reason": exit["reason"], "finishedAt": exit["finishedAt"]}},
-                })
-            })
-            .collect();
-        let mut status = serde_json::json!({"phase": "Failed", "containerStatuses": statuses, "initContainerStatuses": sidecars});
+        let mut status = serde_json::json!({
+            "phase": "Failed",
+            "containerStatuses": statuses("exits", "c"),
+            "initContainerStatuses": statuses("sidecarExits", "s"),
+        });
         if let Some(reason) = case["podReason"].as_str() {
             status["reason"] = reason.into();
         }

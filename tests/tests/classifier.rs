@@ -949,14 +949,7 @@ async fn a_kill_under_only_a_rebalance_or_under_a_record_long_over_is_never_call
     )
     .await?;
     k.terminate("long-after", Exit::KILLED).await?;
-    eventually(Duration::from_secs(60), "both kills judged", || async {
-        Ok(reclaim_testbed::agent::metric_sum(
-            &metrics.encode(),
-            "reclaim_classifier_verdicts_total",
-            &[("verdict", "unknown")],
-        ) >= 2.0)
-    })
-    .await?;
+    judged(&metrics, "unknown", 2.0).await?;
     let pods = k.pods();
     for name in ["liveness-killed", "long-after"] {
         assert!(
@@ -966,6 +959,19 @@ async fn a_kill_under_only_a_rebalance_or_under_a_record_long_over_is_never_call
     }
     stop_replica(stop, task).await?;
     Ok(())
+}
+
+/// Waits until the classifier has reached `count` verdicts of kind `verdict` (`unknown`,
+/// `not_spot`): the pods were judged, whatever it wrote.
+async fn judged(metrics: &ClassifierMetrics, verdict: &str, count: f64) -> Result<()> {
+    eventually(Duration::from_secs(60), &format!("{count} {verdict} verdicts"), || async {
+        Ok(reclaim_testbed::agent::metric_sum(
+            &metrics.encode(),
+            "reclaim_classifier_verdicts_total",
+            &[("verdict", verdict)],
+        ) >= count)
+    })
+    .await
 }
 
 /// Creates `manifest` (any kind) as cluster admin.
@@ -1151,18 +1157,8 @@ async fn the_servers_disruption_targets_and_a_native_sidecars_exit_are_read_from
             "{name}"
         );
     }
-    eventually(
-        Duration::from_secs(60),
-        "the sidecar's OOM judged",
-        || async {
-            Ok(reclaim_testbed::agent::metric_sum(
-                &metrics.encode(),
-                "reclaim_classifier_verdicts_total",
-                &[("verdict", "not_spot")],
-            ) >= 1.0)
-        },
-    )
-    .await?;
+    // The sidecar's OOM kill judged.
+    judged(&metrics, "not_spot", 1.0).await?;
     assert!(verdict_of(jobs.get("job-sidecar-oom").await?.annotations()).is_none());
 
     // The instance is reclaimed with the pod still on it: the pod garbage collector marks

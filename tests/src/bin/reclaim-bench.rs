@@ -102,7 +102,7 @@ async fn main() -> Result<()> {
         return idle_agents(cp, &account, &kubelet, &sim, &http, args.idle_seconds).await;
     }
     if args.fleet_only {
-        return fleet(&account, &kubelet, &sim, &http, args.fleet, args.fleet_pods).await;
+        return fleets(cp, &account, &kubelet, &sim, &http, &args).await;
     }
     println!(
         "\n1. notice-to-taint, {} notices per cloud (targets: p99 <= poll + 200 ms = 1200 ms on AWS and Azure, <= 200 ms on GCP):",
@@ -138,11 +138,7 @@ async fn main() -> Result<()> {
         .await?;
     }
 
-    println!(
-        "\n4. fleet: {} agents, each on a node of {} pods (two behind a budget that refuses), all noticed in the same second, 60 s ahead (target: 0 pods present at their node's deadline):",
-        args.fleet, args.fleet_pods
-    );
-    fleet(&account, &kubelet, &sim, &http, args.fleet, args.fleet_pods).await?;
+    fleets(cp, &account, &kubelet, &sim, &http, &args).await?;
 
     idle_agents(cp, &account, &kubelet, &sim, &http, args.idle_seconds).await?;
     Ok(())
@@ -324,6 +320,31 @@ async fn idle_agents(
     }
     let polls = sim.state().aws.stats.metadata_requests;
     println!("   {polls} metadata requests served in total");
+    Ok(())
+}
+
+/// Section 4, twice: the agents as the ServiceAccount a DaemonSet runs as (one APF flow for
+/// them all, at the `workload-low` priority level of the default FlowSchemas), then as
+/// `system:masters`, which APF exempts: what the server's throttling costs a mass reclaim.
+async fn fleets(
+    cp: &ControlPlane,
+    account: &std::path::Path,
+    kubelet: &TestKubelet,
+    sim: &Simulator,
+    http: &reqwest::Client,
+    args: &Args,
+) -> Result<()> {
+    for (who, kubeconfig) in [
+        ("a ServiceAccount (APF applies)", account),
+        ("system:masters (exempt from APF)", cp.kubeconfig.as_path()),
+    ] {
+        println!(
+            "\n4. fleet as {who}: {} agents, each on a node of {} pods (two behind a budget that refuses), all noticed in the same second, 60 s ahead (target: 0 pods present at their node's deadline):",
+            args.fleet, args.fleet_pods
+        );
+        let kubelet = TestKubelet::new(kubelet.client().clone(), "bench-fleet").await?;
+        fleet(kubeconfig, &kubelet, sim, http, args.fleet, args.fleet_pods).await?;
+    }
     Ok(())
 }
 
