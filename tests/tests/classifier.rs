@@ -964,13 +964,17 @@ async fn a_kill_under_only_a_rebalance_or_under_a_record_long_over_is_never_call
 /// Waits until the classifier has reached `count` verdicts of kind `verdict` (`unknown`,
 /// `not_spot`): the pods were judged, whatever it wrote.
 async fn judged(metrics: &ClassifierMetrics, verdict: &str, count: f64) -> Result<()> {
-    eventually(Duration::from_secs(60), &format!("{count} {verdict} verdicts"), || async {
-        Ok(reclaim_testbed::agent::metric_sum(
-            &metrics.encode(),
-            "reclaim_classifier_verdicts_total",
-            &[("verdict", verdict)],
-        ) >= count)
-    })
+    eventually(
+        Duration::from_secs(60),
+        &format!("{count} {verdict} verdicts"),
+        || async {
+            Ok(reclaim_testbed::agent::metric_sum(
+                &metrics.encode(),
+                "reclaim_classifier_verdicts_total",
+                &[("verdict", verdict)],
+            ) >= count)
+        },
+    )
     .await
 }
 
