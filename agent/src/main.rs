@@ -43,7 +43,9 @@ async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Res
                 .await?,
         )
     };
-    if !reclaim_service::server_version::wait_until_supported(&client, &mut shutdown).await? {
+    if !reclaim_service::server_version::wait_until_supported(&client, &health, &mut shutdown)
+        .await?
+    {
         return Ok(());
     }
     let drill_annotation = DrillAnnotation::watch(watch_client, &config.node_name);

@@ -63,7 +63,9 @@ async fn run(args: Args, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<
             .map_err(|e| {
                 anyhow::anyhow!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
             })?;
-    if !reclaim_service::server_version::wait_until_supported(&client, &mut shutdown).await? {
+    if !reclaim_service::server_version::wait_until_supported(&client, &health, &mut shutdown)
+        .await?
+    {
         return Ok(());
     }
     let identity = match args.identity {

@@ -14,6 +14,8 @@ use k8s_openapi::apimachinery::pkg::version::Info;
 use kube::Client;
 use tokio::sync::watch;
 
+use crate::endpoints::Health;
+
 /// A Kubernetes minor release, `1.34`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Minor {
@@ -91,12 +93,15 @@ pub fn judge(info: &Info) -> Result<Option<Minor>, TooOld> {
 
 /// Reads the server's version until it answers (retrying every few seconds, with each
 /// request bounded by the client's timeout), then fails if it is older than supported.
-/// Returns `Ok(false)` when `shutdown` came first.
+/// Each attempt counts as a turn of the process's loop on `/healthz`: waiting for an
+/// unreachable API server is not a hang. Returns `Ok(false)` when `shutdown` came first.
 pub async fn wait_until_supported(
     client: &Client,
+    health: &Health,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<bool, TooOld> {
     loop {
+        health.loop_turned();
         match client.apiserver_version().await {
             Ok(info) => {
                 match judge(&info)? {
