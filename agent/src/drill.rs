@@ -174,6 +174,8 @@ mod tests {
                 .contains("between 15s")
         );
         assert!(parse("spot-interruption,lead=soon").is_err());
+        // Anyone who may patch nodes writes this value: an absurd lead is refused, never a panic.
+        assert!(parse("spot-interruption,lead=99999999999999999999s").is_err());
         assert!(
             parse("spot-interruption,deadline=1m")
                 .unwrap_err()

@@ -100,12 +100,22 @@ pub fn failure_of(pod: &Pod, deleted: bool) -> Failure {
 }
 
 /// Whether a kill at `at` falls in `notice`'s window: from its notice time (less the
-/// clock slack) to its deadline plus [`RECORD_SLACK`].
+/// clock slack) to its deadline plus [`RECORD_SLACK`]. The times come from an annotation
+/// anyone who may write the pod can forge: a bound past the representable range (a
+/// deadline in year 9999) makes the window unknowable, and the kill is out of it.
 fn within_window(notice: &Notice, at: Timestamp) -> bool {
-    let end = notice
-        .deadline
-        .unwrap_or(notice.notice_time + DEADLINE_LESS_WINDOW);
-    at >= notice.notice_time - CLOCK_SLACK && at <= end + RECORD_SLACK
+    let end = match notice.deadline {
+        Some(deadline) => Some(deadline),
+        None => notice.notice_time.checked_add(DEADLINE_LESS_WINDOW).ok(),
+    };
+    let (Some(start), Some(end)) = (
+        notice.notice_time.checked_sub(CLOCK_SLACK).ok(),
+        end.and_then(|end| end.checked_add(RECORD_SLACK).ok()),
+    ) else {
+        tracing::warn!(notice_time = %notice.notice_time, deadline = ?notice.deadline, "an interruption record's times are out of range; not counted");
+        return false;
+    };
+    at >= start && at <= end
 }
 
 /// `record` is the pod's own `reclaim.dev/interruption`; `node_notice` the notice the
@@ -177,7 +187,8 @@ pub fn classify(
             return Verdict::Unknown(REBALANCE_KILLS_NOTHING);
         }
         (None, Some((node, notice))) => {
-            if finished_at.is_some_and(|t| t < notice.notice_time - CLOCK_SLACK) {
+            let issued = notice.notice_time.checked_sub(CLOCK_SLACK).ok();
+            if finished_at.is_some_and(|t| issued.is_none_or(|issued| t < issued)) {
                 return Verdict::Unknown("killed before its node's notice was issued");
             }
             signals.push("node-notice".into());
@@ -296,6 +307,29 @@ mod tests {
             classify(&lost, None, Some(("node-a", &n)), NOW),
             Verdict::SpotCaused(_)
         ));
+    }
+
+    #[test]
+    fn a_record_whose_times_overflow_is_not_evidence_and_nothing_panics() {
+        let mut forged = notice();
+        forged.deadline = Some(Timestamp::MAX);
+        let failure = exit(137, "Error", "2026-01-01T10:01:00Z");
+        let now = at("2026-01-01T10:02:00Z");
+        assert_eq!(
+            classify(&failure, Some(&forged.for_pod("node-a")), None, now),
+            Verdict::Unknown(RECORD_OUT_OF_WINDOW)
+        );
+        let mut early = notice();
+        early.notice_time = Timestamp::MIN;
+        early.deadline = None;
+        assert!(matches!(
+            classify(&failure, None, Some(("node-a", &early)), now),
+            Verdict::Unknown(_)
+        ));
+        assert_eq!(
+            classify(&failure, Some(&early.for_pod("node-a")), None, now),
+            Verdict::Unknown(RECORD_OUT_OF_WINDOW)
+        );
     }
 
     #[test]

@@ -102,7 +102,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Ok(Duration::from_secs_f64(seconds))
+    // A value from an annotation can be absurd: out of range is an error, never a panic.
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
 }
 
 #[cfg(test)]
@@ -119,5 +120,11 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
         assert!(parse_duration("3w").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("99999999999999999999s")
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(parse_duration("9".repeat(400).as_str()).is_err());
     }
 }

@@ -1185,3 +1185,40 @@ async fn the_servers_disruption_targets_and_a_native_sidecars_exit_are_read_from
     stop_replica(stop, task).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_forged_record_whose_times_overflow_stops_nothing_among_real_kills() -> Result<()> {
+    let (k, noticed, notice) = noticed_node("classify-forged", "spot-forged").await?;
+    let quiet = k.node_name("spot-quiet");
+    k.register_node(TestNode::spot(&quiet)).await?;
+    let (stop, task, _) = start_classifier(&k, "replica-forged");
+    // A pod's creator wrote a record whose deadline is the end of time: judged first (one
+    // watch, in order), it must neither stop the classifier nor count as evidence.
+    let forged = Notice {
+        deadline: Some(jiff::Timestamp::MAX),
+        ..notice.clone()
+    };
+    k.run_pod(
+        &quiet,
+        TestPod::new("forged").interrupted(&forged.for_pod(&quiet)),
+    )
+    .await?;
+    k.terminate("forged", Exit::KILLED).await?;
+    k.run_pod(
+        &noticed,
+        TestPod::new("real").interrupted(&notice.for_pod(&noticed)),
+    )
+    .await?;
+    k.terminate("real", Exit::KILLED).await?;
+    let pods = k.pods();
+    eventually(
+        Duration::from_secs(60),
+        "the real kill's verdict",
+        || async { Ok(verdict_of(pods.get("real").await?.annotations()).is_some()) },
+    )
+    .await?;
+    assert!(verdict_of(pods.get("forged").await?.annotations()).is_none());
+    assert!(!task.is_finished(), "the classifier is still running");
+    stop_replica(stop, task).await?;
+    Ok(())
+}

@@ -334,3 +334,32 @@ async fn with_drills_turned_off_the_annotation_is_ignored_and_real_notices_still
     agent.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_absurd_drill_lead_is_refused_and_the_node_stays_guarded() -> Result<()> {
+    let (k, sim, node) = spot_node("drill-absurd").await?;
+    let agent = start_agent(&node, &sim.url(), &[]).await?;
+    agent.ready().await?;
+    // Anyone who may patch nodes can write this: it must not stop the agent.
+    annotate_drill(
+        &k,
+        &node,
+        Some("spot-interruption,lead=99999999999999999999s"),
+    )
+    .await?;
+    eventually(WAIT, "the DrillRefused Event", || async {
+        Ok(node_events(&k, &node, "DrillRefused").await? >= 1)
+    })
+    .await?;
+    sim.state()
+        .aws
+        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(60));
+    eventually(WAIT, "the real notice's taint", || {
+        node_state(&k, &node, |n| !reclaim_taints(n).is_empty())
+    })
+    .await?;
+    let notice = node_notice(&k.nodes().get(&node).await?).context("the notice")?;
+    assert_eq!(notice.provider, Provider::Aws);
+    agent.stop().await?;
+    Ok(())
+}
