@@ -5,7 +5,10 @@
 //! `reclaim.dev/interrupted` (a label selector) are watched in full; Nodes only through
 //! their metadata, so memory and traffic do not grow with the number of healthy pods.
 //! A verdict is written once: an object that already carries `reclaim.dev/cause` is left
-//! alone, and every write is conditioned on the resourceVersion that was read.
+//! alone, and every write is conditioned on the resourceVersion that was read. The
+//! verdict annotations are output, never input: a pod that carries them (written by an
+//! earlier run, or by whoever created the pod) is judged again from the evidence, so a
+//! pod's creator cannot have its Job marked by writing them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +23,7 @@ use kube::runtime::watcher as watch;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use reclaim_model::keys::{
-    CAUSE_ANNOTATION, EVIDENCE_ANNOTATION, INTERRUPTED_LABEL, NODE_NOTICE_ANNOTATION,
-    POD_INTERRUPTION_ANNOTATION,
+    CAUSE_ANNOTATION, INTERRUPTED_LABEL, NODE_NOTICE_ANNOTATION, POD_INTERRUPTION_ANNOTATION,
 };
 use reclaim_model::{Evidence, Notice, PodInterruption};
 use reclaim_service::endpoints::Health;
@@ -511,17 +513,6 @@ async fn handle(
     notices: &Mutex<NodeNotices>,
 ) -> kube::Result<Written> {
     let namespace = pod.namespace().unwrap_or_default();
-    // Already marked (by an earlier run, or another replica): its Jobs may still need the
-    // verdict, if marking them failed last time.
-    if let Some(evidence) = pod
-        .annotations()
-        .get(EVIDENCE_ANNOTATION)
-        .and_then(|t| serde_json::from_str::<Evidence>(t).ok())
-        && pod.annotations().contains_key(CAUSE_ANNOTATION)
-    {
-        mark_owners_and_list(client, writer, pod, &evidence).await?;
-        return Ok(Written::Verdict);
-    }
     let record = interruption_of(pod);
     let failure = failure_of(pod, false);
     let node = node_of(pod);
@@ -563,20 +554,24 @@ async fn handle(
             return Ok(Written::Nothing);
         }
     };
-    mark(
-        &Api::<Pod>::namespaced(client.clone(), &namespace),
-        writer,
-        &pod.name_any(),
-        pod.resource_version(),
-        &evidence,
-    )
-    .await?;
-    metrics.spot_caused(&namespace);
-    if let Some(died) = failure.exits.iter().filter_map(|e| e.finished_at).max() {
-        metrics.classified_after(jiff::Timestamp::now().duration_since(died).as_secs_f64());
+    // Marked by an earlier run (or another replica) that may have failed before it
+    // reached the owners: the pod is left as it is, its owners still get the verdict.
+    if !pod.annotations().contains_key(CAUSE_ANNOTATION) {
+        mark(
+            &Api::<Pod>::namespaced(client.clone(), &namespace),
+            writer,
+            &pod.name_any(),
+            pod.resource_version(),
+            &evidence,
+        )
+        .await?;
+        metrics.spot_caused(&namespace);
+        if let Some(died) = failure.exits.iter().filter_map(|e| e.finished_at).max() {
+            metrics.classified_after(jiff::Timestamp::now().duration_since(died).as_secs_f64());
+        }
+        tracing::info!(kind = "Pod", object = %name, signals = %evidence.signals.join(","), "spot-caused failure marked retryable");
+        record_event(client, &pod.object_ref(&()), &evidence).await;
     }
-    tracing::info!(kind = "Pod", object = %name, signals = %evidence.signals.join(","), "spot-caused failure marked retryable");
-    record_event(client, &pod.object_ref(&()), &evidence).await;
     mark_owners_and_list(client, writer, pod, &evidence).await?;
     Ok(Written::Verdict)
 }

@@ -510,7 +510,8 @@ async fn a_job_is_marked_even_when_its_pod_was_marked_before() -> Result<()> {
         .await?
         .controller_owner_ref(&())
         .unwrap();
-    // Marked by an earlier run that failed before it reached the Job.
+    // Marked by an earlier run that failed before it reached the Job: judged again (the
+    // annotations are output, not evidence), it is still spot-caused, and the Job gets it.
     let evidence = Evidence {
         node: node.clone(),
         notice_kind: notice.kind,
@@ -1219,6 +1220,57 @@ async fn a_forged_record_whose_times_overflow_stops_nothing_among_real_kills() -
     .await?;
     assert!(verdict_of(pods.get("forged").await?.annotations()).is_none());
     assert!(!task.is_finished(), "the classifier is still running");
+    stop_replica(stop, task).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pod_that_writes_its_own_verdict_gets_no_verdict_on_its_job() -> Result<()> {
+    let (k, noticed, notice) = noticed_node("classify-self-marked", "spot-self").await?;
+    let (stop, task, _) = start_classifier(&k, "replica-self");
+    // A pod's creator writes the classifier's annotations itself, naming a real notice,
+    // and the pod then fails by itself (exit 1) on that noticed node.
+    let evidence = Evidence {
+        node: noticed.clone(),
+        notice_kind: notice.kind,
+        provider: Some(notice.provider),
+        event_id: Some(notice.event_id.clone()),
+        notice_time: notice.notice_time,
+        exit_code: Some(137),
+        reason: Some("Error".into()),
+        signals: vec!["exit-137".into(), "node-notice".into()],
+        pod: Some(format!("{}/self-marked", k.namespace)),
+    };
+    let owner = job(&k, "job-self-marked")
+        .await?
+        .controller_owner_ref(&())
+        .unwrap();
+    let forged = TestPod::new("self-marked")
+        .owned_by(owner)
+        .annotation("reclaim.dev/cause", "spot-interruption")
+        .annotation("reclaim.dev/retryable", "true")
+        .annotation("reclaim.dev/evidence", &serde_json::to_string(&evidence)?);
+    k.run_pod(&noticed, forged).await?;
+    k.terminate("self-marked", Exit::FAILED).await?;
+    // A real kill after it, on the same node (one watch, in order).
+    let owner = job(&k, "job-real")
+        .await?
+        .controller_owner_ref(&())
+        .unwrap();
+    k.run_pod(&noticed, TestPod::new("real").owned_by(owner))
+        .await?;
+    k.terminate("real", Exit::KILLED).await?;
+    let jobs: Api<Job> = Api::namespaced(k.client().clone(), &k.namespace);
+    eventually(
+        Duration::from_secs(60),
+        "the real kill's Job verdict",
+        || async { Ok(verdict_of(jobs.get("job-real").await?.annotations()).is_some()) },
+    )
+    .await?;
+    assert!(
+        verdict_of(jobs.get("job-self-marked").await?.annotations()).is_none(),
+        "a forged verdict reached the Job"
+    );
     stop_replica(stop, task).await?;
     Ok(())
 }
