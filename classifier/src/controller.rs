@@ -461,6 +461,21 @@ fn notice_of(node: &PartialObjectMeta<Node>) -> Option<Notice> {
         .and_then(|t| Notice::from_json(t).ok())
 }
 
+/// Whether `pod`, reported gone by the label-selector watch, still exists: a pod that
+/// merely lost the agent's label (an undo) leaves that watch as if deleted. A real
+/// deletion carries a deletionTimestamp; only without one is the pod read (by name, then
+/// its UID compared: a pod recreated under the same name is another pod).
+async fn still_there(client: &Client, pod: &Pod) -> kube::Result<bool> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Ok(false);
+    }
+    let pods = Api::<Pod>::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    Ok(pods
+        .get_metadata_opt(&pod.name_any())
+        .await?
+        .is_some_and(|now| now.uid() == pod.uid()))
+}
+
 /// A pod deleted while the agent was draining its node: its owners get the verdict,
 /// unless its last status shows a failure of its own (OOMKilled during its grace period).
 async fn handle_deleted(
@@ -473,6 +488,10 @@ async fn handle_deleted(
         return Ok(());
     };
     let name = pod_key(pod);
+    if still_there(client, pod).await? {
+        tracing::info!(pod = %name, "the agent's label left a pod that stays (an undo); not a deletion");
+        return Ok(());
+    }
     // A pod that reached Failed was counted by the failed-pod watch already.
     let uncounted = pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed");
     match classify(

@@ -110,12 +110,57 @@ fn start_classifier(
     start_classifier_as(k, identity, k.client().clone(), Duration::from_secs(10))
 }
 
+/// As [`start_classifier`], returning once the replica leads and every watch has listed
+/// (`/readyz`): what a test needs when its pods may come and go at once.
+async fn start_ready_classifier(
+    k: &TestKubelet,
+    identity: &str,
+) -> Result<(
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+    Arc<ClassifierMetrics>,
+)> {
+    let health = Arc::new(reclaim_service::endpoints::Health::new(Duration::MAX));
+    let started = start_classifier_with(
+        k,
+        identity,
+        k.client().clone(),
+        Duration::from_secs(10),
+        health.clone(),
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the replica to be ready",
+        || async {
+            Ok(health.is_ready() && started.2.encode().contains("reclaim_classifier_leader 1"))
+        },
+    )
+    .await?;
+    Ok(started)
+}
+
 /// As [`start_classifier`], talking to the API server through `client`.
 fn start_classifier_as(
     k: &TestKubelet,
     identity: &str,
     client: kube::Client,
     lease_duration: Duration,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+    Arc<ClassifierMetrics>,
+) {
+    let health = Arc::new(reclaim_service::endpoints::Health::new(Duration::MAX));
+    start_classifier_with(k, identity, client, lease_duration, health)
+}
+
+/// As [`start_classifier_as`], reporting to `health`.
+fn start_classifier_with(
+    k: &TestKubelet,
+    identity: &str,
+    client: kube::Client,
+    lease_duration: Duration,
+    health: Arc<reclaim_service::endpoints::Health>,
 ) -> (
     tokio::sync::watch::Sender<bool>,
     tokio::task::JoinHandle<()>,
@@ -136,7 +181,7 @@ fn start_classifier_as(
         record_retention: Duration::from_secs(30 * 86400),
         namespace: Some(k.namespace.clone()),
         metrics: metrics.clone(),
-        health: std::sync::Arc::new(reclaim_service::endpoints::Health::new(Duration::MAX)),
+        health,
     };
     let task = tokio::spawn(reclaim_classifier::elected::run_elected(
         client, settings, election, shutdown,
@@ -1271,6 +1316,54 @@ async fn a_pod_that_writes_its_own_verdict_gets_no_verdict_on_its_job() -> Resul
         verdict_of(jobs.get("job-self-marked").await?.annotations()).is_none(),
         "a forged verdict reached the Job"
     );
+    stop_replica(stop, task).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pod_that_loses_the_agents_label_in_an_undo_is_not_taken_for_deleted() -> Result<()> {
+    let (k, node, notice) = noticed_node("classify-undo", "spot-undo").await?;
+    // Ready: every watch has listed, so pods that come and go at once are seen.
+    let (stop, task, _) = start_ready_classifier(&k, "replica-undo").await?;
+    let record = notice.for_pod(&node);
+    for name in ["stays", "evicted"] {
+        let owner = job(&k, &format!("job-{name}"))
+            .await?
+            .controller_owner_ref(&())
+            .unwrap();
+        k.run_pod(
+            &node,
+            TestPod::new(name).owned_by(owner).interrupted(&record),
+        )
+        .await?;
+    }
+    // The notice is undone (a canceled maintenance, a drill called off): the agent takes
+    // its label and stamp off the pod that stays. Then the other pod is really deleted.
+    let undo = serde_json::json!({"metadata": {
+        "labels": {"reclaim.dev/interrupted": null},
+        "annotations": {"reclaim.dev/interruption": null},
+    }});
+    k.pods()
+        .patch(
+            "stays",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&undo),
+        )
+        .await?;
+    k.finish_deletion("evicted").await?;
+    let jobs: Api<Job> = Api::namespaced(k.client().clone(), &k.namespace);
+    eventually(
+        Duration::from_secs(60),
+        "the deleted pod's Job verdict",
+        || async { Ok(verdict_of(jobs.get("job-evicted").await?.annotations()).is_some()) },
+    )
+    .await?;
+    assert!(
+        verdict_of(jobs.get("job-stays").await?.annotations()).is_none(),
+        "a running pod's Job was marked spot-caused"
+    );
+    let stays = k.pods().get("stays").await?;
+    assert!(verdict_of(stays.annotations()).is_none());
     stop_replica(stop, task).await?;
     Ok(())
 }
