@@ -229,6 +229,29 @@ fn verdict_of(
     ))
 }
 
+/// The evidence the classifier writes for `pod` SIGKILLed on `node` under `notice`.
+fn killed_under(notice: &Notice, node: &str, pod: &str) -> Evidence {
+    Evidence {
+        node: node.to_owned(),
+        notice_kind: notice.kind,
+        provider: Some(notice.provider),
+        event_id: Some(notice.event_id.clone()),
+        notice_time: notice.notice_time,
+        exit_code: Some(137),
+        reason: Some("Error".into()),
+        signals: vec!["exit-137".into(), "node-notice".into()],
+        pod: Some(pod.to_owned()),
+    }
+}
+
+/// `pod` carrying the classifier's verdict annotations with `evidence`.
+fn marked_spot_caused(pod: TestPod, evidence: &Evidence) -> Result<TestPod> {
+    Ok(pod
+        .annotation("reclaim.dev/cause", "spot-interruption")
+        .annotation("reclaim.dev/retryable", "true")
+        .annotation("reclaim.dev/evidence", &serde_json::to_string(evidence)?))
+}
+
 /// A test's kubelet and one spot node carrying a spot notice, as the agent writes it.
 async fn noticed_node(test: &str, node: &str) -> Result<(TestKubelet, String, Notice)> {
     let k = TestKubelet::new(ControlPlane::shared().admin_client().await?, test).await?;
@@ -557,22 +580,8 @@ async fn a_job_is_marked_even_when_its_pod_was_marked_before() -> Result<()> {
         .unwrap();
     // Marked by an earlier run that failed before it reached the Job: judged again (the
     // annotations are output, not evidence), it is still spot-caused, and the Job gets it.
-    let evidence = Evidence {
-        node: node.clone(),
-        notice_kind: notice.kind,
-        provider: Some(notice.provider),
-        event_id: Some(notice.event_id.clone()),
-        notice_time: notice.notice_time,
-        exit_code: Some(137),
-        reason: Some("Error".into()),
-        signals: vec!["exit-137".into(), "node-notice".into()],
-        pod: Some(format!("{}/marked", k.namespace)),
-    };
-    let marked = TestPod::new("marked")
-        .owned_by(owner)
-        .annotation("reclaim.dev/cause", "spot-interruption")
-        .annotation("reclaim.dev/retryable", "true")
-        .annotation("reclaim.dev/evidence", &serde_json::to_string(&evidence)?);
+    let evidence = killed_under(&notice, &node, &format!("{}/marked", k.namespace));
+    let marked = marked_spot_caused(TestPod::new("marked").owned_by(owner), &evidence)?;
     k.run_pod(&node, marked).await?;
     k.terminate("marked", Exit::KILLED).await?;
     let (stop, task, _) = start_classifier(&k, "replica-a");
@@ -1275,26 +1284,12 @@ async fn a_pod_that_writes_its_own_verdict_gets_no_verdict_on_its_job() -> Resul
     let (stop, task, _) = start_classifier(&k, "replica-self");
     // A pod's creator writes the classifier's annotations itself, naming a real notice,
     // and the pod then fails by itself (exit 1) on that noticed node.
-    let evidence = Evidence {
-        node: noticed.clone(),
-        notice_kind: notice.kind,
-        provider: Some(notice.provider),
-        event_id: Some(notice.event_id.clone()),
-        notice_time: notice.notice_time,
-        exit_code: Some(137),
-        reason: Some("Error".into()),
-        signals: vec!["exit-137".into(), "node-notice".into()],
-        pod: Some(format!("{}/self-marked", k.namespace)),
-    };
+    let evidence = killed_under(&notice, &noticed, &format!("{}/self-marked", k.namespace));
     let owner = job(&k, "job-self-marked")
         .await?
         .controller_owner_ref(&())
         .unwrap();
-    let forged = TestPod::new("self-marked")
-        .owned_by(owner)
-        .annotation("reclaim.dev/cause", "spot-interruption")
-        .annotation("reclaim.dev/retryable", "true")
-        .annotation("reclaim.dev/evidence", &serde_json::to_string(&evidence)?);
+    let forged = marked_spot_caused(TestPod::new("self-marked").owned_by(owner), &evidence)?;
     k.run_pod(&noticed, forged).await?;
     k.terminate("self-marked", Exit::FAILED).await?;
     // A real kill after it, on the same node (one watch, in order).

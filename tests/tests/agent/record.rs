@@ -306,6 +306,21 @@ async fn a_real_notice_during_a_drill_takes_over_and_removing_the_drill_leaves_i
     Ok(())
 }
 
+/// Announces a real AWS spot interruption 60 s ahead and waits until the node carries
+/// its taint and notice: the agent still guards the node.
+async fn a_real_notice_is_acted_on(k: &TestKubelet, sim: &Simulator, node: &str) -> Result<()> {
+    sim.state()
+        .aws
+        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(60));
+    eventually(WAIT, "the real notice's taint", || {
+        node_state(k, node, |n| !reclaim_taints(n).is_empty())
+    })
+    .await?;
+    let notice = node_notice(&k.nodes().get(node).await?).context("the notice")?;
+    assert_eq!(notice.provider, Provider::Aws);
+    Ok(())
+}
+
 #[tokio::test]
 async fn with_drills_turned_off_the_annotation_is_ignored_and_real_notices_still_count()
 -> Result<()> {
@@ -313,15 +328,7 @@ async fn with_drills_turned_off_the_annotation_is_ignored_and_real_notices_still
     annotate_drill(&k, &node, Some("spot-interruption")).await?;
     let agent = start_agent(&node, &sim.url(), &["--disable-drills"]).await?;
     agent.ready().await?;
-    sim.state()
-        .aws
-        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(60));
-    eventually(WAIT, "the real notice's taint", || {
-        node_state(&k, &node, |n| !reclaim_taints(n).is_empty())
-    })
-    .await?;
-    let notice = node_notice(&k.nodes().get(&node).await?).context("the notice")?;
-    assert_eq!(notice.provider, Provider::Aws);
+    a_real_notice_is_acted_on(&k, &sim, &node).await?;
     assert_eq!(
         agent.metric("reclaim_notices_total{provider=\"drill\",kind=\"spot-interruption\"}"),
         0.0,
@@ -351,15 +358,7 @@ async fn an_absurd_drill_lead_is_refused_and_the_node_stays_guarded() -> Result<
         Ok(node_events(&k, &node, "DrillRefused").await? >= 1)
     })
     .await?;
-    sim.state()
-        .aws
-        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(60));
-    eventually(WAIT, "the real notice's taint", || {
-        node_state(&k, &node, |n| !reclaim_taints(n).is_empty())
-    })
-    .await?;
-    let notice = node_notice(&k.nodes().get(&node).await?).context("the notice")?;
-    assert_eq!(notice.provider, Provider::Aws);
+    a_real_notice_is_acted_on(&k, &sim, &node).await?;
     agent.stop().await?;
     Ok(())
 }
