@@ -104,7 +104,10 @@ pub fn decide(
         record.retired_event.as_deref() != Some(a.event_id.as_str())
             && !seen.ended.contains(&a.event_id)
             && (a.kind != NoticeKind::ScheduledMaintenance
-                || a.deadline.is_none_or(|start| now >= start - lead))
+                // A lead reaching past the beginning of time has begun.
+                || a.deadline.is_none_or(|start| {
+                    start.checked_sub(lead).map_or(true, |from| now >= from)
+                }))
     });
     let worst = actionable.max_by_key(|(p, a)| severity(*p, a.kind));
 
@@ -186,7 +189,10 @@ pub fn drains(kind: NoticeKind, policy: &Policy) -> bool {
 /// default budget when none was announced) minus the safety margin.
 pub fn drain_deadline(notice: &Notice, policy: &Policy) -> Timestamp {
     let margin = SignedDuration::try_from(policy.safety_margin).unwrap_or(SignedDuration::ZERO);
-    hard_deadline(notice, policy) - margin
+    // Times come from a metadata body or an annotation: saturate, never panic.
+    hard_deadline(notice, policy)
+        .checked_sub(margin)
+        .unwrap_or(Timestamp::MIN)
 }
 
 /// When the instance goes away: the announced deadline, or the detection time plus the
@@ -194,12 +200,55 @@ pub fn drain_deadline(notice: &Notice, policy: &Policy) -> Timestamp {
 pub fn hard_deadline(notice: &Notice, policy: &Policy) -> Timestamp {
     let budget =
         SignedDuration::try_from(policy.default_drain_budget).unwrap_or(SignedDuration::ZERO);
-    notice.deadline.unwrap_or(notice.detected_at + budget)
+    notice.deadline.unwrap_or_else(|| {
+        notice
+            .detected_at
+            .checked_add(budget)
+            .unwrap_or(Timestamp::MAX)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_at_the_ends_of_the_range_saturate_instead_of_panicking() {
+        let mut policy = policy();
+        policy.maintenance_lead_time = Duration::MAX;
+        let mut notice = Notice {
+            provider: Provider::Aws,
+            kind: NoticeKind::SpotInterruption,
+            event_id: "e".into(),
+            notice_time: Timestamp::MIN,
+            deadline: Some(Timestamp::MIN),
+            detected_at: Timestamp::MAX,
+        };
+        assert_eq!(drain_deadline(&notice, &policy), Timestamp::MIN);
+        notice.deadline = None;
+        assert_eq!(hard_deadline(&notice, &policy), Timestamp::MAX);
+        let maintenance = Announced {
+            kind: NoticeKind::ScheduledMaintenance,
+            event_id: "m".into(),
+            notice_time: Timestamp::MIN,
+            deadline: Some(Timestamp::MIN),
+        };
+        let seen = Observation {
+            announced: vec![maintenance],
+            ..Observation::default()
+        };
+        // A lead longer than time itself: the maintenance is within it, acted on at once.
+        assert!(matches!(
+            decide(
+                &seen,
+                &NodeRecord::default(),
+                Provider::Aws,
+                Timestamp::UNIX_EPOCH,
+                &policy
+            ),
+            Decision::Act(_)
+        ));
+    }
 
     fn policy() -> Policy {
         Policy {
