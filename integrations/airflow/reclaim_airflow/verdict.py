@@ -130,11 +130,16 @@ def _disruption(pod: dict) -> str | None:
 
 
 def _within_window(record: dict, killed_at: datetime) -> bool:
+    """The record's times are written by whoever may write the pod: a bound past what a
+    datetime holds (a deadline in year 9999) is no evidence, never an exception."""
     notice_time = _time(record.get("noticeTime"))
     if notice_time is None:
         return False
-    end = _time(record.get("deadline")) or notice_time + DEADLINE_LESS_WINDOW
-    return notice_time - CLOCK_SLACK <= killed_at <= end + RECORD_SLACK
+    try:
+        end = _time(record.get("deadline")) or notice_time + DEADLINE_LESS_WINDOW
+        return notice_time - CLOCK_SLACK <= killed_at <= end + RECORD_SLACK
+    except (OverflowError, TypeError):
+        return False
 
 
 def verdict_of_pod(pod: Any, deleted: bool | None = None, now: datetime | None = None) -> SpotVerdict:

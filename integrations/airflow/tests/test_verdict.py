@@ -168,3 +168,29 @@ def test_a_drill_is_retried_like_a_reclaim_and_says_so():
     # The agent's own record on a pod says so too.
     record = dict(RECORD, provider="drill", eventId="drill-2026-11-22T10:00:00Z", detectedAt="2026-11-22T10:00:00Z")
     assert verdict_of_pod(pod({"reclaim.dev/interruption": json.dumps(record)}, 137, "Error"), now=NOW).drill
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        {"deadline": "9999-12-31T23:59:59Z"},
+        {"noticeTime": "0001-01-01T00:00:00Z", "deadline": None},
+        {"deadline": "2026-01-01T10:02:00"},
+    ],
+    ids=["deadline-at-the-end-of-time", "notice-at-the-beginning-of-time", "deadline-without-zone"],
+)
+def test_a_record_with_times_out_of_range_is_no_evidence_and_raises_nothing(times):
+    """The record is written by whoever may write the pod: an absurd time must not stop the
+    Airflow callback that reads it."""
+    record = dict(CASES["notices"]["spot"], node="node-a", **times)
+    pod = {
+        "metadata": {"name": "forged", "annotations": {"reclaim.dev/interruption": json.dumps(record)}},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {"name": "c0", "state": {"terminated": {"exitCode": 137, "reason": "Error", "finishedAt": "2026-01-01T10:01:00Z"}}}
+            ],
+        },
+    }
+    verdict = verdict_of_pod(pod, deleted=False, now=datetime(2026, 1, 1, 10, 2, tzinfo=timezone.utc))
+    assert verdict.spot is None
