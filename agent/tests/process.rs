@@ -71,6 +71,18 @@ async fn wait_for_status(url: &str, wanted: u16) {
     }
 }
 
+/// Waits until `child` has exited; fails with `stuck` after `within`.
+async fn exited(child: &mut Child, within: Duration, stuck: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            return exit;
+        }
+        assert!(start.elapsed() < within, "{stuck}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn without_an_api_server_the_agent_stays_up_unready_and_stops_cleanly_on_signals() {
     for signal in [libc::SIGTERM, libc::SIGINT] {
@@ -105,17 +117,12 @@ async fn without_an_api_server_the_agent_stays_up_unready_and_stops_cleanly_on_s
 
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, signal) };
-        let start = Instant::now();
-        let exit = loop {
-            if let Some(exit) = child.try_wait().unwrap() {
-                break exit;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "the agent ignored signal {signal}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let exit = exited(
+            &mut child,
+            Duration::from_secs(10),
+            &format!("the agent ignored signal {signal}"),
+        )
+        .await;
         assert!(
             exit.success(),
             "signal {signal} should end the agent cleanly, got {exit}"
@@ -151,17 +158,12 @@ async fn on_a_server_older_than_the_floor_the_agent_exits_at_once_saying_why() {
     std::fs::create_dir_all(&dir).unwrap();
     let log = std::fs::File::create(dir.join("agent.log")).unwrap();
     let (mut child, _) = agent_of(&dir, &old_server(), Stdio::from(log));
-    let start = Instant::now();
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the agent kept running on a 1.33 server"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = exited(
+        &mut child,
+        Duration::from_secs(30),
+        "the agent kept running on a 1.33 server",
+    )
+    .await;
     assert!(!exit.success(), "{exit}");
     let logged = std::fs::read_to_string(dir.join("agent.log")).unwrap();
     assert!(
