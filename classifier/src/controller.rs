@@ -25,19 +25,21 @@ use kube::{Client, Resource, ResourceExt};
 use reclaim_model::keys::{
     CAUSE_ANNOTATION, INTERRUPTED_LABEL, NODE_NOTICE_ANNOTATION, POD_INTERRUPTION_ANNOTATION,
 };
+use reclaim_model::verdict::{OwnFailure, SPOT_INTERRUPTION_CAUSE};
 use reclaim_model::{Evidence, Notice, PodInterruption};
 use reclaim_service::endpoints::Health;
 use tokio::sync::{Mutex, watch as signal};
 
 use crate::judged::Judged;
 use crate::last_seen::LastSeen;
+use crate::latest::{Finding, recorded_failure, replaces};
 use crate::metrics::ClassifierMetrics;
 use crate::notices::NodeNotices;
 use crate::progress::WatchProgress;
 use crate::record::{add_verdicts, collect_garbage, collection_interval};
-use crate::retries::{Pending, Retries};
-use crate::verdict::{NO_NODE_NOTICE, Verdict, classify, failure_of};
-use crate::writer::{Marked, mark, mark_owners, record_event};
+use crate::retries::{Pending, Retries, Work, permanent};
+use crate::verdict::{Failure, NO_NODE_NOTICE, Verdict, classify, failure_of};
+use crate::writer::{Marked, log_marked, mark, mark_owners, record_event};
 
 /// What the controller remembers across its runs: a replica that loses the Lease and
 /// takes it again (an API outage) keeps the verdicts still to write, the notices seen,
@@ -119,8 +121,32 @@ pub async fn run(
         let retries = &retries;
         async move {
             let mut retries = retries.lock().await;
-            retries.schedule(uid, work, attempts, Instant::now());
+            if !retries.schedule(uid, work, attempts, Instant::now()) {
+                settings.metrics.dropped("memory_full");
+                tracing::warn!(
+                    kept = retries.len(),
+                    "too many verdicts waiting to be retried; this one is dropped"
+                );
+            }
             settings.metrics.pending(retries.len());
+        }
+    };
+    // A write that failed: retried with backoff, unless the same request would only be
+    // refused again (or has nothing left to write on).
+    let write_failed = |uid: String, work: Pending, attempts: u32, error: kube::Error| {
+        let retry_later = &retry_later;
+        async move {
+            let pod = pod_key(&work.pod);
+            match permanent(&error) {
+                Some(reason) => {
+                    settings.metrics.dropped(reason);
+                    tracing::warn!(%pod, reason, %error, attempts, "the verdict cannot be written; given up");
+                }
+                None => {
+                    tracing::warn!(%pod, %error, attempts, "could not write the verdict; retrying with backoff until it is written");
+                    retry_later(uid, work, attempts).await;
+                }
+            }
         }
     };
     let nodes = async {
@@ -165,12 +191,18 @@ pub async fn run(
                     if judged.lock().await.contains(&uid) {
                         continue;
                     }
-                    match handle(&client, writer, &settings.metrics, &pod, notices).await {
+                    let observed = Timestamp::now();
+                    match handle(&client, writer, &settings.metrics, &pod, notices, observed).await
+                    {
                         Ok(Written::Verdict) => {}
                         Ok(Written::Nothing) => judged.lock().await.insert(uid),
                         Err(e) => {
-                            tracing::warn!(pod = %pod.name_any(), error = %e, "could not write the verdict; retrying with backoff until it is written");
-                            retry_later(uid, Pending::Failed(pod.clone()), 1).await;
+                            let work = Pending {
+                                pod: pod.clone(),
+                                observed,
+                                work: Work::Failed,
+                            };
+                            write_failed(uid, work, 1, e).await;
                         }
                     }
                 }
@@ -198,20 +230,22 @@ pub async fn run(
             .default_backoff()
             .boxed();
         let mut last_seen = last_seen.lock().await;
-        let (client, judged, retry_later) = (&client, &judged, &retry_later);
+        let (client, judged, write_failed) = (&client, &judged, &write_failed);
         let on_deleted = move |pod: Pod| async move {
             // Judged when it failed: nothing more to say.
             if judged.lock().await.remove(&pod.uid().unwrap_or_default()) {
                 return;
             }
-            if let Err(e) = handle_deleted(client, writer, &settings.metrics, &pod).await {
-                tracing::warn!(pod = %pod.name_any(), error = %e, "could not mark the deleted pod's owners; retrying with backoff until they are");
-                retry_later(
-                    pod.uid().unwrap_or_default(),
-                    Pending::Deleted(pod.clone()),
-                    1,
-                )
-                .await;
+            let observed = Timestamp::now();
+            if let Err(e) = handle_deleted(client, writer, &settings.metrics, &pod, observed).await
+            {
+                let uid = pod.uid().unwrap_or_default();
+                let work = Pending {
+                    pod,
+                    observed,
+                    work: Work::Deleted,
+                };
+                write_failed(uid, work, 1, e).await;
             }
         };
         while let Some(event) = stream.next().await {
@@ -221,7 +255,13 @@ pub async fn run(
                     last_seen.deleted(&pod);
                     on_deleted(pod).await;
                 }
-                Ok(Event::Apply(pod)) | Ok(Event::InitApply(pod)) => last_seen.applied(pod),
+                Ok(Event::Apply(pod)) | Ok(Event::InitApply(pod)) => {
+                    let key = pod_key(&pod);
+                    if !last_seen.applied(pod) {
+                        settings.metrics.dropped("memory_full");
+                        tracing::warn!(pod = %key, "too many labelled pods to remember; this one's deletion may go unjudged if it happens while the watch is down");
+                    }
+                }
                 Ok(Event::Init) => last_seen.relist_started(),
                 Ok(Event::InitDone) => {
                     went(INTERRUPTED_PODS, true, true);
@@ -243,26 +283,30 @@ pub async fn run(
         loop {
             tokio::time::sleep(RETRY_TICK).await;
             let due = retries.lock().await.take_due(Instant::now());
-            for (uid, work, attempts) in due {
-                let written = match &work {
-                    Pending::Failed(pod) => {
-                        retry_failed(&client, writer, &settings.metrics, pod, notices).await
+            for (uid, pending, attempts) in due {
+                let written = match pending.work {
+                    Work::Failed => {
+                        retry_failed(&client, writer, &settings.metrics, &pending, notices).await
                     }
-                    Pending::Deleted(pod) => {
-                        handle_deleted(&client, writer, &settings.metrics, pod).await
+                    Work::Deleted => {
+                        handle_deleted(
+                            &client,
+                            writer,
+                            &settings.metrics,
+                            &pending.pod,
+                            pending.observed,
+                        )
+                        .await
                     }
                 };
                 match written {
-                    Ok(()) => {
+                    Ok(Written::Verdict) => {
                         tracing::info!(pod = %uid, attempts, "verdict written after retrying")
                     }
-                    Err(kube::Error::Api(status)) if status.code == 404 => {
-                        tracing::info!(pod = %uid, "nothing left to write the verdict on (gone)")
+                    Ok(Written::Nothing) => {
+                        tracing::info!(pod = %uid, attempts, "judged again after retrying: no spot-caused verdict to write")
                     }
-                    Err(e) => {
-                        tracing::warn!(pod = %uid, attempts, error = %e, "writing the verdict failed again; retrying with backoff");
-                        retry_later(uid, work, attempts + 1).await;
-                    }
+                    Err(e) => write_failed(uid, pending, attempts + 1, e).await,
                 }
             }
             settings.metrics.pending(retries.lock().await.len());
@@ -345,85 +389,41 @@ async fn retry_failed(
     client: &Client,
     writer: &str,
     metrics: &ClassifierMetrics,
-    seen: &Pod,
+    pending: &Pending,
     notices: &Mutex<NodeNotices>,
-) -> kube::Result<()> {
+) -> kube::Result<Written> {
+    let seen = &pending.pod;
     let pods = Api::<Pod>::namespaced(client.clone(), &seen.namespace().unwrap_or_default());
     match pods.get_opt(&seen.name_any()).await? {
         Some(fresh) if fresh.uid() == seen.uid() => {
-            handle(client, writer, metrics, &fresh, notices)
-                .await
-                .map(|_| ())
+            handle(client, writer, metrics, &fresh, notices, pending.observed).await
         }
-        _ => owners_of_gone(client, writer, metrics, seen, notices).await,
+        _ => {
+            let failure = failure_of(seen, true);
+            let node = node_of(seen);
+            let remembered = notices.lock().await.get(&node).cloned();
+            let verdict = classify(
+                &failure,
+                interruption_of(seen).as_ref(),
+                remembered.as_ref().map(|n| (node.as_str(), n)),
+                pending.observed,
+            );
+            let judged = Judgment {
+                pod: seen,
+                failure: &failure,
+                observed: pending.observed,
+            };
+            settle(
+                client,
+                writer,
+                metrics,
+                judged,
+                verdict,
+                Subject::Gone { counted: false },
+            )
+            .await
+        }
     }
-}
-
-/// Marks the owners of a Failed pod that is gone before its verdict was written, judged
-/// from its last state with its own record or its node's remembered notice: its Job
-/// outlives it, so there is still something to write the verdict on.
-async fn owners_of_gone(
-    client: &Client,
-    writer: &str,
-    metrics: &ClassifierMetrics,
-    pod: &Pod,
-    notices: &Mutex<NodeNotices>,
-) -> kube::Result<()> {
-    let record = interruption_of(pod);
-    let node = node_of(pod);
-    let remembered = notices.lock().await.get(&node).cloned();
-    let verdict = classify(
-        &failure_of(pod, true),
-        record.as_ref(),
-        remembered.as_ref().map(|n| (node.as_str(), n)),
-        Timestamp::now(),
-    );
-    let Verdict::SpotCaused(evidence) = verdict else {
-        return Ok(());
-    };
-    metrics.spot_caused(&pod.namespace().unwrap_or_default());
-    mark_owners_of(client, writer, pod, evidence).await
-}
-
-/// Marks the owners of `pod` (gone, or marked already) with `evidence` naming it.
-async fn mark_owners_of(
-    client: &Client,
-    writer: &str,
-    pod: &Pod,
-    evidence: Evidence,
-) -> kube::Result<()> {
-    let evidence = Evidence {
-        pod: Some(pod_key(pod)),
-        ..evidence
-    };
-    let namespace = pod.namespace().unwrap_or_default();
-    let marked = mark_owners(
-        client,
-        writer,
-        &namespace,
-        pod.owner_references(),
-        &evidence,
-    )
-    .await?;
-    add_verdicts(client, writer, &evidence, &marked).await
-}
-
-/// After a marked pod: marks its owners, then lists them and the pod in the notice's record.
-async fn mark_owners_and_list(
-    client: &Client,
-    writer: &str,
-    pod: &Pod,
-    evidence: &Evidence,
-) -> kube::Result<()> {
-    let namespace = pod.namespace().unwrap_or_default();
-    let owners = mark_owners(client, writer, &namespace, pod.owner_references(), evidence).await?;
-    let itself = Marked {
-        kind: "Pod".into(),
-        namespace,
-        name: pod.name_any(),
-    };
-    let marked: Vec<Marked> = std::iter::once(itself).chain(owners).collect();
-    add_verdicts(client, writer, evidence, &marked).await
 }
 
 /// The node a pod was bound to (`""` when none).
@@ -477,61 +477,60 @@ async fn still_there(client: &Client, pod: &Pod) -> kube::Result<bool> {
 }
 
 /// A pod deleted while the agent was draining its node: its owners get the verdict,
-/// unless its last status shows a failure of its own (OOMKilled during its grace period).
+/// unless its last status shows a failure of its own (OOMKilled during its grace period),
+/// which replaces an earlier spot verdict on them.
 async fn handle_deleted(
     client: &Client,
     writer: &str,
     metrics: &ClassifierMetrics,
     pod: &Pod,
-) -> kube::Result<()> {
+    observed: Timestamp,
+) -> kube::Result<Written> {
     let Some(record) = interruption_of(pod) else {
-        return Ok(());
+        return Ok(Written::Nothing);
     };
-    let name = pod_key(pod);
     if still_there(client, pod).await? {
-        tracing::info!(pod = %name, "the agent's label left a pod that stays (an undo); not a deletion");
-        return Ok(());
+        tracing::info!(pod = %pod_key(pod), "the agent's label left a pod that stays (an undo); not a deletion");
+        return Ok(Written::Nothing);
     }
     // A pod that reached Failed was counted by the failed-pod watch already.
-    let uncounted = pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed");
-    match classify(
-        &failure_of(pod, true),
-        Some(&record),
-        None,
-        Timestamp::now(),
-    ) {
-        Verdict::SpotCaused(evidence) => {
-            if uncounted {
-                metrics.spot_caused(&pod.namespace().unwrap_or_default());
-            }
-            mark_owners_of(client, writer, pod, evidence).await
-        }
-        Verdict::NotSpot(why) => {
-            if uncounted {
-                metrics.verdict("not_spot");
-            }
-            tracing::info!(pod = %name, why, "deleted during the drain, but not because of it; nothing written");
-            Ok(())
-        }
-        Verdict::Unknown(_) => Ok(()),
-    }
+    let counted = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed");
+    let failure = failure_of(pod, true);
+    let verdict = classify(&failure, Some(&record), None, observed);
+    let judged = Judgment {
+        pod,
+        failure: &failure,
+        observed,
+    };
+    settle(
+        client,
+        writer,
+        metrics,
+        judged,
+        verdict,
+        Subject::Gone { counted },
+    )
+    .await
 }
 
 /// What [`handle`] wrote about a failed pod.
 enum Written {
+    /// A spot-caused verdict.
     Verdict,
+    /// No spot-caused verdict (unknown, or the pod's own failure).
     Nothing,
 }
 
-/// Classifies one failed pod and, when spot-caused, marks it and its owners.
+/// Classifies one failed pod and writes what it says: a spot verdict on it and its owners,
+/// or its own failure where that replaces an earlier spot verdict.
 async fn handle(
     client: &Client,
     writer: &str,
     metrics: &ClassifierMetrics,
     pod: &Pod,
     notices: &Mutex<NodeNotices>,
+    observed: Timestamp,
 ) -> kube::Result<Written> {
-    let namespace = pod.namespace().unwrap_or_default();
     let record = interruption_of(pod);
     let failure = failure_of(pod, false);
     let node = node_of(pod);
@@ -540,7 +539,7 @@ async fn handle(
         &failure,
         record.as_ref(),
         remembered.as_ref().map(|n| (node.as_str(), n)),
-        Timestamp::now(),
+        observed,
     );
     // A pod's failure can come in before its node's notice does on the other watch:
     // such a kill is worth one read of the node.
@@ -548,49 +547,122 @@ async fn handle(
         && !node.is_empty()
         && let Some(fresh) = read_node_notice(client, &node).await?
     {
-        verdict = classify(
-            &failure,
-            record.as_ref(),
-            Some((&node, &fresh)),
-            Timestamp::now(),
-        );
+        verdict = classify(&failure, record.as_ref(), Some((&node, &fresh)), observed);
         notices.lock().await.observe(&node, Some(fresh));
     }
+    let judged = Judgment {
+        pod,
+        failure: &failure,
+        observed,
+    };
+    settle(client, writer, metrics, judged, verdict, Subject::Present).await
+}
+
+/// A dead pod as judged.
+struct Judgment<'a> {
+    pod: &'a Pod,
+    failure: &'a Failure,
+    /// When the classifier first saw it dead.
+    observed: Timestamp,
+}
+
+/// Where a verdict goes.
+enum Subject {
+    /// The pod exists: it carries the verdict too.
+    Present,
+    /// The pod is gone: only its owners do. `counted`: its verdict is in the metrics already.
+    Gone { counted: bool },
+}
+
+/// Writes what `verdict` says about a dead pod: a spot verdict on the pod (if present)
+/// and its owners, then in the notice's record; its own failure where that replaces an
+/// earlier spot verdict (a driver that an executor's reclaim marked, then OOM-killed).
+async fn settle(
+    client: &Client,
+    writer: &str,
+    metrics: &ClassifierMetrics,
+    judged: Judgment<'_>,
+    verdict: Verdict,
+    subject: Subject,
+) -> kube::Result<Written> {
+    let Judgment {
+        pod,
+        failure,
+        observed,
+    } = judged;
     let name = pod_key(pod);
-    let evidence = match verdict {
-        Verdict::SpotCaused(evidence) => Evidence {
+    let namespace = pod.namespace().unwrap_or_default();
+    let uncounted = !matches!(subject, Subject::Gone { counted: true });
+    let finding = match verdict {
+        Verdict::SpotCaused(evidence) => Finding::Spot(Evidence {
             pod: Some(name.clone()),
             ..evidence
-        },
+        }),
         Verdict::NotSpot(why) => {
-            metrics.verdict("not_spot");
-            tracing::info!(pod = %name, why, "not a spot interruption; nothing written");
-            return Ok(Written::Nothing);
+            if uncounted {
+                metrics.verdict("not_spot");
+            }
+            tracing::info!(pod = %name, why, "not a spot interruption");
+            Finding::Own(OwnFailure {
+                pod: name.clone(),
+                failed_at: failure.killed_at(observed),
+                why,
+            })
         }
         Verdict::Unknown(why) => {
-            metrics.verdict("unknown");
-            tracing::info!(pod = %name, why, "no verdict");
+            if matches!(subject, Subject::Present) {
+                metrics.verdict("unknown");
+                tracing::info!(pod = %name, why, "no verdict");
+            }
             return Ok(Written::Nothing);
         }
     };
-    // Marked by an earlier run (or another replica) that may have failed before it
-    // reached the owners: the pod is left as it is, its owners still get the verdict.
-    if !pod.annotations().contains_key(CAUSE_ANNOTATION) {
-        mark(
-            &Api::<Pod>::namespaced(client.clone(), &namespace),
-            writer,
-            &pod.name_any(),
-            pod.resource_version(),
-            &evidence,
-        )
-        .await?;
-        metrics.spot_caused(&namespace);
-        if let Some(died) = failure.exits.iter().filter_map(|e| e.finished_at).max() {
-            metrics.classified_after(jiff::Timestamp::now().duration_since(died).as_secs_f64());
+    let spot = matches!(finding, Finding::Spot(_));
+    let mut marked = Vec::new();
+    match subject {
+        Subject::Present => {
+            let recorded = recorded_failure(pod.annotations());
+            let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
+            let write = replaces(recorded, &finding);
+            if write {
+                mark(
+                    &pods,
+                    writer,
+                    &pod.name_any(),
+                    pod.resource_version(),
+                    &finding,
+                )
+                .await?;
+                log_marked("Pod", &name, &finding, recorded);
+                record_event(client, &pod.object_ref(&()), &finding).await;
+            }
+            if spot && write {
+                metrics.spot_caused(&namespace);
+                if let Some(died) = failure.exits.iter().filter_map(|e| e.finished_at).max() {
+                    metrics.classified_after(Timestamp::now().duration_since(died).as_secs_f64());
+                }
+            }
+            if spot
+                && (write
+                    || pod.annotations().get(CAUSE_ANNOTATION).map(String::as_str)
+                        == Some(SPOT_INTERRUPTION_CAUSE))
+            {
+                marked.push(Marked {
+                    kind: "Pod".into(),
+                    namespace: namespace.clone(),
+                    name: pod.name_any(),
+                });
+            }
         }
-        tracing::info!(kind = "Pod", object = %name, signals = %evidence.signals.join(","), "spot-caused failure marked retryable");
-        record_event(client, &pod.object_ref(&()), &evidence).await;
+        Subject::Gone { .. } if spot && uncounted => metrics.spot_caused(&namespace),
+        Subject::Gone { .. } => {}
     }
-    mark_owners_and_list(client, writer, pod, &evidence).await?;
-    Ok(Written::Verdict)
+    marked.extend(mark_owners(client, writer, &namespace, pod.owner_references(), &finding).await?);
+    match finding {
+        Finding::Spot(evidence) => {
+            add_verdicts(client, writer, &evidence, &marked).await?;
+            Ok(Written::Verdict)
+        }
+        Finding::Own(_) => Ok(Written::Nothing),
+    }
 }

@@ -20,6 +20,7 @@ pub mod controller;
 pub mod elected;
 pub mod judged;
 pub mod last_seen;
+pub mod latest;
 pub mod leader;
 pub mod metrics;
 pub mod notices;

@@ -14,6 +14,11 @@ struct VerdictLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NamespaceLabels {
     namespace: String,
 }
@@ -26,10 +31,14 @@ pub struct ClassifierMetrics {
     classify_seconds: Histogram,
     leader: Gauge,
     pending: Gauge,
+    dropped: Family<ReasonLabels, Counter>,
 }
 
 /// The verdicts, each exported from the start (at 0) so rates see the first one.
 const VERDICTS: [&str; 3] = ["spot_caused", "not_spot", "unknown"];
+
+/// Why work was given up ([`ClassifierMetrics::dropped`]), each exported from the start.
+pub const DROPPED_REASONS: [&str; 3] = ["gone", "refused", "memory_full"];
 
 impl Default for ClassifierMetrics {
     fn default() -> Self {
@@ -59,6 +68,19 @@ impl Default for ClassifierMetrics {
             "Verdicts whose write failed, waiting to be retried",
             pending.clone(),
         );
+        let dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "dropped",
+            "Verdict work given up: the object was gone (gone), the server refused the write for good (refused: 400, 403, 422), or the bounded memory was full (memory_full)",
+            dropped.clone(),
+        );
+        for reason in DROPPED_REASONS {
+            dropped
+                .get_or_create(&ReasonLabels {
+                    reason: reason.to_owned(),
+                })
+                .inc_by(0);
+        }
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -79,6 +101,7 @@ impl Default for ClassifierMetrics {
             classify_seconds,
             leader,
             pending,
+            dropped,
         }
     }
 }
@@ -109,6 +132,15 @@ impl ClassifierMetrics {
 
     pub fn pending(&self, verdicts: usize) {
         self.pending.set(verdicts as i64);
+    }
+
+    /// Work given up, for one of [`DROPPED_REASONS`].
+    pub fn dropped(&self, reason: &str) {
+        self.dropped
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     pub fn classified_after(&self, seconds: f64) {

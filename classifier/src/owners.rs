@@ -5,13 +5,21 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::core::{ApiResource, GroupVersionKind};
 
-/// An object that gets the verdict of a pod it owns (directly or through the driver).
+/// An object that gets the verdict of a pod it owns (directly or through the driver),
+/// by name and UID: an object recreated under the owner's name is another object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Owner {
-    Job(String),
+pub struct Owner {
+    pub kind: OwnerKind,
+    pub name: String,
+    pub uid: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OwnerKind {
+    Job,
     /// A Spark driver: Spark makes the driver pod the owner of its executors.
-    DriverPod(String),
-    SparkApplication(String),
+    DriverPod,
+    SparkApplication,
 }
 
 pub const SPARK_APPLICATION_GROUP: &str = "sparkoperator.k8s.io";
@@ -34,13 +42,20 @@ pub fn owners_to_mark(references: &[OwnerReference]) -> Vec<Owner> {
     let spark_application = format!("{SPARK_APPLICATION_GROUP}/{SPARK_APPLICATION_VERSION}");
     references
         .iter()
-        .filter_map(|r| match (r.api_version.as_str(), r.kind.as_str()) {
-            ("batch/v1", "Job") => Some(Owner::Job(r.name.clone())),
-            ("v1", "Pod") => Some(Owner::DriverPod(r.name.clone())),
-            (version, "SparkApplication") if version == spark_application => {
-                Some(Owner::SparkApplication(r.name.clone()))
-            }
-            _ => None,
+        .filter_map(|r| {
+            let kind = match (r.api_version.as_str(), r.kind.as_str()) {
+                ("batch/v1", "Job") => OwnerKind::Job,
+                ("v1", "Pod") => OwnerKind::DriverPod,
+                (version, "SparkApplication") if version == spark_application => {
+                    OwnerKind::SparkApplication
+                }
+                _ => return None,
+            };
+            Some(Owner {
+                kind,
+                name: r.name.clone(),
+                uid: r.uid.clone(),
+            })
         })
         .collect()
 }
@@ -69,12 +84,17 @@ mod tests {
             reference("batch/v1beta1", "CronJob", "nightly"),
             reference("sparkoperator.k8s.io/v1beta1", "SparkApplication", "old"),
         ];
+        let owner = |kind, name: &str| Owner {
+            kind,
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        };
         assert_eq!(
             owners_to_mark(&references),
             [
-                Owner::Job("nightly".into()),
-                Owner::DriverPod("etl-driver".into()),
-                Owner::SparkApplication("etl".into()),
+                owner(OwnerKind::Job, "nightly"),
+                owner(OwnerKind::DriverPod, "etl-driver"),
+                owner(OwnerKind::SparkApplication, "etl"),
             ]
         );
     }

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 
 /// The first retry comes after this; each failure doubles it.
@@ -14,13 +15,41 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Retries never wait longer than this.
 const LONGEST_WAIT: Duration = Duration::from_secs(60);
 
-/// The work to do again.
+/// Pending verdicts kept at most: anyone who may create pods can make failed or
+/// labelled pods, and memory must not grow with them. Past this, work is dropped (and
+/// counted) rather than kept.
+pub const MAX_PENDING: usize = 10_000;
+
+/// The work to do again: a dead pod as last seen, and when the classifier first saw it
+/// dead, which a retry judges with (a pod without a finish time would otherwise look
+/// killed at the retry's time, perhaps after its notice's window).
 #[derive(Debug, Clone)]
-pub enum Pending {
+pub struct Pending {
+    pub pod: Pod,
+    pub observed: Timestamp,
+    pub work: Work,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
     /// A Failed pod to judge and mark, with its owners (read afresh when retried).
-    Failed(Pod),
+    Failed,
     /// The last state of a deleted pod the agent marked: its owners to mark.
-    Deleted(Pod),
+    Deleted,
+}
+
+/// Whether a failed write is worth retrying: a conflict, a timeout, an outage are; a
+/// refusal that the same request will meet again (an admission policy's 422, RBAC's 403,
+/// a 400) is not, nor is an object that is gone (404).
+pub fn permanent(error: &kube::Error) -> Option<&'static str> {
+    match error {
+        kube::Error::Api(status) => match status.code {
+            404 | 410 => Some("gone"),
+            400 | 403 | 422 => Some("refused"),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 #[derive(Debug)]
@@ -45,8 +74,13 @@ pub fn backoff(attempts: u32) -> Duration {
 
 impl Retries {
     /// `work` for pod `uid` failed for the `attempts`-th time at `now`: retry it later.
-    /// Newer work for the same pod replaces older.
-    pub fn schedule(&mut self, uid: String, work: Pending, attempts: u32, now: Instant) {
+    /// Newer work for the same pod replaces older. Returns false, keeping nothing, when
+    /// [`MAX_PENDING`] other pods' work is waiting already.
+    #[must_use]
+    pub fn schedule(&mut self, uid: String, work: Pending, attempts: u32, now: Instant) -> bool {
+        if self.entries.len() >= MAX_PENDING && !self.entries.contains_key(&uid) {
+            return false;
+        }
         let due = now + backoff(attempts);
         self.entries.insert(
             uid,
@@ -56,6 +90,7 @@ impl Retries {
                 due,
             },
         );
+        true
     }
 
     /// Takes out the work due at `now`, with how many attempts it has failed so far.
@@ -88,10 +123,14 @@ impl Retries {
 mod tests {
     use super::*;
 
-    fn pod(uid: &str) -> Pod {
+    fn pending(uid: &str, work: Work) -> Pending {
         let mut pod = Pod::default();
         pod.metadata.uid = Some(uid.into());
-        pod
+        Pending {
+            pod,
+            observed: Timestamp::UNIX_EPOCH,
+            work,
+        }
     }
 
     #[test]
@@ -105,8 +144,8 @@ mod tests {
     fn work_comes_back_when_due_with_its_attempts_and_only_once() {
         let start = Instant::now();
         let mut retries = Retries::default();
-        retries.schedule("a".into(), Pending::Failed(pod("a")), 1, start);
-        retries.schedule("b".into(), Pending::Deleted(pod("b")), 3, start);
+        assert!(retries.schedule("a".into(), pending("a", Work::Failed), 1, start));
+        assert!(retries.schedule("b".into(), pending("b", Work::Deleted), 3, start));
         assert!(retries.take_due(start).is_empty());
         let due = retries.take_due(start + Duration::from_secs(1));
         assert_eq!(due.len(), 1);
@@ -116,7 +155,7 @@ mod tests {
             .take_due(start + Duration::from_secs(4))
             .pop()
             .unwrap();
-        assert!(matches!(work, Pending::Deleted(_)));
+        assert_eq!(work.work, Work::Deleted);
         assert_eq!((uid.as_str(), attempts), ("b", 3));
         assert!(retries.is_empty());
     }
@@ -125,10 +164,38 @@ mod tests {
     fn newer_work_for_a_pod_replaces_older() {
         let start = Instant::now();
         let mut retries = Retries::default();
-        retries.schedule("a".into(), Pending::Failed(pod("a")), 5, start);
-        retries.schedule("a".into(), Pending::Deleted(pod("a")), 1, start);
+        assert!(retries.schedule("a".into(), pending("a", Work::Failed), 5, start));
+        assert!(retries.schedule("a".into(), pending("a", Work::Deleted), 1, start));
         assert_eq!(retries.len(), 1);
         let due = retries.take_due(start + Duration::from_secs(1));
-        assert!(matches!(due[0].1, Pending::Deleted(_)));
+        assert_eq!(due[0].1.work, Work::Deleted);
+    }
+
+    #[test]
+    fn memory_is_bounded_but_work_already_kept_is_still_rescheduled() {
+        let start = Instant::now();
+        let mut retries = Retries::default();
+        for i in 0..MAX_PENDING {
+            assert!(retries.schedule(i.to_string(), pending("x", Work::Failed), 1, start));
+        }
+        assert!(!retries.schedule("one-more".into(), pending("y", Work::Failed), 1, start));
+        assert_eq!(retries.len(), MAX_PENDING);
+        assert!(retries.schedule("7".into(), pending("x", Work::Deleted), 2, start));
+    }
+
+    #[test]
+    fn refusals_and_gone_objects_end_the_retries_and_the_rest_do_not() {
+        let answer = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                ..Default::default()
+            }))
+        };
+        assert_eq!(permanent(&answer(422)), Some("refused"));
+        assert_eq!(permanent(&answer(403)), Some("refused"));
+        assert_eq!(permanent(&answer(404)), Some("gone"));
+        for transient in [409, 429, 500, 503, 504] {
+            assert_eq!(permanent(&answer(transient)), None, "{transient}");
+        }
     }
 }

@@ -25,6 +25,21 @@ pub struct Failure {
     pub disruption: Option<String>,
     /// The pod was deleted (evicted, or removed with its node) before it finished.
     pub deleted: bool,
+    /// When the pod was asked to leave (an eviction or a deletion): its deletionTimestamp
+    /// less its grace period. `None` when it was not, or the times are out of range.
+    pub deletion_requested: Option<Timestamp>,
+}
+
+impl Failure {
+    /// When the pod died: its last container's finish time, else `observed`, when the
+    /// classifier first saw it dead (a pod deleted, or lost with its node, has none).
+    pub fn killed_at(&self, observed: Timestamp) -> Timestamp {
+        self.exits
+            .iter()
+            .filter_map(|e| e.finished_at)
+            .max()
+            .unwrap_or(observed)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +111,36 @@ pub fn failure_of(pod: &Pod, deleted: bool) -> Failure {
         pod_reason: status.and_then(|s| s.reason.clone()),
         disruption,
         deleted,
+        deletion_requested: deletion_requested(pod),
     }
+}
+
+/// When `pod` was asked to leave: the server sets its deletionTimestamp to the request's
+/// time plus the grace period.
+fn deletion_requested(pod: &Pod) -> Option<Timestamp> {
+    let due = pod.metadata.deletion_timestamp.as_ref()?.0;
+    let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0);
+    due.checked_sub(SignedDuration::from_secs(grace)).ok()
+}
+
+/// A container that exited with an error after the drain asked its pod to leave (a
+/// program that traps SIGTERM and exits 1): the drain's doing, not the job's, when the
+/// agent's record is current and the request came after the notice. Every error exit
+/// must come after the request; an exit before it was the job's own failure.
+fn left_when_asked(
+    failure: &Failure,
+    record: Option<&PodInterruption>,
+    errors: &[&ContainerExit],
+) -> bool {
+    let (Some(requested), Some(record)) = (failure.deletion_requested, record) else {
+        return false;
+    };
+    let issued = record.notice.notice_time.checked_sub(CLOCK_SLACK).ok();
+    issued.is_some_and(|issued| requested >= issued)
+        && errors.iter().all(|e| {
+            e.finished_at
+                .is_some_and(|t| t >= requested && within_window(&record.notice, t))
+        })
 }
 
 /// Whether a kill at `at` falls in `notice`'s window: from its notice time (less the
@@ -119,13 +163,14 @@ fn within_window(notice: &Notice, at: Timestamp) -> bool {
 }
 
 /// `record` is the pod's own `reclaim.dev/interruption`; `node_notice` the notice the
-/// classifier saw on the pod's node (it may have outlived the node); `now` stands in for
-/// the kill time of a pod without one (deleted, or lost with its node).
+/// classifier saw on the pod's node (it may have outlived the node); `observed`, when the
+/// classifier first saw the pod dead, stands in for the kill time of a pod without one
+/// (deleted, or lost with its node): a retry judges with it, not with the retry's time.
 pub fn classify(
     failure: &Failure,
     record: Option<&PodInterruption>,
     node_notice: Option<(&str, &Notice)>,
-    now: Timestamp,
+    observed: Timestamp,
 ) -> Verdict {
     if failure
         .exits
@@ -134,19 +179,23 @@ pub fn classify(
     {
         return Verdict::NotSpot("OOMKilled: the container exceeded its memory limit".into());
     }
-    if let Some(exit) = failure
+    let errors: Vec<&ContainerExit> = failure
         .exits
         .iter()
-        .find(|e| ![0, 137, 143].contains(&e.code))
+        .filter(|e| ![0, 137, 143].contains(&e.code))
+        .collect();
+    if let Some(exit) = errors.first()
+        && !left_when_asked(failure, record, &errors)
     {
         return Verdict::NotSpot(format!("exit code {}: the job failed by itself", exit.code));
     }
     let mut signals = Vec::new();
     for exit in &failure.exits {
         match exit.code {
+            0 => {}
             137 => signals.push("exit-137".to_owned()),
             143 => signals.push("exit-143".to_owned()),
-            _ => {}
+            code => signals.push(format!("exit-{code}-after-drain-request")),
         }
     }
     if failure.deleted {
@@ -170,7 +219,7 @@ pub fn classify(
         return Verdict::Unknown("the failure does not look like a kill");
     }
     let finished_at = failure.exits.iter().filter_map(|e| e.finished_at).max();
-    let killed_at = finished_at.unwrap_or(now);
+    let killed_at = failure.killed_at(observed);
     // A pod lost with its node often has no finish time, and the pod garbage collector may
     // report it minutes later: its record counts whenever it comes.
     let node_gone = failure.disruption.as_deref() == Some("DeletionByPodGC")
@@ -208,6 +257,7 @@ pub fn classify(
         reason: killed.and_then(|e| e.reason.clone()),
         signals,
         pod: None,
+        failed_at: Some(killed_at),
     })
 }
 
@@ -462,8 +512,16 @@ mod tests {
         if let Some(reason) = case["disruption"].as_str() {
             status["conditions"] = serde_json::json!([{"type": "DisruptionTarget", "status": "True", "reason": reason}]);
         }
+        let mut metadata = serde_json::json!({"name": case["name"], "namespace": "jobs", "annotations": annotations});
+        if let Some(requested) = case["deletionRequested"].as_str() {
+            let requested: Timestamp = requested.parse().unwrap();
+            metadata["deletionTimestamp"] = (requested + SignedDuration::from_secs(30))
+                .to_string()
+                .into();
+            metadata["deletionGracePeriodSeconds"] = 30.into();
+        }
         serde_json::from_value(serde_json::json!({
-            "metadata": {"name": case["name"], "namespace": "jobs", "annotations": annotations},
+            "metadata": metadata,
             "spec": {"nodeName": "node-a", "containers": []},
             "status": status,
         }))

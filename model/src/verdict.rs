@@ -34,4 +34,24 @@ pub struct Evidence {
     /// or a SparkApplication, the pod that actually died.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
+    /// When that pod died (its last container's finish, else when the classifier saw it
+    /// dead): an owner's verdict describes its latest failure, so a later one replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<jiff::Timestamp>,
+}
+
+/// The value of `reclaim.dev/cause` on an object whose latest failure was its own (an
+/// out-of-memory kill, an error exit), written only over an earlier spot-caused verdict.
+pub const OWN_FAILURE_CAUSE: &str = "own-failure";
+
+/// The `reclaim.dev/evidence` annotation that goes with [`OWN_FAILURE_CAUSE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnFailure {
+    /// The failed pod (`namespace/name`).
+    pub pod: String,
+    /// When it died.
+    pub failed_at: jiff::Timestamp,
+    /// Why the failure was its own, in a sentence.
+    pub why: String,
 }

@@ -241,7 +241,16 @@ fn killed_under(notice: &Notice, node: &str, pod: &str) -> Evidence {
         reason: Some("Error".into()),
         signals: vec!["exit-137".into(), "node-notice".into()],
         pod: Some(pod.to_owned()),
+        failed_at: None,
     }
+}
+
+/// The cause and retryable annotations on an object, whatever the evidence says.
+fn cause_of(annotations: &std::collections::BTreeMap<String, String>) -> Option<(&str, &str)> {
+    Some((
+        annotations.get("reclaim.dev/cause")?.as_str(),
+        annotations.get("reclaim.dev/retryable")?.as_str(),
+    ))
 }
 
 /// `pod` carrying the classifier's verdict annotations with `evidence`.
@@ -590,10 +599,16 @@ async fn a_job_is_marked_even_when_its_pod_was_marked_before() -> Result<()> {
         Ok(verdict_of(jobs.get("job-later").await?.annotations()).is_some())
     })
     .await?;
+    // The same evidence, now with the kill's time (the earlier run's had none).
+    let written = verdict_of(jobs.get("job-later").await?.annotations())
+        .unwrap()
+        .2;
+    assert!(written.failed_at.is_some());
     assert_eq!(
-        verdict_of(jobs.get("job-later").await?.annotations())
-            .unwrap()
-            .2,
+        Evidence {
+            failed_at: None,
+            ..written
+        },
         evidence
     );
     stop.send(true)?;
@@ -1047,10 +1062,11 @@ async fn create(k: &TestKubelet, manifest: serde_json::Value) -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_verdict_refused_at_first_is_retried_until_it_is_written() -> Result<()> {
-    let (k, node, _) = noticed_node("classify-retry", "spot-retry").await?;
+async fn a_verdict_the_server_refuses_for_good_is_given_up_and_counted() -> Result<()> {
+    let (k, node, _) = noticed_node("classify-refused", "spot-refused").await?;
     let ns = k.namespace.clone();
-    // A ServiceAccount that may see everything it needs but not yet write verdicts.
+    // A ServiceAccount that may see everything it needs and mark pods, but not Jobs: the
+    // same request would be refused (403) however often it is sent.
     let rules = |name: &str, rules: serde_json::Value| {
         serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
             "metadata": {"name": name, "namespace": ns}, "rules": rules})
@@ -1065,10 +1081,10 @@ async fn a_verdict_refused_at_first_is_retried_until_it_is_written() -> Result<(
         }
         binding
     };
-    let watcher_role = format!("classify-retry-{ns}");
+    let watcher_role = format!("classify-refused-{ns}");
     create(&k, serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "classifier", "namespace": ns}})).await?;
     create(&k, rules("reads", serde_json::json!([
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
@@ -1081,7 +1097,7 @@ async fn a_verdict_refused_at_first_is_retried_until_it_is_written() -> Result<(
         .service_account_client(&ns, "classifier", ReadTimeout::Watches)
         .await?;
     let (stop, task, metrics) =
-        start_classifier_as(&k, "replica-retry", client, Duration::from_secs(10));
+        start_classifier_as(&k, "replica-refused", client, Duration::from_secs(10));
     let owner = job(&k, "job-refused")
         .await?
         .controller_owner_ref(&())
@@ -1089,52 +1105,33 @@ async fn a_verdict_refused_at_first_is_retried_until_it_is_written() -> Result<(
     k.run_pod(&node, TestPod::new("refused").owned_by(owner))
         .await?;
     k.terminate("refused", Exit::KILLED).await?;
+    let pods = k.pods();
     eventually(
         Duration::from_secs(60),
-        "the refused write to be queued",
-        || async {
-            Ok(reclaim_testbed::agent::metric_sum(
-                &metrics.encode(),
-                "reclaim_classifier_pending_verdicts",
-                &[],
-            ) >= 1.0)
-        },
-    )
-    .await?;
-    // The permission arrives late (a fixed RBAC rollout): the queued verdict now lands.
-    create(
-        &k,
-        rules(
-            "writes",
-            serde_json::json!([
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},
-                {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["patch"]},
-            ]),
-        ),
-    )
-    .await?;
-    create(&k, binding("Role", "writes")).await?;
-    let pods = k.pods();
-    let jobs: Api<Job> = Api::namespaced(k.client().clone(), &ns);
-    eventually(
-        Duration::from_secs(120),
-        "the verdict on the pod and its Job",
+        "the pod's verdict and the Job's refusal given up",
         || async {
             Ok(
                 verdict_of(pods.get("refused").await?.annotations()).is_some()
-                    && verdict_of(jobs.get("job-refused").await?.annotations()).is_some(),
+                    && reclaim_testbed::agent::metric_sum(
+                        &metrics.encode(),
+                        "reclaim_classifier_dropped_total",
+                        &[("reason", "refused")],
+                    ) >= 1.0,
             )
         },
     )
     .await?;
-    eventually(Duration::from_secs(30), "nothing left pending", || async {
-        Ok(reclaim_testbed::agent::metric_sum(
+    assert_eq!(
+        reclaim_testbed::agent::metric_sum(
             &metrics.encode(),
             "reclaim_classifier_pending_verdicts",
-            &[],
-        ) == 0.0)
-    })
-    .await?;
+            &[]
+        ),
+        0.0,
+        "a refused write is not retried"
+    );
+    let jobs: Api<Job> = Api::namespaced(k.client().clone(), &ns);
+    assert!(verdict_of(jobs.get("job-refused").await?.annotations()).is_none());
     stop_replica(stop, task).await?;
     Ok(())
 }
@@ -1359,6 +1356,183 @@ async fn a_pod_that_loses_the_agents_label_in_an_undo_is_not_taken_for_deleted()
     );
     let stays = k.pods().get("stays").await?;
     assert!(verdict_of(stays.annotations()).is_none());
+    stop_replica(stop, task).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_later_failure_of_its_own_replaces_an_earlier_spot_verdict() -> Result<()> {
+    let (k, spot, _) = noticed_node("classify-latest", "spot-latest").await?;
+    let on_demand = k.node_name("on-demand");
+    k.register_node(TestNode::new(&on_demand)).await?;
+    let (stop, task, _) = start_classifier(&k, "replica-latest");
+    let pods = k.pods();
+    let jobs: Api<Job> = Api::namespaced(k.client().clone(), &k.namespace);
+    // An executor is reclaimed (Spark survives it): its driver reads retryable. A Job's
+    // first pod is reclaimed: the Job reads retryable.
+    spark_app_loses_an_executor(&k, &spot, &on_demand, "driver-oom", None).await?;
+    let owner = job(&k, "job-retried")
+        .await?
+        .controller_owner_ref(&())
+        .unwrap();
+    k.run_pod(&spot, TestPod::new("first-try").owned_by(owner.clone()))
+        .await?;
+    k.terminate("first-try", Exit::KILLED).await?;
+    eventually(Duration::from_secs(60), "the spot verdicts", || async {
+        Ok(cause_of(pods.get("driver-oom").await?.annotations())
+            == Some(("spot-interruption", "true"))
+            && cause_of(jobs.get("job-retried").await?.annotations())
+                == Some(("spot-interruption", "true")))
+    })
+    .await?;
+    // Later, the driver runs out of memory, and the Job's next pod fails by itself.
+    k.terminate("driver-oom", Exit::OOM_KILLED).await?;
+    k.run_pod(&on_demand, TestPod::new("second-try").owned_by(owner))
+        .await?;
+    k.terminate("second-try", Exit::FAILED).await?;
+    eventually(
+        Duration::from_secs(60),
+        "the later own failures to replace the spot verdicts",
+        || async {
+            Ok(cause_of(pods.get("driver-oom").await?.annotations())
+                == Some(("own-failure", "false"))
+                && cause_of(jobs.get("job-retried").await?.annotations())
+                    == Some(("own-failure", "false")))
+        },
+    )
+    .await?;
+    let evidence: reclaim_model::verdict::OwnFailure = serde_json::from_str(
+        &jobs.get("job-retried").await?.annotations()["reclaim.dev/evidence"],
+    )?;
+    assert_eq!(evidence.pod, format!("{}/second-try", k.namespace));
+    assert!(cause_of(pods.get("second-try").await?.annotations()).is_none());
+    stop_replica(stop, task).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_owner_recreated_under_the_same_name_is_not_marked() -> Result<()> {
+    let (k, node, notice) = noticed_node("classify-owner-uid", "spot-owner-uid").await?;
+    let (stop, task, _) = start_ready_classifier(&k, "replica-owner-uid").await?;
+    let record = notice.for_pod(&node);
+    let jobs: Api<Job> = Api::namespaced(k.client().clone(), &k.namespace);
+    // A pod the agent stamped, owned by a Job that is deleted (the garbage collector then
+    // deletes the pod) and created again under the same name before the pod is gone, as
+    // a scheduler that names its Jobs after the task does.
+    let first = job(&k, "task-a").await?;
+    let owner = first.controller_owner_ref(&()).unwrap();
+    k.run_pod(
+        &node,
+        TestPod::new("old-run").owned_by(owner).interrupted(&record),
+    )
+    .await?;
+    jobs.delete("task-a", &kube::api::DeleteParams::background())
+        .await?;
+    eventually(
+        Duration::from_secs(60),
+        "the garbage collector to delete the pod",
+        || async {
+            Ok(k.pods()
+                .get("old-run")
+                .await?
+                .metadata
+                .deletion_timestamp
+                .is_some())
+        },
+    )
+    .await?;
+    eventually(
+        Duration::from_secs(60),
+        "the first Job to be gone",
+        || async { Ok(jobs.get_opt("task-a").await?.is_none()) },
+    )
+    .await?;
+    let second = job(&k, "task-a").await?;
+    assert_ne!(first.uid(), second.uid());
+    k.finish_deletion("old-run").await?;
+    // A real eviction after it, on the same watch.
+    let owner = job(&k, "task-b").await?.controller_owner_ref(&()).unwrap();
+    k.run_pod(
+        &node,
+        TestPod::new("evicted").owned_by(owner).interrupted(&record),
+    )
+    .await?;
+    k.finish_deletion("evicted").await?;
+    eventually(
+        Duration::from_secs(60),
+        "the evicted pod's Job verdict",
+        || async { Ok(verdict_of(jobs.get("task-b").await?.annotations()).is_some()) },
+    )
+    .await?;
+    assert!(
+        verdict_of(jobs.get("task-a").await?.annotations()).is_none(),
+        "the new Job under the old one's name was marked"
+    );
+    stop_replica(stop, task).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_program_that_exits_1_on_the_drains_sigterm_is_spot_caused_and_one_that_failed_before_is_not()
+-> Result<()> {
+    let (k, node, notice) = noticed_node("classify-trapped", "spot-trapped").await?;
+    let (stop, task, _) = start_classifier(&k, "replica-trapped");
+    let record = notice.for_pod(&node);
+    let jobs: Api<Job> = Api::namespaced(k.client().clone(), &k.namespace);
+    // The job failed by itself before the drain reached it, then the drain came.
+    let owner = job(&k, "job-failed-first")
+        .await?
+        .controller_owner_ref(&())
+        .unwrap();
+    k.run_pod(
+        &node,
+        TestPod::new("failed-first")
+            .owned_by(owner)
+            .interrupted(&record),
+    )
+    .await?;
+    k.terminate("failed-first", Exit::FAILED).await?;
+    // The server's times are whole seconds: the request comes in a later one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    k.pods()
+        .delete("failed-first", &kube::api::DeleteParams::default())
+        .await?;
+    // The drain asks a program to leave; it traps SIGTERM and exits 1.
+    let owner = job(&k, "job-trapped")
+        .await?
+        .controller_owner_ref(&())
+        .unwrap();
+    k.run_pod(
+        &node,
+        TestPod::new("trapped")
+            .owned_by(owner)
+            .interrupted(&record)
+            .grace_period(30),
+    )
+    .await?;
+    k.pods()
+        .delete("trapped", &kube::api::DeleteParams::default())
+        .await?;
+    k.terminate("trapped", Exit::FAILED).await?;
+    eventually(
+        Duration::from_secs(60),
+        "the trapped program's Job verdict",
+        || async { Ok(verdict_of(jobs.get("job-trapped").await?.annotations()).is_some()) },
+    )
+    .await?;
+    let (_, _, evidence) = verdict_of(jobs.get("job-trapped").await?.annotations()).unwrap();
+    assert_eq!(evidence.exit_code, Some(1));
+    assert!(
+        evidence
+            .signals
+            .contains(&"exit-1-after-drain-request".to_owned()),
+        "{:?}",
+        evidence.signals
+    );
+    assert!(
+        verdict_of(jobs.get("job-failed-first").await?.annotations()).is_none(),
+        "a failure before the drain's request was called spot-caused"
+    );
     stop_replica(stop, task).await?;
     Ok(())
 }

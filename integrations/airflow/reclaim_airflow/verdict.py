@@ -23,6 +23,8 @@ RETRYABLE = "reclaim.dev/retryable"
 EVIDENCE = "reclaim.dev/evidence"
 INTERRUPTION = "reclaim.dev/interruption"
 SPOT_INTERRUPTION = "spot-interruption"
+# Written over an earlier spot-caused verdict when a later failure was the job's own.
+OWN_FAILURE = "own-failure"
 
 # Exit codes of a container stopped by a signal: SIGKILL (grace period over, node gone)
 # and SIGTERM (evicted).
@@ -99,9 +101,16 @@ def _json(text: str | None) -> dict:
 def verdict_of_object(obj: Any) -> SpotVerdict | None:
     """The classifier's verdict on a pod, Job or SparkApplication, if it wrote one."""
     annotations = _annotations(as_dict(obj))
+    evidence = _json(annotations.get(EVIDENCE))
+    if annotations.get(CAUSE) == OWN_FAILURE:
+        return SpotVerdict(
+            spot=False,
+            reason=f"its latest failure was its own: pod {evidence.get('pod', '?')} ({evidence.get('why', '?')})",
+            source="classifier",
+            evidence=evidence,
+        )
     if annotations.get(CAUSE) != SPOT_INTERRUPTION:
         return None
-    evidence = _json(annotations.get(EVIDENCE))
     return SpotVerdict(
         spot=annotations.get(RETRYABLE) == "true",
         reason=f"spot interruption on node {evidence.get('node', '?')} "
@@ -142,6 +151,37 @@ def _within_window(record: dict, killed_at: datetime) -> bool:
         return False
 
 
+def _deletion_requested(pod: dict) -> datetime | None:
+    """When the pod was asked to leave: its deletionTimestamp less its grace period."""
+    metadata = pod.get("metadata") or {}
+    due = _time(metadata.get("deletionTimestamp"))
+    if due is None:
+        return None
+    try:
+        return due - timedelta(seconds=int(metadata.get("deletionGracePeriodSeconds") or 0))
+    except (OverflowError, TypeError, ValueError):
+        return None
+
+
+def _left_when_asked(pod: dict, record: dict, errors: list[dict]) -> bool:
+    """An error exit after the drain asked the pod to leave (a program that traps SIGTERM
+    and exits 1), with the agent's record current: the drain's doing, as in the classifier."""
+    requested = _deletion_requested(pod)
+    notice_time = _time(record.get("noticeTime"))
+    if requested is None or notice_time is None:
+        return False
+    try:
+        if requested < notice_time - CLOCK_SLACK:
+            return False
+    except (OverflowError, TypeError):
+        return False
+    for error in errors:
+        finished = _time(error.get("finishedAt"))
+        if finished is None or finished < requested or not _within_window(record, finished):
+            return False
+    return True
+
+
 def verdict_of_pod(pod: Any, deleted: bool | None = None, now: datetime | None = None) -> SpotVerdict:
     """The verdict for one failed pod, as the pod itself records it.
 
@@ -158,7 +198,8 @@ def verdict_of_pod(pod: Any, deleted: bool | None = None, now: datetime | None =
     if oom:
         return SpotVerdict(False, "a container was OOMKilled: its memory limit, not the node", "pod-status")
     errors = [t for t in terminations if t.get("exitCode", 0) not in KILL_EXIT_CODES | {0}]
-    if errors:
+    record = _json(_annotations(pod).get(INTERRUPTION))
+    if errors and not (record and _left_when_asked(pod, record, errors)):
         code = errors[0].get("exitCode")
         return SpotVerdict(False, f"a container exited with code {code}: a failure of the task itself", "pod-status")
     status = pod.get("status") or {}
@@ -171,9 +212,10 @@ def verdict_of_pod(pod: Any, deleted: bool | None = None, now: datetime | None =
         or disruption in DISRUPTIONS
         or status.get("reason") in NODE_GONE_REASONS
     )
+    if errors:
+        killed = True
     if not killed:
         return SpotVerdict(None, "the failure does not look like a kill")
-    record = _json(_annotations(pod).get(INTERRUPTION))
     if not record:
         return UNKNOWN
     finished = [f for f in (_time(t.get("finishedAt")) for t in terminations) if f]

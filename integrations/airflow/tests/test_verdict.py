@@ -87,7 +87,12 @@ def case_pod(case):
         status["reason"] = case["podReason"]
     if case.get("disruption"):
         status["conditions"] = [{"type": "DisruptionTarget", "status": "True", "reason": case["disruption"]}]
-    return {"metadata": {"name": case["name"], "annotations": annotations}, "status": status}
+    metadata = {"name": case["name"], "annotations": annotations}
+    if case.get("deletionRequested"):
+        requested = datetime.fromisoformat(case["deletionRequested"].replace("Z", "+00:00"))
+        metadata["deletionTimestamp"] = (requested + timedelta(seconds=30)).isoformat().replace("+00:00", "Z")
+        metadata["deletionGracePeriodSeconds"] = 30
+    return {"metadata": metadata, "status": status}
 
 
 POD_ONLY_CASES = [c for c in CASES["cases"] if not c.get("nodeNotice")]
@@ -103,6 +108,17 @@ def test_the_shared_cases(case):
 
 def test_the_shared_table_is_mostly_about_the_pod():
     assert len(POD_ONLY_CASES) >= 12
+
+
+def test_a_later_own_failure_on_an_object_reads_as_not_retryable():
+    own = {
+        "reclaim.dev/cause": "own-failure",
+        "reclaim.dev/retryable": "false",
+        "reclaim.dev/evidence": json.dumps({"pod": "etl/driver", "failedAt": "2026-11-22T10:30:00Z", "why": "OOMKilled"}),
+    }
+    verdict = verdict_of_object(pod(own))
+    assert (verdict.spot, verdict.source) == (False, "classifier")
+    assert "OOMKilled" in verdict.reason
 
 
 def test_classifier_evidence_names_the_node():
