@@ -7,7 +7,9 @@
 //! ([`Sightings`]): a restarted agent merely waits that long again before an undo.
 //! Metadata errors never end the loop: the pollers ([`polling`]) count and log them and
 //! poll again at the poll interval. A drill ([`crate::drill`]) comes in through the
-//! node's annotation, watched by [`DrillAnnotation`], and is decided like any notice.
+//! node's annotation, watched by [`OwnNode`], and is decided like any notice. The Node
+//! is read again only when that watch reports a new version of it, so a notice that
+//! stays announced costs the API server nothing per poll.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,7 +36,7 @@ use crate::imds::{MetadataClient, MetadataPath};
 use crate::metrics::Metrics;
 use crate::node::{apply_notice_patch, record_of, undo_patch, update_node_from};
 use crate::observation::Sightings;
-use crate::own_node::DrillAnnotation;
+use crate::own_node::OwnNode;
 use crate::pods::clear_interruption_records;
 use crate::polling;
 use crate::record::Record;
@@ -57,17 +59,20 @@ pub struct Guard {
     /// The node carried no notice when last read. With nothing announced there is then
     /// nothing to decide, so the Node is not read: idle agents cost the API server nothing.
     node_idle: bool,
+    /// The Node as last read; used again while the watch reports the same version.
+    node: Option<Node>,
 }
 
 /// Runs until `shutdown` turns true.
 pub async fn run(
     config: Config,
     client: Client,
-    mut drill_annotation: DrillAnnotation,
+    mut own_node: OwnNode,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let drills_enabled = !config.disable_drills;
     let mut guard = Guard {
         policy: config.policy(),
         client,
@@ -77,8 +82,9 @@ pub async fn run(
         drain: None,
         record: None,
         drills: Drills::default(),
-        drills_enabled: drill_annotation.enabled(),
+        drills_enabled,
         node_idle: false,
+        node: None,
     };
     let connected = connect(&guard.config, &guard.client, &guard.health, &mut shutdown).await;
     let Some(source) = connected else {
@@ -92,7 +98,7 @@ pub async fn run(
         let mut changed = false;
         tokio::select! {
             _ = shutdown.changed() => break,
-            () = drill_annotation.changed() => changed = true,
+            () = own_node.drill_changed() => changed = true,
             polled = polls.recv() => match polled {
                 Some(polled) => changed |= sightings.record(polled.path, polled.answer, polled.at),
                 None => break,
@@ -107,9 +113,7 @@ pub async fn run(
         // absences and expiries are judged) rather than once per path.
         if changed || decided_at.is_none_or(|t| t.elapsed() >= interval) {
             decided_at = Some(Instant::now());
-            guard
-                .react(&sightings, &source, drill_annotation.present())
-                .await;
+            guard.react(&sightings, &source, &own_node).await;
         }
     }
     if let Some(drain) = guard.drain.take()
@@ -151,17 +155,32 @@ impl Guard {
         Api::all(self.client.clone())
     }
 
+    /// The guarded Node: as last read while the watch reports that version, else read.
+    async fn current_node(&mut self, own_node: &OwnNode) -> kube::Result<Node> {
+        let watched = own_node.resource_version();
+        if let Some(node) = &self.node
+            && watched.is_some()
+            && node.resource_version() == watched
+        {
+            return Ok(node.clone());
+        }
+        let node = self.nodes().get(&self.config.node_name).await?;
+        self.node = Some(node.clone());
+        Ok(node)
+    }
+
     async fn react(
         &mut self,
         sightings: &Sightings,
         source: &Arc<MetadataClient>,
-        drill_annotated: bool,
+        own_node: &OwnNode,
     ) {
         let announced = sightings.announced();
+        let drill_annotated = self.drills_enabled && own_node.drill_annotated();
         if announced.is_empty() && self.node_idle && !drill_annotated {
             return;
         }
-        let node = match self.nodes().get(&self.config.node_name).await {
+        let node = match self.current_node(own_node).await {
             Ok(node) => node,
             Err(e) => {
                 tracing::warn!(error = %e, node = %self.config.node_name, "cannot read the guarded node; will retry on the next poll");

@@ -8,7 +8,7 @@ use clap::Parser;
 use reclaim_agent::config::Config;
 use reclaim_agent::guard;
 use reclaim_agent::metrics::Metrics;
-use reclaim_agent::own_node::DrillAnnotation;
+use reclaim_agent::own_node::OwnNode;
 use reclaim_service::endpoints::{self, Health};
 use tokio::sync::watch;
 
@@ -30,25 +30,22 @@ async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Res
     )
     .await
     .map_err(|e| anyhow::anyhow!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}"))?;
-    // Drills need the Node watched, which takes a client whose read timeout outlasts a
-    // quiet watch.
-    let watch_client = if config.disable_drills {
+    // The Node is watched (for its version, and drills) with a client whose read timeout
+    // outlasts a quiet watch.
+    if config.disable_drills {
         tracing::info!(
             "drills are turned off (--disable-drills): the reclaim.dev/drill annotation is ignored"
         );
-        None
-    } else {
-        Some(
-            reclaim_service::client::default_client(reclaim_service::client::ReadTimeout::Watches)
-                .await?,
-        )
-    };
+    }
+    let watch_client =
+        reclaim_service::client::default_client(reclaim_service::client::ReadTimeout::Watches)
+            .await?;
     if !reclaim_service::server_version::wait_until_supported(&client, &health, &mut shutdown)
         .await?
     {
         return Ok(());
     }
-    let drill_annotation = DrillAnnotation::watch(watch_client, &config.node_name);
-    guard::run(config, client, drill_annotation, metrics, health, shutdown).await;
+    let own_node = OwnNode::watch(watch_client, &config.node_name);
+    guard::run(config, client, own_node, metrics, health, shutdown).await;
     Ok(())
 }

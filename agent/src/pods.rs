@@ -8,9 +8,14 @@ use reclaim_model::keys::{INTERRUPTED_LABEL, POD_INTERRUPTION_ANNOTATION};
 use serde_json::{Value, json};
 
 /// Every pod bound to `node`, found by the `spec.nodeName` field selector so the
-/// server does the filtering: the agent never lists the whole cluster.
+/// server does the filtering: the agent never lists the whole cluster. Served from the
+/// API server's watch cache (`resourceVersion=0`), not a quorum read from etcd: a list a
+/// moment stale is harmless to a drain that lists again each round (a pod already gone
+/// answers 404 to its eviction; a pod just bound is found next round).
 pub async fn pods_on_node(client: &Client, node: &str) -> kube::Result<Vec<Pod>> {
-    let params = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    let params = ListParams::default()
+        .fields(&format!("spec.nodeName={node}"))
+        .match_any();
     Ok(Api::<Pod>::all(client.clone()).list(&params).await?.items)
 }
 

@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Parser;
 use reclaim_agent::config::Config;
 use reclaim_agent::metrics::Metrics;
-use reclaim_agent::own_node::DrillAnnotation;
+use reclaim_agent::own_node::OwnNode;
 use reclaim_service::client::ReadTimeout;
 use reclaim_service::endpoints::{Exposition, Health};
 use tokio::sync::watch;
@@ -30,6 +30,54 @@ pub struct RunningAgent {
 pub struct AgentClients {
     pub requests: kube::Client,
     pub watches: kube::Client,
+}
+
+/// A ServiceAccount `namespace/name` bound to cluster-admin: all the rights, but through
+/// RBAC, so API Priority and Fairness treats it like any workload (only `system:masters`
+/// is exempt). In `reclaim-system`, what it asks is in the server's audit log
+/// ([`ControlPlane::audited`]). The namespace is created when missing.
+pub async fn privileged_account(
+    k: &crate::TestKubelet,
+    namespace: &str,
+    name: &str,
+) -> Result<AgentClients> {
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    use kube::api::{Api, PostParams};
+    let created = |result: kube::Result<_>| match result {
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        other => other.map(|_| ()),
+    };
+    let client = k.client().clone();
+    let namespace_object: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))?;
+    created(
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace_object)
+            .await,
+    )?;
+    let account: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &account)
+        .await?;
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("reclaim-test-{namespace}-{name}")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "namespace": namespace, "name": name}],
+    }))?;
+    Api::<ClusterRoleBinding>::all(client)
+        .create(&PostParams::default(), &binding)
+        .await?;
+    let cp = ControlPlane::shared();
+    Ok(AgentClients {
+        requests: cp
+            .service_account_client(namespace, name, ReadTimeout::ShortRequests)
+            .await?,
+        watches: cp
+            .service_account_client(namespace, name, ReadTimeout::Watches)
+            .await?,
+    })
 }
 
 impl AgentClients {
@@ -76,12 +124,11 @@ pub async fn start_agent_as(
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::new(Duration::from_secs(30)));
     let (stop, shutdown) = watch::channel(false);
-    let drills = (!config.disable_drills).then_some(clients.watches);
-    let drill_annotation = DrillAnnotation::watch(drills, &config.node_name);
+    let own_node = OwnNode::watch(clients.watches, &config.node_name);
     let task = tokio::spawn(reclaim_agent::guard::run(
         config,
         clients.requests,
-        drill_annotation,
+        own_node,
         metrics.clone(),
         health.clone(),
         shutdown,

@@ -203,6 +203,38 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// What `reclaim-system`'s ServiceAccounts asked of the API server between `from` and
+    /// `to` (completed requests), counted by verb, of the requests whose URI names
+    /// `naming` (a node's name: its Node, the pods listed on it, its records).
+    pub fn audited(
+        &self,
+        naming: &str,
+        from: jiff::Timestamp,
+        to: jiff::Timestamp,
+    ) -> Result<std::collections::BTreeMap<String, usize>> {
+        let log = fs::read_to_string(self.dir.join("audit.log"))?;
+        let mut verbs = std::collections::BTreeMap::new();
+        for event in log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        {
+            let at: Option<jiff::Timestamp> = event["stageTimestamp"]
+                .as_str()
+                .and_then(|t| t.parse().ok());
+            if event["stage"] == "ResponseComplete"
+                && at.is_some_and(|at| at >= from && at < to)
+                && event["requestURI"]
+                    .as_str()
+                    .is_some_and(|uri| uri.contains(naming))
+            {
+                *verbs
+                    .entry(event["verb"].as_str().unwrap_or("?").to_owned())
+                    .or_default() += 1;
+            }
+        }
+        Ok(verbs)
+    }
+
     /// Process ids of etcd, kube-apiserver and kube-controller-manager, in start order.
     pub fn component_pids(&self) -> Vec<u32> {
         RUNNING

@@ -1222,3 +1222,85 @@ async fn without_a_provider_id_the_provider_is_probed_and_nothing_answering_leav
     agent.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_agent_at_rest_under_far_maintenance_or_a_served_rebalance_asks_the_api_server_nothing()
+-> Result<()> {
+    let cp = ControlPlane::shared();
+    cp.install_interruption_crd()?;
+    let (k, sim, node) = spot_node("agent-at-rest").await?;
+    // Its own ServiceAccount in reclaim-system: what it asks is in the audit log.
+    let clients = reclaim_testbed::agent::privileged_account(
+        &k,
+        "reclaim-system",
+        &format!("at-rest-{}", k.namespace),
+    )
+    .await?;
+    let agent = reclaim_testbed::agent::start_agent_as(
+        clients,
+        &node,
+        &sim.url(),
+        &["--maintenance-lead-time", "10m"],
+    )
+    .await?;
+    agent.ready().await?;
+    // Counts what the agent asked (its Node, its pods, its records; a watch aside) while
+    // it polled the metadata service 40 more times.
+    let at_rest = |state: &'static str| {
+        let (sim, node) = (&sim, &node);
+        async move {
+            let from = Timestamp::now();
+            let polls = sim.state().aws.stats.metadata_requests;
+            eventually(WAIT, "40 more polls", || async {
+                Ok(sim.state().aws.stats.metadata_requests >= polls + 40)
+            })
+            .await?;
+            let mut asked = cp.audited(node, from, Timestamp::now())?;
+            asked.remove("watch");
+            anyhow::ensure!(asked.is_empty(), "{state}: the agent asked {asked:?}");
+            Ok(())
+        }
+    };
+    // Maintenance two days ahead: announced, beyond the lead time, nothing to do.
+    sim.state().aws.set_maintenance(json!([{
+        "Code": "system-reboot", "Description": "scheduled reboot", "State": "active",
+        "EventId": "instance-event-0f0f0f0f0f0f0f0f0",
+        "NotBefore": aws_event_time(Timestamp::now() + SignedDuration::from_hours(48)),
+        "NotAfter": aws_event_time(Timestamp::now() + SignedDuration::from_hours(49)),
+    }]));
+    at_rest("maintenance two days ahead").await?;
+    // A rebalance recommendation, acted on once and served on.
+    sim.state().aws.set_rebalance(Timestamp::now());
+    eventually(WAIT, "the rebalance taint and its record", || async {
+        let tainted = node_state(&k, &node, |n| {
+            reclaim_taints(n) == ["rebalance:NoSchedule"] && unschedulable(n)
+        })
+        .await?;
+        let records = reclaim_service::interruptions::api(k.client())
+            .list(&ListParams::default())
+            .await?;
+        Ok(tainted
+            && records
+                .items
+                .iter()
+                .any(|r| r.data["spec"]["node"] == node.as_str()))
+    })
+    .await?;
+    // Whatever the taint set off (the record's first write, an Event) has landed once the
+    // watch reports the version the agent last wrote; then the rest is counted.
+    eventually(WAIT, "the agent's writes to settle", || async {
+        let from = Timestamp::now();
+        let polls = sim.state().aws.stats.metadata_requests;
+        eventually(WAIT, "a few polls", || async {
+            Ok(sim.state().aws.stats.metadata_requests >= polls + 8)
+        })
+        .await?;
+        let mut asked = cp.audited(&node, from, Timestamp::now())?;
+        asked.remove("watch");
+        Ok(asked.is_empty())
+    })
+    .await?;
+    at_rest("a served rebalance recommendation").await?;
+    agent.stop().await?;
+    Ok(())
+}

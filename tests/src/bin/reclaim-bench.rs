@@ -4,8 +4,8 @@
 //!    that carried the notice);
 //! 2. on a node of 110 pods, the time from the taint until every eviction was issued,
 //!    on AWS (2-minute notice) and GCP (30 s: every pod must be due before the deadline);
-//! 3. the idle agent's memory, CPU and API requests while it polls the metadata service,
-//!    watching its Node for drills and with `--disable-drills`;
+//! 3. an agent at rest: its API requests, memory and CPU while it polls the metadata
+//!    service and nothing, far maintenance, or a rebalance recommendation is announced;
 //! 4. a fleet of agents noticed in the same second (`--fleet-only` runs it alone).
 //!
 //! The agents of 3 and 4 run as a ServiceAccount, as in a cluster: API Priority and
@@ -240,10 +240,11 @@ async fn agent_account(cp: &ControlPlane) -> Result<std::path::PathBuf> {
         .await
 }
 
-/// Section 3, two idle agents side by side: one watching its Node for drills (the
-/// default), one with `--disable-drills`. What each asked of the API server is read from
-/// the server's audit log (which records the ServiceAccounts of `reclaim-system`), by the
-/// node named.
+/// Section 3, one agent at rest under each thing the metadata service may go on saying
+/// for days: nothing; scheduled maintenance two days ahead (beyond the lead time, so
+/// nothing to do); a rebalance recommendation, served until the instance dies (the node
+/// tainted and cordoned once). What it asked of the API server is read from the server's
+/// audit log (which records the ServiceAccounts of `reclaim-system`), by the node named.
 async fn idle_agents(
     cp: &ControlPlane,
     kubeconfig: &std::path::Path,
@@ -252,75 +253,92 @@ async fn idle_agents(
     http: &reqwest::Client,
     seconds: u64,
 ) -> Result<()> {
-    let mut agents = Vec::new();
-    for (name, extra) in [
-        ("quiet-watching", &[][..]),
-        ("quiet-blind", &["--disable-drills"][..]),
-    ] {
-        let node = kubelet.node_name(name);
-        kubelet.register_node(TestNode::spot(&node)).await?;
-        let url = sim.url();
-        let mut args = vec!["--node-name", node.as_str(), "--metadata-url", url.as_str()];
-        args.extend_from_slice(extra);
-        let agent = ReclaimProcess::spawn_with(
-            "reclaim-agent",
-            &args,
-            std::process::Stdio::null(),
-            kubeconfig,
-        )?;
-        agent.ready(http).await?;
-        agents.push((name, node, agent));
-    }
-    let (from, started) = (Timestamp::now(), Instant::now());
-    let cpu_before: Vec<u64> = agents
-        .iter()
-        .map(|(_, _, a)| a.cpu_ticks())
-        .collect::<Result<_>>()?;
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (to, elapsed) = (Timestamp::now(), started.elapsed());
+    let node = kubelet.node_name("at-rest");
+    kubelet.register_node(TestNode::spot(&node)).await?;
+    let url = sim.url();
+    let args = ["--node-name", node.as_str(), "--metadata-url", url.as_str()];
+    let agent = ReclaimProcess::spawn_with(
+        "reclaim-agent",
+        &args,
+        std::process::Stdio::null(),
+        kubeconfig,
+    )?;
+    agent.ready(http).await?;
     // SAFETY: sysconf has no preconditions.
     let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let audit = std::fs::read_to_string(cp.dir.join("audit.log"))?;
     println!(
-        "\n3. idle agents over {seconds} s, polling every 1 s, one watching its Node for drills and one with --disable-drills (targets: RSS <= 10 MiB, CPU <= 1 millicore):"
+        "\n3. an agent at rest for {seconds} s under each state, polling every 1 s (targets: 0 API requests per minute but the Node watch's renewals, RSS <= 10 MiB, CPU <= 1 millicore):"
     );
-    for ((name, node, agent), cpu_before) in agents.iter().zip(cpu_before) {
+    let maintenance = serde_json::json!([{
+        "Code": "system-reboot", "Description": "scheduled reboot", "State": "active",
+        "EventId": "instance-event-0bench0000000000a",
+        "NotBefore": aws_event_time(Timestamp::now() + SignedDuration::from_hours(48)),
+        "NotAfter": aws_event_time(Timestamp::now() + SignedDuration::from_hours(49)),
+    }]);
+    for state in [
+        "nothing announced",
+        "maintenance 2 days ahead",
+        "rebalance served",
+    ] {
+        match state {
+            "maintenance 2 days ahead" => sim.state().aws.set_maintenance(maintenance.clone()),
+            "rebalance served" => {
+                sim.state().aws.set_rebalance(Timestamp::now());
+                wait_for_taint(kubelet, &node).await?;
+                // The record is written beside the taint: let it land first.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            _ => {}
+        }
+        let (from, started) = (Timestamp::now(), Instant::now());
+        let cpu_before = agent.cpu_ticks()?;
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let (to, elapsed) = (Timestamp::now(), started.elapsed());
         let millicores =
             (agent.cpu_ticks()? - cpu_before) as f64 / ticks_per_second / elapsed.as_secs_f64()
                 * 1000.0;
-        let mut verbs: std::collections::BTreeMap<String, usize> = Default::default();
-        for event in audit
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        {
-            let at: Option<Timestamp> = event["stageTimestamp"]
-                .as_str()
-                .and_then(|t| t.parse().ok());
-            if event["stage"] == "ResponseComplete"
-                && at.is_some_and(|at| at >= from && at < to)
-                && event["requestURI"]
-                    .as_str()
-                    .is_some_and(|uri| uri.contains(node.as_str()))
-            {
-                *verbs
-                    .entry(event["verb"].as_str().unwrap_or("?").to_owned())
-                    .or_default() += 1;
-            }
-        }
-        let total: usize = verbs.values().sum();
+        let verbs = cp.audited(&node, from, to)?;
+        let per_minute = |n: usize| n as f64 * 60.0 / elapsed.as_secs_f64();
+        let watches = verbs.get("watch").copied().unwrap_or(0);
+        let others: usize = verbs.values().sum::<usize>() - watches;
         let mib = |key| agent.memory_mib(key);
         println!(
-            "   {name:<15} RSS {:.1} MiB ({:.1} MiB heap and stacks, {:.1} MiB mapped code; peak {:.1} MiB); CPU {millicores:.2} millicores; API requests {:.2}/min {verbs:?}",
+            "   {state:<25} API requests {:.2}/min (+ {:.2}/min Node watch renewals) {verbs:?}; RSS {:.1} MiB ({:.1} MiB heap and stacks, {:.1} MiB mapped code; peak {:.1} MiB); CPU {millicores:.2} millicores",
+            per_minute(others),
+            per_minute(watches),
             mib("VmRSS")?,
             mib("RssAnon")?,
             mib("RssFile")?,
             mib("VmHWM")?,
-            total as f64 * 60.0 / elapsed.as_secs_f64(),
         );
     }
     let polls = sim.state().aws.stats.metadata_requests;
+    reclaim_testbed::clouds::clear(sim);
     println!("   {polls} metadata requests served in total");
     Ok(())
+}
+
+/// AWS's format for scheduled event times.
+fn aws_event_time(t: Timestamp) -> String {
+    t.to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%d %b %Y %H:%M:%S GMT")
+        .to_string()
+}
+
+/// Waits until `node` carries Reclaim's taint.
+async fn wait_for_taint(kubelet: &TestKubelet, node: &str) -> Result<()> {
+    reclaim_testbed::eventually(Duration::from_secs(60), "the taint", || async {
+        Ok(kubelet
+            .nodes()
+            .get(node)
+            .await?
+            .spec
+            .and_then(|s| s.taints)
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key == reclaim_model::keys::INTERRUPTION_TAINT))
+    })
+    .await
 }
 
 /// Section 4, twice: the agents as the ServiceAccount a DaemonSet runs as (one APF flow for

@@ -7,9 +7,8 @@
 use super::*;
 use std::time::Instant;
 
-use reclaim_service::client::ReadTimeout;
 use reclaim_service::endpoints::Exposition;
-use reclaim_testbed::agent::{AgentClients, start_agent_as};
+use reclaim_testbed::agent::{AgentClients, privileged_account, start_agent_as};
 use reclaim_testbed::fault_proxy::{FaultProxy, Mode};
 
 use super::record::{finished_record, phase};
@@ -289,36 +288,6 @@ async fn healthz_fails_while_a_drain_makes_no_progress_and_recovers_when_it_does
     Ok(())
 }
 
-/// A ServiceAccount `name` in `k`'s namespace bound to cluster-admin: all the rights, but
-/// through RBAC, so API Priority and Fairness treats it like any workload (only
-/// `system:masters` is exempt).
-async fn privileged_account(k: &TestKubelet, name: &str) -> Result<AgentClients> {
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-    use kube::api::PostParams;
-    let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}}))?;
-    Api::<ServiceAccount>::namespaced(k.client().clone(), &k.namespace)
-        .create(&PostParams::default(), &account)
-        .await?;
-    let binding: ClusterRoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("reclaim-test-{}-{name}", k.namespace)},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-        "subjects": [{"kind": "ServiceAccount", "namespace": k.namespace, "name": name}],
-    }))?;
-    Api::<ClusterRoleBinding>::all(k.client().clone())
-        .create(&PostParams::default(), &binding)
-        .await?;
-    let cp = ControlPlane::shared();
-    Ok(AgentClients {
-        requests: cp
-            .service_account_client(&k.namespace, name, ReadTimeout::ShortRequests)
-            .await?,
-        watches: cp
-            .service_account_client(&k.namespace, name, ReadTimeout::Watches)
-            .await?,
-    })
-}
-
 #[tokio::test]
 async fn a_drain_throttled_by_priority_and_fairness_waits_as_told_and_still_gets_every_pod_off_in_time()
 -> Result<()> {
@@ -327,7 +296,7 @@ async fn a_drain_throttled_by_priority_and_fairness_waits_as_told_and_still_gets
     // exec-1 (grace 3 s) is refused by its budget until its time runs short; task goes at once.
     k.run_executor_behind_refusing_budget(&node, 3).await?;
     let (history, _kubelet) = watched_with_kubelet(&k, &node);
-    let clients = privileged_account(&k, "agent").await?;
+    let clients = privileged_account(&k, &k.namespace, "agent").await?;
     let account_client = clients.requests.clone();
     // A round every 250 ms: an agent deaf to Retry-After would ask four times a second.
     let agent = start_agent_as(
