@@ -197,7 +197,7 @@ async fn keep_written(
     mut updates: watch::Receiver<AgentStatus>,
 ) {
     let records = api(&client);
-    let name = record_name(&spec.node, &spec.notice.event_id);
+    let name = record_name(&spec.node, &spec.notice.event_id, spec.notice.notice_time);
     let mut written: Option<AgentStatus> = None;
     let mut created = false;
     let mut closed_since: Option<Instant> = None;

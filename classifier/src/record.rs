@@ -51,7 +51,7 @@ pub(crate) async fn add_verdicts(
         return Ok(());
     };
     let records = api(client);
-    let record = record_name(&evidence.node, event_id);
+    let record = record_name(&evidence.node, event_id, evidence.notice_time);
     let params = PatchParams {
         field_manager: Some(writer.to_owned()),
         ..PatchParams::default()

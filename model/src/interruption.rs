@@ -28,12 +28,17 @@ pub const MAX_PODS_LISTED: usize = 100;
 /// Marked objects kept in one record; `retryable` counts them all.
 pub const MAX_VERDICTS_LISTED: usize = 100;
 
-/// The record's name: the node's name and a hash of the event id, so that the agent and
-/// the classifier find the same record from the same notice without a lookup. Node names
-/// are DNS subdomains; the result is one too, at most 253 characters.
-pub fn record_name(node: &str, event_id: &str) -> String {
+/// The record's name: the node's name and a hash of the notice's event id and notice
+/// time, so that the agent and the classifier find the same record from the same notice
+/// without a lookup. The time is part of the identity because some event ids are fixed:
+/// GKE recreates a preempted VM under the same name and announces `gce-preempted` again,
+/// an Auto Scaling group may reuse a node name with `asg-target-lifecycle-terminated`;
+/// by id alone the second interruption would overwrite the first one's record. Node
+/// names are DNS subdomains; the result is one too, at most 253 characters.
+pub fn record_name(node: &str, event_id: &str, notice_time: Timestamp) -> String {
+    let identity = format!("{event_id}@{notice_time}");
     // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let hash = event_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+    let hash = identity.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
     let suffix = format!("-{:010x}", hash & 0xff_ffff_ffff);
@@ -186,9 +191,22 @@ mod tests {
     #[test]
     fn record_names_are_stable_distinct_and_valid() {
         let node = "ip-10-0-1-17.ec2.internal";
-        let a = record_name(node, "instance-action-2020-04-24T17:11:44Z");
-        assert_eq!(a, record_name(node, "instance-action-2020-04-24T17:11:44Z"));
-        assert_ne!(a, record_name(node, "instance-action-2020-04-24T17:13:44Z"));
+        let t: Timestamp = "2020-04-24T17:09:44Z".parse().unwrap();
+        let a = record_name(node, "instance-action-2020-04-24T17:11:44Z", t);
+        assert_eq!(
+            a,
+            record_name(node, "instance-action-2020-04-24T17:11:44Z", t)
+        );
+        assert_ne!(
+            a,
+            record_name(node, "instance-action-2020-04-24T17:13:44Z", t)
+        );
+        // A fixed event id on a VM recreated under the same name: another record.
+        let later = t + jiff::SignedDuration::from_hours(3);
+        assert_ne!(
+            record_name(node, "gce-preempted", t),
+            record_name(node, "gce-preempted", later)
+        );
         assert!(a.starts_with("ip-10-0-1-17.ec2.internal-"), "{a}");
         assert!(is_dns_subdomain(&a), "{a}");
         let long = format!(
@@ -198,7 +216,7 @@ mod tests {
             "c".repeat(63),
             "d".repeat(61)
         );
-        let named = record_name(&long, "drill-2026-12-01T03:00:00Z");
+        let named = record_name(&long, "drill-2026-12-01T03:00:00Z", Timestamp::UNIX_EPOCH);
         assert!(named.len() <= 253 && is_dns_subdomain(&named), "{named}");
     }
 

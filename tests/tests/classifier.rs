@@ -741,7 +741,8 @@ async fn a_spark_executors_verdict_reaches_its_driver_and_spark_application_when
 async fn verdicts_of_pods_that_failed_during_an_api_outage_are_written_once_it_ends() -> Result<()>
 {
     let (k, node, notice) = noticed_node("classify-outage", "spot-outage").await?;
-    let record_name = reclaim_model::interruption::record_name(&node, &notice.event_id);
+    let record_name =
+        reclaim_model::interruption::record_name(&node, &notice.event_id, notice.notice_time);
     write_record(&k, &record_name, &node, &notice).await?;
     let cp = ControlPlane::shared();
     let proxy = FaultProxy::start(cp.server.trim_start_matches("https://")).await?;

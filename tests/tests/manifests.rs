@@ -528,7 +528,8 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
     let notice = notice_node(&k, &spot).await?;
     // A record past the retention (below), and the notice's record, for the verdicts.
     let old = write_record(&k, &format!("{spot}-old"), &spot, &notice).await?;
-    let record_name = reclaim_model::interruption::record_name(&spot, &notice.event_id);
+    let record_name =
+        reclaim_model::interruption::record_name(&spot, &notice.event_id, notice.notice_time);
     write_record(&k, &record_name, &spot, &notice).await?;
 
     let metrics = std::sync::Arc::new(ClassifierMetrics::default());

@@ -14,7 +14,7 @@ pub(crate) async fn record_of_notice(k: &TestKubelet, node: &str) -> Result<Opti
     let Some(notice) = node_notice(&k.nodes().get(node).await?) else {
         return Ok(None);
     };
-    record(k, &record_name(node, &notice.event_id)).await
+    record(k, &record_name(node, &notice.event_id, notice.notice_time)).await
 }
 
 async fn record(k: &TestKubelet, name: &str) -> Result<Option<DynamicObject>> {
@@ -205,7 +205,7 @@ async fn a_drill_drains_like_a_notice_and_removing_its_annotation_calls_it_off_m
             .context("the executor carries the drill's reason")?,
     )?;
     assert_eq!(marked.notice.provider, Provider::Drill);
-    let name = record_name(&node, &notice.event_id);
+    let name = record_name(&node, &notice.event_id, notice.notice_time);
     eventually(WAIT, "the drill's record mid-drain", || async {
         Ok(record(&k, &name)
             .await?
@@ -272,9 +272,11 @@ async fn a_real_notice_during_a_drill_takes_over_and_removing_the_drill_leaves_i
     })
     .await?;
     let replaced = eventually_some(WAIT, "the drill's record closed", || async {
-        Ok(record(&k, &record_name(&node, &drill.event_id))
-            .await?
-            .filter(|r| phase(r) == "Canceled"))
+        Ok(
+            record(&k, &record_name(&node, &drill.event_id, drill.notice_time))
+                .await?
+                .filter(|r| phase(r) == "Canceled"),
+        )
     })
     .await?;
     let reason = replaced.data["status"]["reason"]
@@ -359,6 +361,56 @@ async fn an_absurd_drill_lead_is_refused_and_the_node_stays_guarded() -> Result<
     })
     .await?;
     a_real_notice_is_acted_on(&k, &sim, &node).await?;
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_vm_preempted_again_under_the_same_name_gets_a_second_record_and_the_first_is_kept()
+-> Result<()> {
+    ControlPlane::shared().install_interruption_crd()?;
+    let (k, sim, node) = spot_node_on(Provider::Gcp, "record-repeat").await?;
+    let flags = clouds::agent_flags(Provider::Gcp, &node, SignedDuration::from_secs(20));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (_history, _kubelet) = watched_with_kubelet(&k, &node);
+    // First life: preempted (GCP's event id is always `gce-preempted`), drained, recorded.
+    k.run_pod(&node, TestPod::new("first-life")).await?;
+    let agent = start_agent(&node, &sim.url(), &flags).await?;
+    agent.ready().await?;
+    clouds::announce_spot(&sim, Provider::Gcp, &node, SignedDuration::from_secs(20));
+    let first = finished_record(&k, &node).await?;
+    assert!(pod_entry(&first, "first-life").is_some());
+    agent.stop().await?;
+    // GKE recreates the VM under the same name: a new Node, a new agent, a new preemption.
+    clouds::clear(&sim);
+    k.nodes().delete(&node, &DeleteParams::default()).await?;
+    eventually(WAIT, "the old Node to be gone", || async {
+        Ok(k.nodes().get_opt(&node).await?.is_none())
+    })
+    .await?;
+    k.register_node(clouds::spot_node(Provider::Gcp, &node))
+        .await?;
+    k.run_pod(&node, TestPod::new("second-life")).await?;
+    let agent = start_agent(&node, &sim.url(), &flags).await?;
+    agent.ready().await?;
+    clouds::announce_spot(&sim, Provider::Gcp, &node, SignedDuration::from_secs(20));
+    let second = eventually_some(WAIT, "the second life's finished record", || async {
+        Ok(finished_record(&k, &node)
+            .await
+            .ok()
+            .filter(|r| r.name_any() != first.name_any()))
+    })
+    .await?;
+    assert!(pod_entry(&second, "second-life").is_some());
+    assert!(pod_entry(&second, "first-life").is_none());
+    let kept = record(&k, &first.name_any())
+        .await?
+        .context("the first record")?;
+    assert_eq!(
+        kept.resource_version(),
+        first.resource_version(),
+        "the first interruption's record was written again"
+    );
     agent.stop().await?;
     Ok(())
 }

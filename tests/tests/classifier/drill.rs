@@ -83,7 +83,7 @@ async fn a_drill_ends_with_the_job_marked_as_a_drill_and_the_record_completed() 
     );
     assert_eq!(evidence.event_id.as_deref(), Some(notice.event_id.as_str()));
 
-    let name = record_name(&node, &notice.event_id);
+    let name = record_name(&node, &notice.event_id, notice.notice_time);
     let records = reclaim_service::interruptions::api(k.client());
     let key = format!("Job/{}/nightly-load", k.namespace);
     let record = eventually_some(WAIT, "the record drained and completed", || async {
