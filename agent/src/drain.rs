@@ -125,6 +125,11 @@ pub struct DrainReport {
 }
 
 impl DrainReport {
+    /// Every drained pod left: nothing on the node, nothing that failed to go.
+    pub fn emptied(&self) -> bool {
+        self.remaining == 0 && self.count(PodOutcome::Failed) == 0
+    }
+
     pub fn count(&self, outcome: PodOutcome) -> usize {
         self.pods
             .iter()
@@ -167,8 +172,10 @@ impl DrainReport {
     }
 }
 
-/// How the drain tells the rest of the agent that it makes progress: after each round
-/// that listed the node's pods, with what it has done so far.
+/// How the drain tells the rest of the agent that it makes progress: after each round,
+/// with what it has done so far. A round whose list failed (the API server down) counts
+/// too: the loop is alive and will go on, and `/healthz` failing would only have the
+/// kubelet restart an agent that then needs the API server before it polls again.
 pub trait Progress: Send + Sync {
     fn round(&self, report: &DrainReport);
 }
@@ -191,6 +198,7 @@ pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> 
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, hint = %reclaim_service::client::hint(&e, "pods list"), "listing the node's pods failed; the drain goes on with the next round");
                 report.answers.push(("list", "error"));
+                progress.round(&report);
                 tokio::time::sleep(job.retry_interval).await;
                 continue;
             }
@@ -199,6 +207,7 @@ pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> 
                     "listing the node's pods timed out; the API server does not answer; the drain goes on with the next round"
                 );
                 report.answers.push(("list", "timeout"));
+                progress.round(&report);
                 continue;
             }
         };
@@ -395,8 +404,8 @@ fn log_answer(pod: &Pod, request: &Request, answer: &Result<Answer, SendError>, 
 
 /// Writes `reclaim.dev/interruption` (and the `reclaim.dev/interrupted` label) on the pod
 /// unless they are already there, conditioned on its UID. `Some(Gone)` when the pod the
-/// drain judged no longer exists. A failure to write is logged and the request goes on:
-/// the deadline matters more than the reason.
+/// drain judged no longer exists (404). Any other failure to write is logged and the
+/// request goes on: the deadline matters more than the reason.
 async fn mark(client: &Client, record: &PodInterruption, pod: &Pod) -> Option<Answer> {
     if pod.annotations().get(POD_INTERRUPTION_ANNOTATION) == Some(&record.to_json())
         && pod.labels().contains_key(INTERRUPTED_LABEL)
@@ -415,9 +424,10 @@ async fn mark(client: &Client, record: &PodInterruption, pod: &Pod) -> Option<An
         .await
     {
         Ok(_) => None,
-        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409 | 422) => {
-            Some(Answer::Gone)
-        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Some(Answer::Gone),
+        // A refusal (an admission policy's 422, the annotations' size limit, a 409 on the
+        // UID) is not a departure: the request goes on, and its own UID precondition
+        // tells a replaced pod from one that stays.
         Err(e) => {
             tracing::warn!(pod = %pod.name_any(), error = %e, hint = %reclaim_service::client::hint(&e, "pods patch"), "could not write the interruption reason on the pod; asking it to go anyway");
             None

@@ -18,9 +18,9 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use kube::{Client, Resource, ResourceExt};
-use reclaim_model::Notice;
 use reclaim_model::interruption::{AgentStatus, Phase};
 use reclaim_model::keys::DRILL_ANNOTATION;
+use reclaim_model::{Notice, Provider};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -421,8 +421,13 @@ impl Guard {
             own_pod,
             retry_interval: self.config.eviction_retry_interval,
         };
+        // A drill's event is not the platform's: there is nothing to acknowledge.
         let acknowledge = match source.as_ref() {
-            MetadataClient::Azure(_) if self.config.azure_acknowledge => Some(source),
+            MetadataClient::Azure(_)
+                if self.config.azure_acknowledge && notice.provider == Provider::Azure =>
+            {
+                Some(source)
+            }
             _ => None,
         };
         self.drain = Some(DrainTask::start(

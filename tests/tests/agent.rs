@@ -1304,3 +1304,113 @@ async fn an_agent_at_rest_under_far_maintenance_or_a_served_rebalance_asks_the_a
     agent.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn azure_events_are_acknowledged_only_after_a_drain_that_emptied_the_node_never_for_a_drill()
+-> Result<()> {
+    let k = kubelet("azure-ack").await?;
+    let sim = simulator().await?;
+    let (stuck, clean) = (k.node_name("vmss-5"), k.node_name("vmss-6"));
+    k.register_node(azure_node(&stuck, 5)).await?;
+    k.register_node(azure_node(&clean, 6)).await?;
+    // A pod that never leaves (a finalizer nobody removes).
+    k.run_pod(
+        &stuck,
+        TestPod::new("held")
+            .finalizer("example.com/held")
+            .grace_period(1),
+    )
+    .await?;
+    k.run_pod(&clean, TestPod::new("drill-task").grace_period(1))
+        .await?;
+    let _kubelet = Tasks(vec![
+        k.keep_finishing_deletions(&stuck),
+        k.keep_finishing_deletions(&clean),
+    ]);
+    let agents = [
+        start_agent(
+            &stuck,
+            &sim.url(),
+            &[
+                "--azure-acknowledge",
+                "--azure-vm-name",
+                "aks-spot-12345678-vmss_5",
+            ],
+        )
+        .await?,
+        start_agent(
+            &clean,
+            &sim.url(),
+            &[
+                "--azure-acknowledge",
+                "--azure-vm-name",
+                "aks-spot-12345678-vmss_6",
+            ],
+        )
+        .await?,
+    ];
+    for agent in &agents {
+        agent.ready().await?;
+    }
+    let drains_done = |agent: &reclaim_testbed::agent::RunningAgent| {
+        agent.metric_sum("reclaim_drain_duration_seconds_count", &[])
+    };
+    // 1. A preemption whose drain ends with a pod still on the node.
+    let held_event = "0A0A0A0A-0000-4000-8000-000000000005";
+    let not_before = rfc1123(Timestamp::now() + SignedDuration::from_secs(20));
+    sim.state().azure.set_events(vec![azure_event(
+        held_event,
+        "Preempt",
+        "aks-spot-12345678-vmss_5",
+        "Scheduled",
+        &not_before,
+    )]);
+    eventually(
+        Duration::from_secs(90),
+        "the first drain to end",
+        || async { Ok(drains_done(&agents[0]) >= 1.0) },
+    )
+    .await?;
+    assert!(k.pods().get_opt("held").await?.is_some());
+    // 2. A drill on the other node, drained to the end, then called off.
+    record::annotate_drill(&k, &clean, Some("spot-interruption,lead=15s")).await?;
+    eventually(
+        Duration::from_secs(90),
+        "the drill's drain to end",
+        || async { Ok(drains_done(&agents[1]) >= 1.0) },
+    )
+    .await?;
+    record::annotate_drill(&k, &clean, None).await?;
+    eventually(WAIT, "the drill to be called off", || {
+        node_state(&k, &clean, |n| reclaim_taints(n).is_empty())
+    })
+    .await?;
+    // 3. A real preemption of that node, drained empty: the one acknowledgement.
+    k.run_pod(&clean, TestPod::new("task").grace_period(1))
+        .await?;
+    let clean_event = "0B0B0B0B-0000-4000-8000-000000000006";
+    let not_before = rfc1123(Timestamp::now() + SignedDuration::from_secs(30));
+    sim.state().azure.set_events(vec![azure_event(
+        clean_event,
+        "Preempt",
+        "aks-spot-12345678-vmss_6",
+        "Scheduled",
+        &not_before,
+    )]);
+    eventually(
+        WAIT,
+        "the emptied node's event to be acknowledged",
+        || async { Ok(!sim.state().azure.acknowledged.is_empty()) },
+    )
+    .await?;
+    assert_eq!(sim.state().azure.acknowledged, [clean_event]);
+    // The finalizer goes, so the namespace can.
+    let release = json!({"metadata": {"finalizers": null}});
+    k.pods()
+        .patch("held", &PatchParams::default(), &Patch::Merge(&release))
+        .await?;
+    for agent in agents {
+        agent.stop().await?;
+    }
+    Ok(())
+}

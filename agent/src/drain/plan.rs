@@ -114,14 +114,7 @@ pub fn triage(pod: &Pod, own: Option<&OwnPod>) -> Result<Group, Exempt> {
         Some("last") => return Ok(Group::Last),
         _ => {}
     }
-    let spec = pod.spec.as_ref();
-    let critical = spec.is_some_and(|s| {
-        s.priority_class_name
-            .as_deref()
-            .is_some_and(|c| CRITICAL_PRIORITY_CLASSES.contains(&c))
-            || s.priority.is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY)
-    });
-    if critical {
+    if critical(pod) {
         return Ok(Group::Last);
     }
     let role = meta.labels.as_ref().and_then(|l| l.get("spark-role"));
@@ -129,6 +122,17 @@ pub fn triage(pod: &Pod, own: Option<&OwnPod>) -> Result<Group, Exempt> {
         Some("executor") => Group::First,
         Some("driver") => Group::Drivers,
         _ => Group::Normal,
+    })
+}
+
+/// A system-critical pod: its priority class is one of the system's (which only
+/// `kube-system` may use by default) or its priority that high.
+fn critical(pod: &Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|s| {
+        s.priority_class_name
+            .as_deref()
+            .is_some_and(|c| CRITICAL_PRIORITY_CLASSES.contains(&c))
+            || s.priority.is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY)
     })
 }
 
@@ -144,14 +148,13 @@ pub fn seconds_left(now: Timestamp, deadline: Timestamp) -> i64 {
     deadline.duration_since(now).as_secs().max(0)
 }
 
-/// A grace period cut to the time left; never 0 unless no time is left (a pod whose own
-/// grace period is 0 keeps it).
+/// A grace period cut to the time left, and never to 0 (a pod whose own grace period is
+/// 0 keeps it): a deletion with grace 0 is a force deletion, which removes the pod from
+/// the API before its containers have stopped, and whole seconds truncate (0.9 s left
+/// reads 0). At the deadline a pod gets 1 s; the drain deadline already keeps the safety
+/// margin before the cloud's.
 pub fn clamped_grace(grace: i64, left: i64) -> i64 {
-    if left <= 0 {
-        0
-    } else {
-        grace.min(left).max(grace.min(1))
-    }
+    grace.min(left.max(1))
 }
 
 /// The grace period to ask for when evicting: the pod's own if it fits before the
@@ -168,6 +171,11 @@ pub struct DrainPod {
     pub group: Group,
     /// Its terminationGracePeriodSeconds.
     pub grace: i64,
+    /// Whether the groups before it keep time back for its grace period. A critical pod
+    /// does; a pod that is last only by its own `reclaim.dev/drain-group` annotation
+    /// (anyone who creates a pod can write one) does not, or a one-hour grace period would
+    /// halve every other pod's time to leave. It still leaves last, with the time left.
+    pub reserves_time: bool,
     /// When its graceful deletion ends (`deletionTimestamp`), if it is terminating.
     pub terminating_until: Option<Timestamp>,
 }
@@ -175,10 +183,12 @@ pub struct DrainPod {
 impl DrainPod {
     /// The pod as the plan sees it, or why the drain leaves it alone.
     pub fn of(pod: &Pod, own: Option<&OwnPod>) -> Result<DrainPod, Exempt> {
+        let group = triage(pod, own)?;
         Ok(DrainPod {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
-            group: triage(pod, own)?,
+            group,
             grace: grace_seconds(pod),
+            reserves_time: group != Group::Last || critical(pod),
             terminating_until: pod.metadata.deletion_timestamp.as_ref().map(|t| t.0),
         })
     }
@@ -217,6 +227,15 @@ fn longest_grace(pods: &[DrainPod], group: Group) -> i64 {
         .unwrap_or(0)
 }
 
+/// The longest grace period the groups before `group` keep time back for.
+fn reserved_grace(pods: &[DrainPod], group: Group) -> i64 {
+    pods.iter()
+        .filter(|p| p.group == group && p.reserves_time)
+        .map(|p| p.grace)
+        .max()
+        .unwrap_or(0)
+}
+
 /// When each group must be gone. The groups nobody waits for have the drain's deadline;
 /// a group others still wait for must be gone earlier, by the time those others need to
 /// leave gracefully after it (their longest grace period and a round), so that critical
@@ -239,7 +258,7 @@ pub fn group_deadlines(
             }
             let later_deadline = deadlines.get(later).copied().unwrap_or(deadline);
             let later_left = seconds_left(now, later_deadline);
-            let needed = longest_grace(pods, *later) + retry_seconds;
+            let needed = reserved_grace(pods, *later) + retry_seconds;
             if later_left > needed {
                 let reserve = needed.min(later_left / 2);
                 own = own.min(later_deadline - SignedDuration::from_secs(reserve));
@@ -337,8 +356,48 @@ mod tests {
             uid: uid.into(),
             group,
             grace,
+            reserves_time: true,
             terminating_until: None,
         }
+    }
+
+    #[test]
+    fn a_pod_last_only_by_its_own_annotation_takes_no_time_from_the_others() {
+        let pod = |annotations: serde_json::Value, spec: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"uid": "u", "annotations": annotations},
+                "spec": spec,
+            }))
+            .unwrap()
+        };
+        let greedy = DrainPod::of(
+            &pod(
+                json!({"reclaim.dev/drain-group": "last"}),
+                json!({"terminationGracePeriodSeconds": 3600, "containers": []}),
+            ),
+            None,
+        )
+        .unwrap();
+        assert_eq!((greedy.group, greedy.reserves_time), (Group::Last, false));
+        let dns = DrainPod::of(
+            &pod(
+                json!({}),
+                json!({"priorityClassName": "system-node-critical", "terminationGracePeriodSeconds": 30, "containers": []}),
+            ),
+            None,
+        )
+        .unwrap();
+        assert_eq!((dns.group, dns.reserves_time), (Group::Last, true));
+        let task = drain_pod("task", Group::Normal, 30);
+        let deadline = at(120);
+        let alone = group_deadlines(at(0), deadline, &[task.clone(), greedy.clone()], 5);
+        assert_eq!(
+            alone[&Group::Normal],
+            at(115),
+            "the annotation reserves one round, not half the time (its 3600 s grace)"
+        );
+        let with_dns = group_deadlines(at(0), deadline, &[task, greedy, dns], 5);
+        assert_eq!(with_dns[&Group::Normal], at(120 - 35), "DNS keeps its 30 s");
     }
 
     fn uids(requests: &[Request]) -> Vec<String> {
@@ -430,12 +489,15 @@ mod tests {
     }
 
     #[test]
-    fn a_grace_period_longer_than_the_time_left_is_clamped_but_never_to_zero_before_the_end() {
+    fn a_grace_period_longer_than_the_time_left_is_clamped_but_never_to_zero() {
         assert_eq!(eviction_grace(at(0), at(110), 30), None);
         assert_eq!(eviction_grace(at(0), at(20), 30), Some(20));
-        assert_eq!(eviction_grace(at(0), at(-60), 30), Some(0));
+        assert_eq!(eviction_grace(at(0), at(-60), 30), Some(1));
         assert_eq!(clamped_grace(30, 1), 1);
-        assert_eq!(clamped_grace(30, 0), 0);
+        assert_eq!(clamped_grace(30, 0), 1, "no force deletion at the deadline");
+        // 0.9 s before the deadline reads 0 whole seconds: still not a force deletion.
+        let just_before = at(0) + SignedDuration::from_millis(100);
+        assert_eq!(eviction_grace(just_before, at(1), 30), Some(1));
         assert_eq!(clamped_grace(0, 10), 0, "a pod's own 0 stays");
         assert_eq!(clamped_grace(5, 10), 5);
     }
@@ -611,8 +673,8 @@ mod tests {
                 &tried(8, None),
                 RETRY
             )),
-            ["delete exec 0s"],
-            "past the deadline: at once"
+            ["delete exec 1s"],
+            "past the deadline: at once, but never a force deletion"
         );
         let first_ask_late = next_requests(at(50), deadline, &pods, &History::new(), RETRY);
         assert_eq!(

@@ -109,7 +109,17 @@ impl DrainTask {
                     );
                 }
             }
+            // Acknowledging lets the platform proceed at once: only once the node is
+            // empty; pods still there keep the time until the event's NotBefore.
             if let Some(MetadataClient::Azure(events)) = acknowledge.as_deref() {
+                if !report.emptied() {
+                    tracing::info!(
+                        event = acknowledged,
+                        remaining = report.remaining,
+                        "pods are still on the node: the Azure event is not acknowledged, it starts at its NotBefore"
+                    );
+                    return;
+                }
                 match events.acknowledge(&acknowledged).await {
                     Ok(()) => tracing::info!(
                         event = acknowledged,

@@ -37,6 +37,9 @@ pub struct InstanceAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaintenanceEvent {
     pub code: String,
+    /// Free text; for `system-maintenance` it says whether the network or the power is
+    /// maintained.
+    pub description: String,
     pub state: String,
     pub event_id: String,
     pub not_before: Timestamp,
@@ -222,6 +225,8 @@ pub fn parse_maintenance(body: &str) -> Result<Vec<MaintenanceEvent>, MetadataEr
     #[serde(rename_all = "PascalCase")]
     struct Raw {
         code: String,
+        #[serde(default)]
+        description: String,
         state: String,
         event_id: String,
         not_before: String,
@@ -239,6 +244,7 @@ pub fn parse_maintenance(body: &str) -> Result<Vec<MaintenanceEvent>, MetadataEr
             })?;
             Ok(MaintenanceEvent {
                 code: r.code,
+                description: r.description,
                 state: r.state,
                 event_id: r.event_id,
                 not_before,
@@ -309,11 +315,17 @@ pub fn rebalance_report(notice_time: Option<Timestamp>) -> PathReport {
 }
 
 /// Active maintenance events are notices (AWS gives no announcement time: `now` stands
-/// in); `canceled` and `completed` ones are explicit ends.
+/// in); `canceled` and `completed` ones are explicit ends. One kind is not: network
+/// maintenance (`system-maintenance` described as such), where "instances lose network
+/// connectivity for a brief period" and keep running, so a drain would end work that
+/// would have survived. Power maintenance ("unavailable for a brief period of time and
+/// then rebooted"), the reboots, stops and retirements, and any code AWS adds later, are
+/// drained: the pods would not survive them.
 pub fn maintenance_report(events: &[MaintenanceEvent], now: Timestamp) -> PathReport {
     let mut report = PathReport::default();
     for event in events {
         match event.state.as_str() {
+            "active" if network_maintenance(event) => {}
             "active" => report.announced.push(Announced {
                 kind: NoticeKind::ScheduledMaintenance,
                 event_id: event.event_id.clone(),
@@ -325,6 +337,14 @@ pub fn maintenance_report(events: &[MaintenanceEvent], now: Timestamp) -> PathRe
         }
     }
     report
+}
+
+/// `system-maintenance` of the network only: the instance keeps running.
+fn network_maintenance(event: &MaintenanceEvent) -> bool {
+    let description = event.description.to_ascii_lowercase();
+    event.code == "system-maintenance"
+        && description.contains("network")
+        && !description.contains("power")
 }
 
 /// `Terminated` is a termination without a deadline; `InService` explicitly ends one
@@ -407,6 +427,29 @@ mod tests {
             "a canceled event is an explicit end"
         );
         assert!(parse_maintenance("[]").unwrap().is_empty());
+    }
+
+    #[test]
+    fn network_maintenance_is_not_drained_and_power_maintenance_is() {
+        let body = r#"[
+            {"Code": "system-maintenance", "Description": "scheduled network maintenance", "State": "active",
+             "EventId": "instance-event-network", "NotBefore": "21 Jan 2019 09:00:43 GMT"},
+            {"Code": "system-maintenance", "Description": "scheduled power maintenance", "State": "active",
+             "EventId": "instance-event-power", "NotBefore": "21 Jan 2019 09:00:43 GMT"},
+            {"Code": "system-maintenance", "State": "active",
+             "EventId": "instance-event-undescribed", "NotBefore": "21 Jan 2019 09:00:43 GMT"}
+        ]"#;
+        let events = parse_maintenance(body).unwrap();
+        let now: Timestamp = "2019-01-20T00:00:00Z".parse().unwrap();
+        let announced: Vec<String> = maintenance_report(&events, now)
+            .announced
+            .into_iter()
+            .map(|a| a.event_id)
+            .collect();
+        assert_eq!(
+            announced,
+            ["instance-event-power", "instance-event-undescribed"]
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub struct GcpMetadata {
     timeout: Duration,
     /// How long the server may hold a hanging GET.
     wait: Duration,
-    /// Deadline after `preempted=TRUE` or a terminating maintenance (GCP: about 30 s).
+    /// Deadline after `preempted=TRUE` (GKE Spot: 30 s by default, a setting).
     notice: SignedDuration,
     preempted: Mutex<Option<Watched>>,
     maintenance: Mutex<Option<Watched>>,
@@ -162,6 +162,8 @@ pub struct KeyMeaning {
     announces: &'static str,
     kind: NoticeKind,
     event_id: &'static str,
+    /// The notice GCP documents for this key; `None`: the configured one.
+    documented_notice: Option<SignedDuration>,
 }
 
 /// `preempted=TRUE` is a spot interruption; `FALSE` ends one (a stopped spot VM that was
@@ -170,14 +172,18 @@ pub const PREEMPTION: KeyMeaning = KeyMeaning {
     announces: "TRUE",
     kind: NoticeKind::SpotInterruption,
     event_id: "gce-preempted",
+    documented_notice: None,
 };
 
 /// `TERMINATE_ON_HOST_MAINTENANCE` is maintenance. `MIGRATE_ON_HOST_MAINTENANCE` is a
 /// live migration, which the pods survive, and like `NONE` it ends a terminating one.
+/// GCP documents that `maintenance-event` changes 60 s before the maintenance starts
+/// ("Query metadata server for maintenance event notices"): not the preemption's notice.
 pub const TERMINATING_MAINTENANCE: KeyMeaning = KeyMeaning {
     announces: "TERMINATE_ON_HOST_MAINTENANCE",
     kind: NoticeKind::ScheduledMaintenance,
     event_id: "gce-terminate-on-host-maintenance",
+    documented_notice: Some(SignedDuration::from_secs(60)),
 };
 
 /// What a key's current value (and since when it has held) says.
@@ -193,7 +199,9 @@ pub fn value_report(
             kind: meaning.kind,
             event_id: meaning.event_id.into(),
             notice_time: since.min(now),
-            deadline: Some(since + notice),
+            deadline: since
+                .checked_add(meaning.documented_notice.unwrap_or(notice))
+                .ok(),
         }),
         Some(_) => report.ended.push(meaning.event_id.into()),
         None => {}
@@ -225,6 +233,11 @@ mod tests {
         assert_eq!(
             terminating.announced[0].kind,
             NoticeKind::ScheduledMaintenance
+        );
+        assert_eq!(
+            terminating.announced[0].deadline,
+            Some("2026-01-01T10:01:00Z".parse().unwrap()),
+            "host maintenance comes 60 s after the value changes, whatever the preemption notice"
         );
         let migrating = value_report(
             &TERMINATING_MAINTENANCE,
