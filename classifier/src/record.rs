@@ -114,7 +114,7 @@ fn unless_records_are_off(error: kube::Error) -> kube::Result<()> {
 
 /// The status fields that add the objects of `marked` the record does not list yet: all
 /// of them in `retryable`, as many as fit in `verdicts`; `None` when every one is listed.
-pub(crate) fn listing(
+pub fn listing(
     classified: &ClassifiedStatus,
     evidence: &Evidence,
     marked: &[Marked],
@@ -143,7 +143,9 @@ pub(crate) fn listing(
             listed.insert(key, json!(entry));
         }
     }
-    (added > 0).then(|| json!({"retryable": classified.retryable + added, "verdicts": listed}))
+    // The count comes from the record, which others may write: it saturates.
+    (added > 0)
+        .then(|| json!({"retryable": classified.retryable.saturating_add(added), "verdicts": listed}))
 }
 
 /// Whether a record created at `created` is past `retention` at `now`.

@@ -22,7 +22,7 @@ use crate::owners::{Owner, OwnerKind, owners_to_mark, spark_application_resource
 
 /// An object that carries the verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Marked {
+pub struct Marked {
     /// `Pod`, `Job`, `SparkApplication`.
     pub kind: String,
     pub namespace: String,
