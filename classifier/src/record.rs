@@ -144,8 +144,9 @@ pub fn listing(
         }
     }
     // The count comes from the record, which others may write: it saturates.
-    (added > 0)
-        .then(|| json!({"retryable": classified.retryable.saturating_add(added), "verdicts": listed}))
+    (added > 0).then(
+        || json!({"retryable": classified.retryable.saturating_add(added), "verdicts": listed}),
+    )
 }
 
 /// Whether a record created at `created` is past `retention` at `now`.
