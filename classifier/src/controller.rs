@@ -137,15 +137,16 @@ pub async fn run(
         let retry_later = &retry_later;
         async move {
             let pod = pod_key(&work.pod);
-            match permanent(&error) {
-                Some(reason) => {
-                    settings.metrics.dropped(reason);
-                    tracing::warn!(%pod, reason, %error, attempts, "the verdict cannot be written; given up");
-                }
-                None => {
-                    tracing::warn!(%pod, %error, attempts, "could not write the verdict; retrying with backoff until it is written");
-                    retry_later(uid, work, attempts).await;
-                }
+            let gone = matches!(&error, kube::Error::Api(status) if status.code == 404);
+            if permanent(&error) {
+                settings.metrics.dropped("refused");
+                tracing::warn!(%pod, %error, attempts, "the server refuses the verdict's write for good; given up");
+            } else if gone && attempts > 1 {
+                settings.metrics.dropped("gone");
+                tracing::info!(%pod, attempts, "nothing left to write the verdict on (gone)");
+            } else {
+                tracing::warn!(%pod, %error, attempts, "could not write the verdict; retrying with backoff until it is written");
+                retry_later(uid, work, attempts).await;
             }
         }
     };

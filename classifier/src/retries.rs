@@ -40,16 +40,11 @@ pub enum Work {
 
 /// Whether a failed write is worth retrying: a conflict, a timeout, an outage are; a
 /// refusal that the same request will meet again (an admission policy's 422, RBAC's 403,
-/// a 400) is not, nor is an object that is gone (404).
-pub fn permanent(error: &kube::Error) -> Option<&'static str> {
-    match error {
-        kube::Error::Api(status) => match status.code {
-            404 | 410 => Some("gone"),
-            400 | 403 | 422 => Some("refused"),
-            _ => None,
-        },
-        _ => None,
-    }
+/// a 400) is not. A 404 is retried once: the pod written on may be gone (the pod garbage
+/// collector deletes it right after marking it Failed) while its Job is not, and the
+/// retry judges it from its last state for its owners; a 404 on that retry ends it.
+pub fn permanent(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422))
 }
 
 #[derive(Debug)]
@@ -184,18 +179,17 @@ mod tests {
     }
 
     #[test]
-    fn refusals_and_gone_objects_end_the_retries_and_the_rest_do_not() {
+    fn refusals_end_the_retries_and_the_rest_do_not() {
         let answer = |code: u16| {
             kube::Error::Api(Box::new(kube::core::Status {
                 code,
                 ..Default::default()
             }))
         };
-        assert_eq!(permanent(&answer(422)), Some("refused"));
-        assert_eq!(permanent(&answer(403)), Some("refused"));
-        assert_eq!(permanent(&answer(404)), Some("gone"));
-        for transient in [409, 429, 500, 503, 504] {
-            assert_eq!(permanent(&answer(transient)), None, "{transient}");
+        assert!(permanent(&answer(422)));
+        assert!(permanent(&answer(403)));
+        for retried in [404, 409, 429, 500, 503, 504] {
+            assert!(!permanent(&answer(retried)), "{retried}");
         }
     }
 }
