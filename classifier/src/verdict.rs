@@ -74,6 +74,9 @@ pub const RECORD_SLACK: SignedDuration = SignedDuration::from_mins(3);
 /// agent drained for, with `--rebalance-drain`), from its notice time.
 const DEADLINE_LESS_WINDOW: SignedDuration = SignedDuration::from_mins(15);
 
+/// Why a pod whose every container exited 0 gets no verdict, deleted or not.
+pub const EXITED_CLEANLY: &str = "every container exited 0: nothing failed";
+
 /// Why a kill on a node whose only notice is a rebalance recommendation is unknown.
 pub const REBALANCE_KILLS_NOTHING: &str =
     "its node carried only a rebalance recommendation, which kills nothing";
@@ -178,6 +181,11 @@ pub fn classify(
         .any(|e| e.reason.as_deref() == Some("OOMKilled"))
     {
         return Verdict::NotSpot("OOMKilled: the container exceeded its memory limit".into());
+    }
+    // A Spark executor decommissioned by the drain finishes its work and exits 0: nothing
+    // failed, whatever took its pod away.
+    if !failure.exits.is_empty() && failure.exits.iter().all(|e| e.code == 0) {
+        return Verdict::Unknown(EXITED_CLEANLY);
     }
     let errors: Vec<&ContainerExit> = failure
         .exits

@@ -517,7 +517,7 @@ fn container_status(name: &str, ready: bool, state: Value) -> Value {
     })
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     // Kubernetes Time has second precision.
     Timestamp::now()
         .round(jiff::Unit::Second)

@@ -16,6 +16,7 @@ pub mod control_plane;
 pub mod fault_proxy;
 pub mod kubelet;
 pub mod process;
+pub mod spark;
 pub mod throttle;
 pub mod wait;
 

@@ -30,6 +30,8 @@ mod drain;
 mod faults;
 #[path = "agent/record.rs"]
 mod record;
+#[path = "agent/spark.rs"]
+mod spark;
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -194,6 +194,9 @@ def verdict_of_pod(pod: Any, deleted: bool | None = None, now: datetime | None =
     if written is not None:
         return written
     terminations = _terminations(pod)
+    if terminations and all(t.get("exitCode") == 0 for t in terminations):
+        # A Spark executor decommissioned by the drain exits 0: nothing failed.
+        return SpotVerdict(None, "every container exited 0: nothing failed")
     oom = [t for t in terminations if t.get("reason") == "OOMKilled"]
     if oom:
         return SpotVerdict(False, "a container was OOMKilled: its memory limit, not the node", "pod-status")
