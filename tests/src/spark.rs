@@ -74,6 +74,130 @@ impl SparkDist {
     pub fn classpath(&self) -> String {
         format!("{}/*:{}", self.jars.display(), self.job_classes.display())
     }
+
+    /// Starts the tests' job (`tests/spark/ReclaimShuffleJob.java`: `records` in 8
+    /// partitions, each middle-stage task taking `pause`) with its driver a local JVM in
+    /// client mode against `server` (credentials from `kubeconfig`), its executors four
+    /// pods of `namespace` owned by the pod `driver_pod`, decommissioning on unless
+    /// `extra` says otherwise; output in `log`.
+    pub fn start_driver(
+        &self,
+        server: &str,
+        kubeconfig: &Path,
+        namespace: &str,
+        driver_pod: &str,
+        job: (u64, std::time::Duration),
+        log: &Path,
+        extra: &[(&str, &str)],
+    ) -> Result<tokio::process::Child> {
+        let mut conf: Vec<(String, String)> = [
+            ("spark.master", format!("k8s://{server}")),
+            ("spark.app.name", "reclaim-e2e".into()),
+            ("spark.kubernetes.namespace", namespace.into()),
+            (
+                "spark.kubernetes.container.image",
+                "registry.invalid/spark:4.3.0".into(),
+            ),
+            ("spark.kubernetes.driver.pod.name", driver_pod.into()),
+            ("spark.driver.host", "127.0.0.1".into()),
+            ("spark.driver.bindAddress", "127.0.0.1".into()),
+            ("spark.executor.instances", "4".into()),
+            ("spark.executor.cores", "1".into()),
+            ("spark.executor.memory", "512m".into()),
+            ("spark.ui.enabled", "false".into()),
+            // What docs/operations.md recommends.
+            ("spark.decommission.enabled", "true".into()),
+            ("spark.storage.decommission.enabled", "true".into()),
+            (
+                "spark.storage.decommission.shuffleBlocks.enabled",
+                "true".into(),
+            ),
+            (
+                "spark.storage.decommission.rddBlocks.enabled",
+                "true".into(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (key, value) in extra {
+            conf.retain(|(k, _)| k != key);
+            conf.push(((*key).to_owned(), (*value).to_owned()));
+        }
+        let out = std::fs::File::create(log)?;
+        let mut command = tokio::process::Command::new("java");
+        command
+            .args(conf.iter().map(|(k, v)| format!("-D{k}={v}")))
+            .arg("-Xmx768m")
+            .arg("-cp")
+            .arg(self.classpath())
+            .arg("ReclaimShuffleJob")
+            .args([
+                job.0.to_string(),
+                "8".to_owned(),
+                job.1.as_millis().to_string(),
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true);
+        Ok(command.spawn()?)
+    }
+}
+
+/// What a run of the job says about itself, from Spark's own logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFigures {
+    /// `Job 0 finished ... took`, in seconds (`None`: it did not finish).
+    pub seconds: Option<f64>,
+    /// Every record counted exactly once (`RESULT ok`).
+    pub correct: bool,
+    /// Tasks that failed (`Lost task`), fetch failures included.
+    pub failed_tasks: usize,
+    /// Stages submitted again after a failure (`Resubmitting`).
+    pub resubmitted: usize,
+    /// Executors the driver lost (`Lost executor`), and those it decommissioned.
+    pub lost_executors: usize,
+    pub decommissioned_executors: usize,
+    /// Shuffle blocks the decommissioning executors moved to others.
+    pub migrated_blocks: usize,
+}
+
+impl JobFigures {
+    /// Reads the driver's log and the executors' logs in `executor_logs`.
+    pub fn read(driver_log: &Path, executor_logs: &Path) -> Result<JobFigures> {
+        let log = std::fs::read_to_string(driver_log)?;
+        let seconds = log.lines().find_map(|l| {
+            let took = l.split("Job 0 finished").nth(1)?.split("took ").nth(1)?;
+            took.trim()
+                .trim_end_matches(" ms")
+                .parse::<f64>()
+                .ok()
+                .map(|ms| ms / 1000.0)
+        });
+        let mut migrated_blocks = 0;
+        for entry in std::fs::read_dir(executor_logs)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                migrated_blocks += std::fs::read_to_string(&path)?
+                    .matches("Migrated migrate_shuffle")
+                    .count();
+            }
+        }
+        Ok(JobFigures {
+            seconds,
+            correct: log.contains("RESULT ok"),
+            failed_tasks: log.matches("Lost task").count(),
+            resubmitted: log.matches("Resubmitting").count(),
+            lost_executors: log.matches("Lost executor").count(),
+            decommissioned_executors: log
+                .lines()
+                .filter_map(|l| l.split("Decommission executors:").nth(1))
+                .map(|ids| ids.split(',').count())
+                .sum(),
+            migrated_blocks,
+        })
+    }
 }
 
 /// A spot node of the test, as the executor kubelet places executors on it.

@@ -3,65 +3,8 @@
 //! agent: the job finishes with the right result, the drained executors decommission.
 
 use super::*;
-use std::path::Path;
 
-use reclaim_testbed::spark::{ExecutorKubelet, ExecutorNode, SparkDist};
-
-/// The driver, a local JVM in client mode against the test's API server.
-fn start_driver(
-    dist: &SparkDist,
-    k: &TestKubelet,
-    driver_pod: &str,
-    log: &Path,
-    extra: &[(&str, &str)],
-) -> Result<tokio::process::Child> {
-    let cp = ControlPlane::shared();
-    let mut conf = vec![
-        ("spark.master".to_owned(), format!("k8s://{}", cp.server)),
-        ("spark.app.name".into(), "reclaim-e2e".into()),
-        ("spark.kubernetes.namespace".into(), k.namespace.clone()),
-        (
-            "spark.kubernetes.container.image".into(),
-            "registry.invalid/spark:4.3.0".into(),
-        ),
-        ("spark.kubernetes.driver.pod.name".into(), driver_pod.into()),
-        ("spark.driver.host".into(), "127.0.0.1".into()),
-        ("spark.driver.bindAddress".into(), "127.0.0.1".into()),
-        ("spark.executor.instances".into(), "4".into()),
-        ("spark.executor.cores".into(), "1".into()),
-        ("spark.executor.memory".into(), "512m".into()),
-        ("spark.ui.enabled".into(), "false".into()),
-        ("spark.decommission.enabled".into(), "true".into()),
-        ("spark.storage.decommission.enabled".into(), "true".into()),
-        (
-            "spark.storage.decommission.shuffleBlocks.enabled".into(),
-            "true".into(),
-        ),
-        (
-            "spark.storage.decommission.rddBlocks.enabled".into(),
-            "true".into(),
-        ),
-    ];
-    conf.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    let out = std::fs::File::create(log)?;
-    let mut command = tokio::process::Command::new("java");
-    command
-        .args(conf.iter().map(|(k, v)| format!("-D{k}={v}")))
-        .arg("-Xmx768m")
-        .arg("-cp")
-        .arg(dist.classpath())
-        .arg("ReclaimShuffleJob")
-        .args(["400000", "8", "4000"])
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .kill_on_drop(true);
-    Ok(command.spawn()?)
-}
+use reclaim_testbed::spark::{ExecutorKubelet, ExecutorNode, JobFigures, SparkDist};
 
 #[tokio::test]
 async fn a_spark_job_survives_the_reclaim_of_half_its_executors_mid_shuffle() -> Result<()> {
@@ -104,7 +47,15 @@ async fn a_spark_job_survives_the_reclaim_of_half_its_executors_mid_shuffle() ->
     let agent = start_agent(&spot[0].name, &sim.url(), &[]).await?;
     agent.ready().await?;
     let driver_log = work.join("driver.log");
-    let mut driver = start_driver(&dist, &k, "driver", &driver_log, &[])?;
+    let mut driver = dist.start_driver(
+        &cp.server,
+        &cp.kubeconfig,
+        &k.namespace,
+        "driver",
+        (400_000, Duration::from_secs(4)),
+        &driver_log,
+        &[],
+    )?;
     // Mid-shuffle: the middle stage (reading the first shuffle) has started.
     eventually(
         Duration::from_secs(180),
@@ -123,30 +74,23 @@ async fn a_spark_job_survives_the_reclaim_of_half_its_executors_mid_shuffle() ->
     assert!(status.success(), "the job failed:\n{}", tail(&log));
     assert!(log.contains("RESULT ok 400000"), "{}", tail(&log));
     // Spark's own account: the reclaimed node's executors were decommissioned, moved
-    // their shuffle blocks, and none was lost.
+    // their shuffle blocks, and none was lost; no task failed, no stage ran again.
+    let figures = JobFigures::read(&driver_log, &work.join("executors"))?;
+    assert!(figures.correct, "{}", tail(&log));
+    assert_eq!(figures.decommissioned_executors, 2, "{figures:?}");
     assert!(
-        log.contains("Decommission executors:"),
-        "no executor was decommissioned:\n{}",
-        tail(&log)
+        figures.migrated_blocks > 0,
+        "no shuffle block migrated: {figures:?}"
     );
-    assert!(
-        !log.contains("ExecutorLostFailure") && !log.contains("Lost executor"),
-        "{}",
+    assert_eq!(
+        (
+            figures.lost_executors,
+            figures.failed_tasks,
+            figures.resubmitted
+        ),
+        (0, 0, 0),
+        "{figures:?}\n{}",
         tail(&log)
-    );
-    let mut migrated = 0;
-    for entry in std::fs::read_dir(work.join("executors"))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "log") {
-            let text = std::fs::read_to_string(&path)?;
-            if text.contains("Decommission executor") {
-                migrated += text.matches("Migrated migrate_shuffle").count();
-            }
-        }
-    }
-    assert!(
-        migrated > 0,
-        "the decommissioned executors migrated no shuffle block"
     );
     // Nothing failed, so nothing is retryable: the executors left cleanly (exit 0) when
     // their pods were evicted. A real kill judged after them (one watch, in order) says
