@@ -124,6 +124,9 @@ impl SparkDist {
             conf.retain(|(k, _)| k != key);
             conf.push(((*key).to_owned(), (*value).to_owned()));
         }
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let out = std::fs::File::create(log)?;
         let mut command = tokio::process::Command::new("java");
         command

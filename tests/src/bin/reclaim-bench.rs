@@ -6,7 +6,9 @@
 //!    on AWS (2-minute notice) and GCP (30 s: every pod must be due before the deadline);
 //! 3. an agent at rest: its API requests, memory and CPU while it polls the metadata
 //!    service and nothing, far maintenance, or a rebalance recommendation is announced;
-//! 4. a fleet of agents noticed in the same second (`--fleet-only` runs it alone).
+//! 4. a fleet of agents noticed in the same second (`--fleet-only` runs it alone);
+//! 5. a real Spark job losing one of its two spot nodes mid-shuffle, with Reclaim, with
+//!    Reclaim but Spark's decommissioning off, and with no handler (`--spark-only`).
 //!
 //! The agents of 3 and 4 run as a ServiceAccount, as in a cluster: API Priority and
 //! Fairness (on, as in every cluster) exempts only `system:masters`, so they meet the
@@ -44,6 +46,8 @@ struct Args {
     idle_only: bool,
     /// Only the fleet (section 4).
     fleet_only: bool,
+    /// Only the Spark job (section 5).
+    spark_only: bool,
 }
 
 fn args() -> Result<Args> {
@@ -56,12 +60,14 @@ fn args() -> Result<Args> {
         idle_seconds: 60,
         idle_only: false,
         fleet_only: false,
+        spark_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        if flag == "--idle-only" || flag == "--fleet-only" {
+        if ["--idle-only", "--fleet-only", "--spark-only"].contains(&flag.as_str()) {
             args.idle_only |= flag == "--idle-only";
             args.fleet_only |= flag == "--fleet-only";
+            args.spark_only |= flag == "--spark-only";
             continue;
         }
         let value: u64 = it
@@ -77,7 +83,7 @@ fn args() -> Result<Args> {
             "--idle-seconds" => args.idle_seconds = value,
             other => {
                 anyhow::bail!(
-                    "unknown flag {other}; use --notices N, --storms N, --pods N, --fleet N, --fleet-pods N, --idle-seconds N, --idle-only, --fleet-only"
+                    "unknown flag {other}; use --notices N, --storms N, --pods N, --fleet N, --fleet-pods N, --idle-seconds N, --idle-only, --fleet-only, --spark-only"
                 )
             }
         }
@@ -103,6 +109,9 @@ async fn main() -> Result<()> {
     }
     if args.fleet_only {
         return fleets(cp, &account, &kubelet, &sim, &http, &args).await;
+    }
+    if args.spark_only {
+        return spark_side_by_side(cp).await;
     }
     println!(
         "\n1. notice-to-taint, {} notices per cloud (targets: p99 <= poll + 200 ms = 1200 ms on AWS and Azure, <= 200 ms on GCP):",
@@ -679,4 +688,149 @@ async fn first_asked(pods: Api<Pod>, asked: Arc<Mutex<HashMap<String, Timestamp>
                 .or_insert(due.0 - SignedDuration::from_secs(grace));
         }
     }
+}
+
+/// How a spot node's reclaim reaches the Spark job in section 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SparkCase {
+    /// The agent drains the node; Spark decommissions its executors.
+    Reclaim,
+    /// The agent drains the node; Spark's decommissioning is off.
+    ReclaimWithoutDecommissioning,
+    /// No handler: at the deadline the instance is gone (its pods deleted at once).
+    NoHandler,
+}
+
+/// Section 5: the same job and the same interruption (20 s ahead, when the middle stage
+/// starts), three ways, on one control plane.
+async fn spark_side_by_side(cp: &ControlPlane) -> Result<()> {
+    use reclaim_testbed::spark::{ExecutorKubelet, ExecutorNode, JobFigures, SparkDist};
+    let work = cp.dir.join("spark-bench");
+    std::fs::create_dir_all(&work)?;
+    let dist = tokio::task::spawn_blocking({
+        let work = work.clone();
+        move || SparkDist::provision(&work)
+    })
+    .await??;
+    let job = (400_000, Duration::from_secs(12));
+    let lead = SignedDuration::from_secs(20);
+    println!(
+        "\n5. a Spark job (400,000 records, two shuffles, 8 partitions, middle-stage tasks of 12 s; 4 executors of 1 core on two spot nodes, driver on demand) whose first spot node is reclaimed {} s ahead as the middle stage starts:",
+        lead.as_secs()
+    );
+    println!(
+        "   {:<44} {:>8} {:>7} {:>12} {:>13} {:>6} {:>15} {:>9}",
+        "", "job s", "result", "failed tasks", "stages again", "lost", "decommissioned", "migrated"
+    );
+    for case in [
+        SparkCase::Reclaim,
+        SparkCase::ReclaimWithoutDecommissioning,
+        SparkCase::NoHandler,
+    ] {
+        let k = TestKubelet::new(cp.admin_client().await?, "bench-spark").await?;
+        let on_demand = k.node_name("on-demand");
+        k.register_node(TestNode::new(&on_demand)).await?;
+        let spot: Vec<ExecutorNode> = ["spot-a", "spot-b"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ExecutorNode {
+                name: k.node_name(n),
+                address: format!("127.0.1.{}", i + 1),
+            })
+            .collect();
+        for node in &spot {
+            k.register_node(TestNode::spot(&node.name)).await?;
+        }
+        k.run_pod(
+            &on_demand,
+            TestPod::new("driver").label("spark-role", "driver"),
+        )
+        .await?;
+        let logs = work.join(format!("{case:?}"));
+        let _executors = ExecutorKubelet::start(
+            k.client().clone(),
+            &k.namespace,
+            spot.clone(),
+            dist.clone(),
+            logs.join("executors"),
+        );
+        let sim = Simulator::start("127.0.0.1:0".parse()?, SimState::default()).await?;
+        std::fs::create_dir_all(logs.join("executors"))?;
+        let agent = match case {
+            SparkCase::NoHandler => None,
+            _ => {
+                let agent =
+                    reclaim_testbed::agent::start_agent(&spot[0].name, &sim.url(), &[]).await?;
+                agent.ready().await?;
+                Some(agent)
+            }
+        };
+        let decommission = if case == SparkCase::Reclaim {
+            "true"
+        } else {
+            "false"
+        };
+        let driver_log = logs.join("driver.log");
+        let mut driver = dist.start_driver(
+            &cp.server,
+            &cp.kubeconfig,
+            &k.namespace,
+            "driver",
+            job,
+            &driver_log,
+            &[("spark.decommission.enabled", decommission)],
+        )?;
+        reclaim_testbed::eventually(Duration::from_secs(180), "the middle stage", || async {
+            Ok(std::fs::read_to_string(&driver_log)
+                .unwrap_or_default()
+                .contains("Starting task 0.0 in stage 1.0"))
+        })
+        .await?;
+        let deadline = Timestamp::now() + lead;
+        sim.state()
+            .aws
+            .schedule_spot("terminate", Timestamp::now(), lead);
+        if case == SparkCase::NoHandler {
+            // The instance goes at the deadline: its pods with it, and no new one lands.
+            tokio::time::sleep(deadline.duration_since(Timestamp::now()).unsigned_abs()).await;
+            let cordon = json!({"spec": {"unschedulable": true}});
+            k.nodes()
+                .patch(
+                    &spot[0].name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&cordon),
+                )
+                .await?;
+            let on_node =
+                kube::api::ListParams::default().fields(&format!("spec.nodeName={}", spot[0].name));
+            for pod in k.pods().list(&on_node).await? {
+                k.finish_deletion(&pod.metadata.name.unwrap_or_default())
+                    .await?;
+            }
+        }
+        let finished = tokio::time::timeout(Duration::from_secs(600), driver.wait()).await;
+        if finished.is_err() {
+            let _ = driver.kill().await;
+        }
+        let figures = JobFigures::read(&driver_log, &logs.join("executors"))?;
+        println!(
+            "   {:<44} {:>8} {:>7} {:>12} {:>13} {:>6} {:>15} {:>9}",
+            match case {
+                SparkCase::Reclaim => "Reclaim, decommissioning on",
+                SparkCase::ReclaimWithoutDecommissioning => "Reclaim, decommissioning off",
+                SparkCase::NoHandler => "no handler (pods gone at the deadline)",
+            },
+            figures.seconds.map_or("-".into(), |s| format!("{s:.1}")),
+            if figures.correct { "right" } else { "WRONG" },
+            figures.failed_tasks,
+            figures.resubmitted,
+            figures.lost_executors,
+            figures.decommissioned_executors,
+            figures.migrated_blocks,
+        );
+        if let Some(agent) = agent {
+            agent.stop().await?;
+        }
+    }
+    Ok(())
 }
