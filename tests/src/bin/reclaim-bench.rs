@@ -712,6 +712,11 @@ async fn spark_side_by_side(cp: &ControlPlane) -> Result<()> {
         move || SparkDist::provision(&work)
     })
     .await??;
+    // The in-process agents log warnings only, to stderr: the figures stay readable.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_writer(std::io::stderr)
+        .try_init();
     let job = (400_000, Duration::from_secs(12));
     let lead = SignedDuration::from_secs(20);
     println!(
