@@ -77,13 +77,12 @@ impl SparkDist {
 
     /// Starts the tests' job (`tests/spark/ReclaimShuffleJob.java`: `records` in 8
     /// partitions, each middle-stage task taking `pause`) with its driver a local JVM in
-    /// client mode against `server` (credentials from `kubeconfig`), its executors four
+    /// client mode against `cp`'s API server (as its administrator), its executors four
     /// pods of `namespace` owned by the pod `driver_pod`, decommissioning on unless
     /// `extra` says otherwise; output in `log`.
     pub fn start_driver(
         &self,
-        server: &str,
-        kubeconfig: &Path,
+        cp: &crate::ControlPlane,
         namespace: &str,
         driver_pod: &str,
         job: (u64, std::time::Duration),
@@ -91,7 +90,7 @@ impl SparkDist {
         extra: &[(&str, &str)],
     ) -> Result<tokio::process::Child> {
         let mut conf: Vec<(String, String)> = [
-            ("spark.master", format!("k8s://{server}")),
+            ("spark.master", format!("k8s://{}", cp.server)),
             ("spark.app.name", "reclaim-e2e".into()),
             ("spark.kubernetes.namespace", namespace.into()),
             (
@@ -140,7 +139,7 @@ impl SparkDist {
                 "8".to_owned(),
                 job.1.as_millis().to_string(),
             ])
-            .env("KUBECONFIG", kubeconfig)
+            .env("KUBECONFIG", &cp.kubeconfig)
             .stdout(out.try_clone()?)
             .stderr(out)
             .kill_on_drop(true);

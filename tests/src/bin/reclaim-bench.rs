@@ -777,8 +777,7 @@ async fn spark_side_by_side(cp: &ControlPlane) -> Result<()> {
         };
         let driver_log = logs.join("driver.log");
         let mut driver = dist.start_driver(
-            &cp.server,
-            &cp.kubeconfig,
+            cp,
             &k.namespace,
             "driver",
             job,

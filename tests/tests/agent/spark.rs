@@ -48,8 +48,7 @@ async fn a_spark_job_survives_the_reclaim_of_half_its_executors_mid_shuffle() ->
     agent.ready().await?;
     let driver_log = work.join("driver.log");
     let mut driver = dist.start_driver(
-        &cp.server,
-        &cp.kubeconfig,
+        cp,
         &k.namespace,
         "driver",
         (400_000, Duration::from_secs(4)),
