@@ -42,6 +42,12 @@ pub struct SparkDist {
 }
 
 impl SparkDist {
+    /// As [`SparkDist::provision`], off the async runtime's threads.
+    pub async fn provisioned(work: &Path) -> Result<SparkDist> {
+        let work = work.to_owned();
+        tokio::task::spawn_blocking(move || SparkDist::provision(&work)).await?
+    }
+
     /// Provisions Spark (once, cached) and compiles the tests' job into `work`.
     pub fn provision(work: &Path) -> Result<SparkDist> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/spark");
@@ -219,6 +225,55 @@ pub struct ExecutorKubelet {
 impl Drop for ExecutorKubelet {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// One test's Spark cluster: an on-demand node running the driver's pod (`driver`), two
+/// spot nodes (`spot-a` at 127.0.1.1, `spot-b` at 127.0.1.2) whose executors the
+/// [`ExecutorKubelet`] runs, with their logs in `logs`.
+pub struct SparkNodes {
+    pub on_demand: String,
+    pub spot: Vec<ExecutorNode>,
+    pub executors: ExecutorKubelet,
+}
+
+impl SparkNodes {
+    pub async fn start(
+        k: &crate::TestKubelet,
+        dist: &SparkDist,
+        logs: PathBuf,
+    ) -> Result<SparkNodes> {
+        let on_demand = k.node_name("on-demand");
+        k.register_node(crate::TestNode::new(&on_demand)).await?;
+        let spot: Vec<ExecutorNode> = ["spot-a", "spot-b"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ExecutorNode {
+                name: k.node_name(n),
+                address: format!("127.0.1.{}", i + 1),
+            })
+            .collect();
+        for node in &spot {
+            k.register_node(crate::TestNode::spot(&node.name)).await?;
+        }
+        k.run_pod(
+            &on_demand,
+            crate::TestPod::new("driver").label("spark-role", "driver"),
+        )
+        .await?;
+        std::fs::create_dir_all(&logs)?;
+        let executors = ExecutorKubelet::start(
+            k.client().clone(),
+            &k.namespace,
+            spot.clone(),
+            dist.clone(),
+            logs,
+        );
+        Ok(SparkNodes {
+            on_demand,
+            spot,
+            executors,
+        })
     }
 }
 

@@ -704,14 +704,10 @@ enum SparkCase {
 /// Section 5: the same job and the same interruption (20 s ahead, when the middle stage
 /// starts), three ways, on one control plane.
 async fn spark_side_by_side(cp: &ControlPlane) -> Result<()> {
-    use reclaim_testbed::spark::{ExecutorKubelet, ExecutorNode, JobFigures, SparkDist};
+    use reclaim_testbed::spark::{JobFigures, SparkDist, SparkNodes};
     let work = cp.dir.join("spark-bench");
     std::fs::create_dir_all(&work)?;
-    let dist = tokio::task::spawn_blocking({
-        let work = work.clone();
-        move || SparkDist::provision(&work)
-    })
-    .await??;
+    let dist = SparkDist::provisioned(&work).await?;
     // The in-process agents log warnings only, to stderr: the figures stay readable.
     let _ = tracing_subscriber::fmt()
         .with_env_filter("warn")
@@ -733,34 +729,13 @@ async fn spark_side_by_side(cp: &ControlPlane) -> Result<()> {
         SparkCase::NoHandler,
     ] {
         let k = TestKubelet::new(cp.admin_client().await?, "bench-spark").await?;
-        let on_demand = k.node_name("on-demand");
-        k.register_node(TestNode::new(&on_demand)).await?;
-        let spot: Vec<ExecutorNode> = ["spot-a", "spot-b"]
-            .iter()
-            .enumerate()
-            .map(|(i, n)| ExecutorNode {
-                name: k.node_name(n),
-                address: format!("127.0.1.{}", i + 1),
-            })
-            .collect();
-        for node in &spot {
-            k.register_node(TestNode::spot(&node.name)).await?;
-        }
-        k.run_pod(
-            &on_demand,
-            TestPod::new("driver").label("spark-role", "driver"),
-        )
-        .await?;
         let logs = work.join(format!("{case:?}"));
-        let _executors = ExecutorKubelet::start(
-            k.client().clone(),
-            &k.namespace,
-            spot.clone(),
-            dist.clone(),
-            logs.join("executors"),
-        );
+        let SparkNodes {
+            spot,
+            executors: _executors,
+            ..
+        } = SparkNodes::start(&k, &dist, logs.join("executors")).await?;
         let sim = Simulator::start("127.0.0.1:0".parse()?, SimState::default()).await?;
-        std::fs::create_dir_all(logs.join("executors"))?;
         let agent = match case {
             SparkCase::NoHandler => None,
             _ => {

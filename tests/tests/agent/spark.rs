@@ -4,44 +4,20 @@
 
 use super::*;
 
-use reclaim_testbed::spark::{ExecutorKubelet, ExecutorNode, JobFigures, SparkDist};
+use reclaim_testbed::spark::{JobFigures, SparkDist, SparkNodes};
 
 #[tokio::test]
 async fn a_spark_job_survives_the_reclaim_of_half_its_executors_mid_shuffle() -> Result<()> {
     let cp = ControlPlane::shared();
     let work = cp.dir.join("spark-e2e");
     std::fs::create_dir_all(&work)?;
-    let dist = tokio::task::spawn_blocking({
-        let work = work.clone();
-        move || SparkDist::provision(&work)
-    })
-    .await??;
+    let dist = SparkDist::provisioned(&work).await?;
     let k = kubelet("spark-e2e").await?;
-    let on_demand = k.node_name("on-demand");
-    k.register_node(TestNode::new(&on_demand)).await?;
-    let spot: Vec<ExecutorNode> = ["spot-a", "spot-b"]
-        .iter()
-        .enumerate()
-        .map(|(i, n)| ExecutorNode {
-            name: k.node_name(n),
-            address: format!("127.0.1.{}", i + 1),
-        })
-        .collect();
-    for node in &spot {
-        k.register_node(TestNode::spot(&node.name)).await?;
-    }
-    k.run_pod(
-        &on_demand,
-        TestPod::new("driver").label("spark-role", "driver"),
-    )
-    .await?;
-    let _executors = ExecutorKubelet::start(
-        k.client().clone(),
-        &k.namespace,
-        spot.clone(),
-        dist.clone(),
-        work.join("executors"),
-    );
+    let SparkNodes {
+        spot,
+        executors: _executors,
+        ..
+    } = SparkNodes::start(&k, &dist, work.join("executors")).await?;
     let (stop_classifier, classifier) = start_classifier(&k);
     let sim = simulator().await?;
     let agent = start_agent(&spot[0].name, &sim.url(), &[]).await?;
