@@ -86,6 +86,19 @@ pub async fn run(
         node_idle: false,
         node: None,
     };
+    if let Err(why) = confirm_identity(&guard.client, &guard.config.node_name).await {
+        tracing::error!("{why}");
+        guard.health.set_not_ready(why);
+        // Alive but never ready, and acting on nothing: a restart would not make the
+        // token name another node.
+        loop {
+            guard.health.loop_turned();
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            }
+        }
+    }
     let connected = connect(&guard.config, &guard.client, &guard.health, &mut shutdown).await;
     let Some(source) = connected else {
         return;
@@ -125,6 +138,20 @@ pub async fn run(
         );
     }
     tracing::info!("stopped");
+}
+
+/// The node the agent's own token names, compared with `--node-name` (see
+/// [`crate::identity`]). A review the server cannot answer does not stop the agent: the
+/// check is a guard against misconfiguration and stolen tokens, and the server's own
+/// policies are what confine a token.
+async fn confirm_identity(client: &Client, node_name: &str) -> Result<(), String> {
+    match crate::identity::token_nodes(client).await {
+        Ok(named) => crate::identity::check(node_name, &named),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read which node this agent's token names (SelfSubjectReview); going on");
+            Ok(())
+        }
+    }
 }
 
 impl Guard {

@@ -22,6 +22,7 @@ pub mod drain;
 pub mod drill;
 pub mod eviction;
 pub mod guard;
+pub mod identity;
 pub mod imds;
 pub mod metrics;
 pub mod node;

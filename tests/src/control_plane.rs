@@ -119,8 +119,32 @@ impl ControlPlane {
         Ok(path)
     }
 
+    /// A client with a token of ServiceAccount `namespace/name` bound to `pod`, as the
+    /// kubelet mounts it: the token names the pod's node
+    /// (`authentication.kubernetes.io/node-name`).
+    pub async fn pod_bound_client(
+        &self,
+        namespace: &str,
+        name: &str,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        read: ReadTimeout,
+    ) -> Result<Client> {
+        let token = self.token_request(namespace, name, Some(pod)).await?;
+        let config = kube::Config::from_custom_kubeconfig(
+            self.kubeconfig_with(token)?,
+            &KubeConfigOptions::default(),
+        )
+        .await?;
+        Ok(client_from_config(config, read)?)
+    }
+
     async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<Kubeconfig> {
         let token = self.service_account_token(namespace, name).await?;
+        self.kubeconfig_with(token)
+    }
+
+    /// The admin kubeconfig with its user replaced by `token`.
+    fn kubeconfig_with(&self, token: String) -> Result<Kubeconfig> {
         let mut kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
         for user in &mut kubeconfig.auth_infos {
             user.auth_info = Some(AuthInfo {
@@ -133,11 +157,28 @@ impl ControlPlane {
 
     /// A token of ServiceAccount `namespace/name` from the TokenRequest API (an hour).
     pub async fn service_account_token(&self, namespace: &str, name: &str) -> Result<String> {
+        self.token_request(namespace, name, None).await
+    }
+
+    /// A token of ServiceAccount `namespace/name` from the TokenRequest API, bound to
+    /// `pod` when given.
+    async fn token_request(
+        &self,
+        namespace: &str,
+        name: &str,
+        pod: Option<&k8s_openapi::api::core::v1::Pod>,
+    ) -> Result<String> {
         let accounts: Api<ServiceAccount> = Api::namespaced(self.admin_client().await?, namespace);
-        let request = serde_json::json!({
+        let mut request = serde_json::json!({
             "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
             "spec": {"expirationSeconds": 3600},
         });
+        if let Some(pod) = pod {
+            request["spec"]["boundObjectRef"] = serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "name": pod.metadata.name, "uid": pod.metadata.uid,
+            });
+        }
         let answer: serde_json::Value = accounts
             .create_subresource("token", name, &PostParams::default(), &request)
             .await

@@ -75,6 +75,8 @@ pub struct TestPod {
     /// A native sidecar (an init container with `restartPolicy: Always`) of this name.
     pub sidecar: Option<String>,
     pub finalizers: Vec<String>,
+    /// Its ServiceAccount (`None`: the namespace's `default`).
+    pub service_account: Option<String>,
     owner: Option<OwnerReference>,
 }
 
@@ -88,8 +90,15 @@ impl TestPod {
             priority_class_name: None,
             sidecar: None,
             finalizers: Vec::new(),
+            service_account: None,
             owner: None,
         }
+    }
+
+    /// Runs as ServiceAccount `name`, so a token can be bound to the pod (and its node).
+    pub fn service_account(mut self, name: &str) -> TestPod {
+        self.service_account = Some(name.to_owned());
+        self
     }
 
     /// A node-critical pod (`system-node-critical`), as node-local DNS or a CSI node plugin.
@@ -178,6 +187,7 @@ impl TestPod {
                 "nodeName": node,
                 "terminationGracePeriodSeconds": self.grace_period_seconds,
                 "priorityClassName": self.priority_class_name,
+                "serviceAccountName": self.service_account,
                 "initContainers": sidecars,
                 "containers": [{"name": "main", "image": "registry.invalid/reclaim/test:1"}],
             },

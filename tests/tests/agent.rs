@@ -1416,3 +1416,69 @@ async fn azure_events_are_acknowledged_only_after_a_drain_that_emptied_the_node_
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn an_agent_whose_token_is_bound_to_a_pod_on_another_node_refuses_to_act() -> Result<()> {
+    let (k, sim, theirs) = spot_node("agent-identity").await?;
+    let ours = k.node_name("spot-ours");
+    k.register_node(TestNode::spot(&ours)).await?;
+    // The agent's ServiceAccount (all rights, through RBAC) and its pod on our node: the
+    // token bound to that pod names our node, as the kubelet mounts it.
+    reclaim_testbed::agent::privileged_account(&k, &k.namespace, "agent").await?;
+    let pod = k
+        .run_pod(&ours, TestPod::new("agent").service_account("agent"))
+        .await?;
+    let cp = ControlPlane::shared();
+    let bound = || async {
+        Ok::<_, anyhow::Error>(reclaim_testbed::agent::AgentClients {
+            requests: cp
+                .pod_bound_client(
+                    &k.namespace,
+                    "agent",
+                    &pod,
+                    reclaim_service::client::ReadTimeout::ShortRequests,
+                )
+                .await?,
+            watches: cp
+                .pod_bound_client(
+                    &k.namespace,
+                    "agent",
+                    &pod,
+                    reclaim_service::client::ReadTimeout::Watches,
+                )
+                .await?,
+        })
+    };
+    // Told to guard another node with that token: never ready, and it acts on nothing.
+    let misplaced =
+        reclaim_testbed::agent::start_agent_as(bound().await?, &theirs, &sim.url(), &[]).await?;
+    eventually(WAIT, "the refusal", || async {
+        Ok(misplaced
+            .health
+            .not_ready_reason()
+            .is_some_and(|why| why.contains("refusing to act on another node")))
+    })
+    .await?;
+    // Guarding its own node with the same token, an agent works: the notice that follows
+    // (served to both) taints our node, and the refusal still stands on theirs.
+    let placed =
+        reclaim_testbed::agent::start_agent_as(bound().await?, &ours, &sim.url(), &[]).await?;
+    placed.ready().await?;
+    sim.state()
+        .aws
+        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(60));
+    eventually(WAIT, "our node's taint", || {
+        node_state(&k, &ours, |n| {
+            reclaim_taints(n) == ["spot-interruption:NoSchedule"]
+        })
+    })
+    .await?;
+    assert!(
+        reclaim_taints(&k.nodes().get(&theirs).await?).is_empty(),
+        "the misplaced agent tainted a node that is not its own"
+    );
+    assert!(!misplaced.health.is_ready());
+    misplaced.stop().await?;
+    placed.stop().await?;
+    Ok(())
+}
