@@ -375,6 +375,13 @@ async fn run(
                         let pid = start_executor(&pods, &pod, node, &dist, &logs, exited_tx.clone()).await?;
                         running.insert(uid, Running { pid, decommissioning: false, kill_at: None });
                     }
+                    // Deleted with no executor running (it exited before, or never
+                    // started): nothing to stop, the deletion ends, as a kubelet ends it.
+                    (Some(_), None) if pod.metadata.deletion_timestamp.is_some() => {
+                        let _ = pods
+                            .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+                            .await;
+                    }
                     (Some(_), Some(executor)) => {
                         if let Some(due) = &pod.metadata.deletion_timestamp {
                             executor.kill_at = Some(due.0);
