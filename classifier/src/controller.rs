@@ -400,31 +400,44 @@ async fn retry_failed(
             handle(client, writer, metrics, &fresh, notices, pending.observed).await
         }
         _ => {
-            let failure = failure_of(seen, true);
             let node = node_of(seen);
             let remembered = notices.lock().await.get(&node).cloned();
-            let verdict = classify(
-                &failure,
-                interruption_of(seen).as_ref(),
-                remembered.as_ref().map(|n| (node.as_str(), n)),
-                pending.observed,
-            );
-            let judged = Judgment {
-                pod: seen,
-                failure: &failure,
-                observed: pending.observed,
-            };
-            settle(
+            let node_notice = remembered.as_ref().map(|n| (node.as_str(), n));
+            let record = interruption_of(seen);
+            let gone = Subject::Gone { counted: false };
+            let judged = (seen, pending.observed);
+            settle_gone(
                 client,
                 writer,
                 metrics,
                 judged,
-                verdict,
-                Subject::Gone { counted: false },
+                record.as_ref(),
+                node_notice,
+                gone,
             )
             .await
         }
     }
+}
+
+/// Judges a pod that is gone from its last state, and writes what that says on its owners.
+async fn settle_gone(
+    client: &Client,
+    writer: &str,
+    metrics: &ClassifierMetrics,
+    (pod, observed): (&Pod, Timestamp),
+    record: Option<&PodInterruption>,
+    node_notice: Option<(&str, &Notice)>,
+    subject: Subject,
+) -> kube::Result<Written> {
+    let failure = failure_of(pod, true);
+    let verdict = classify(&failure, record, node_notice, observed);
+    let judged = Judgment {
+        pod,
+        failure: &failure,
+        observed,
+    };
+    settle(client, writer, metrics, judged, verdict, subject).await
 }
 
 /// The node a pod was bound to (`""` when none).
@@ -496,20 +509,15 @@ async fn handle_deleted(
     }
     // A pod that reached Failed was counted by the failed-pod watch already.
     let counted = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed");
-    let failure = failure_of(pod, true);
-    let verdict = classify(&failure, Some(&record), None, observed);
-    let judged = Judgment {
-        pod,
-        failure: &failure,
-        observed,
-    };
-    settle(
+    let gone = Subject::Gone { counted };
+    settle_gone(
         client,
         writer,
         metrics,
-        judged,
-        verdict,
-        Subject::Gone { counted },
+        (pod, observed),
+        Some(&record),
+        None,
+        gone,
     )
     .await
 }
