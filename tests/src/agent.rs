@@ -91,6 +91,38 @@ impl AgentClients {
     }
 }
 
+/// The agent's pod on `node` (ServiceAccount `namespace/account`, as the DaemonSet makes
+/// it) and the agent's clients with tokens bound to that pod, as the kubelet mounts them:
+/// the API server reads the pod's node from them (`authentication.kubernetes.io/node-name`).
+/// Start the agent with `--pod-name`/`--pod-namespace` of the pod, so it leaves it alone.
+pub async fn pod_bound_agent(
+    namespace: &str,
+    account: &str,
+    node: &str,
+) -> Result<(k8s_openapi::api::core::v1::Pod, AgentClients)> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, PostParams};
+    let cp = ControlPlane::shared();
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("reclaim-agent-{node}")},
+        "spec": {"nodeName": node, "serviceAccountName": account,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{"name": "agent", "image": "reclaim"}]},
+    }))?;
+    let pod = Api::<Pod>::namespaced(cp.admin_client().await?, namespace)
+        .create(&PostParams::default(), &pod)
+        .await?;
+    let clients = AgentClients {
+        requests: cp
+            .pod_bound_client(namespace, account, &pod, ReadTimeout::ShortRequests)
+            .await?,
+        watches: cp
+            .pod_bound_client(namespace, account, &pod, ReadTimeout::Watches)
+            .await?,
+    };
+    Ok((pod, clients))
+}
+
 /// Starts an agent guarding `node`, reading metadata from `metadata_url`; `extra` are
 /// more command-line flags (e.g. `["--safety-margin", "5s"]`).
 pub async fn start_agent(node: &str, metadata_url: &str, extra: &[&str]) -> Result<RunningAgent> {

@@ -1425,33 +1425,14 @@ async fn an_agent_whose_token_is_bound_to_a_pod_on_another_node_refuses_to_act()
     // The agent's ServiceAccount (all rights, through RBAC) and its pod on our node: the
     // token bound to that pod names our node, as the kubelet mounts it.
     reclaim_testbed::agent::privileged_account(&k, &k.namespace, "agent").await?;
-    let pod = k
-        .run_pod(&ours, TestPod::new("agent").service_account("agent"))
-        .await?;
-    let cp = ControlPlane::shared();
-    let bound = || async {
-        Ok::<_, anyhow::Error>(reclaim_testbed::agent::AgentClients {
-            requests: cp
-                .pod_bound_client(
-                    &k.namespace,
-                    "agent",
-                    &pod,
-                    reclaim_service::client::ReadTimeout::ShortRequests,
-                )
-                .await?,
-            watches: cp
-                .pod_bound_client(
-                    &k.namespace,
-                    "agent",
-                    &pod,
-                    reclaim_service::client::ReadTimeout::Watches,
-                )
-                .await?,
-        })
-    };
+    let (pod, bound) =
+        reclaim_testbed::agent::pod_bound_agent(&k.namespace, "agent", &ours).await?;
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let own_pod = ["--pod-name", &pod_name, "--pod-namespace", &k.namespace];
     // Told to guard another node with that token: never ready, and it acts on nothing.
     let misplaced =
-        reclaim_testbed::agent::start_agent_as(bound().await?, &theirs, &sim.url(), &[]).await?;
+        reclaim_testbed::agent::start_agent_as(bound.clone(), &theirs, &sim.url(), &own_pod)
+            .await?;
     eventually(WAIT, "the refusal", || async {
         Ok(misplaced
             .health
@@ -1461,8 +1442,7 @@ async fn an_agent_whose_token_is_bound_to_a_pod_on_another_node_refuses_to_act()
     .await?;
     // Guarding its own node with the same token, an agent works: the notice that follows
     // (served to both) taints our node, and the refusal still stands on theirs.
-    let placed =
-        reclaim_testbed::agent::start_agent_as(bound().await?, &ours, &sim.url(), &[]).await?;
+    let placed = reclaim_testbed::agent::start_agent_as(bound, &ours, &sim.url(), &own_pod).await?;
     placed.ready().await?;
     sim.state()
         .aws

@@ -23,7 +23,7 @@ use reclaim_classifier::metrics::ClassifierMetrics;
 use reclaim_service::client::ReadTimeout;
 use reclaim_service::endpoints::Exposition;
 use reclaim_simulator::{Fault, SimState, Simulator};
-use reclaim_testbed::agent::{AgentClients, start_agent_as};
+use reclaim_testbed::agent::{pod_bound_agent, start_agent_as};
 use reclaim_testbed::clouds::{notice_node, write_record};
 use reclaim_testbed::kubelet::Exit;
 use reclaim_testbed::{ControlPlane, TestKubelet, TestNode, TestPod, eventually, eventually_some};
@@ -116,11 +116,13 @@ fn every_overlay_builds_and_the_api_server_accepts_every_object() -> Result<()> 
                 "PrometheusRule",
                 "Role",
                 "RoleBinding",
-                "ServiceAccount"
+                "ServiceAccount",
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding"
             ],
             "{name}"
         );
-        assert_eq!(objects.len(), 18, "{name}: every object answered");
+        assert_eq!(objects.len(), 25, "{name}: every object answered");
         let crd = &find(
             &objects,
             "CustomResourceDefinition",
@@ -325,11 +327,50 @@ fn unused(account: &str, granted: &BTreeSet<Permission>) -> Result<Vec<Permissio
         .collect())
 }
 
+/// What ServiceAccount `reclaim-system/<account>` asked since `from`, by answer, as the
+/// API server's audit log has it: `"<verb> <resource> <code>"` and how many times.
+fn answered(account: &str, from: Timestamp) -> Result<std::collections::BTreeMap<String, usize>> {
+    let user = format!("system:serviceaccount:{NAMESPACE}:{account}");
+    let log = std::fs::read_to_string(ControlPlane::shared().dir.join("audit.log"))?;
+    let mut answers = std::collections::BTreeMap::new();
+    for e in log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|e| e["user"]["username"] == user.as_str() && e["stage"] == "ResponseComplete")
+        .filter(|e| {
+            e["stageTimestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .is_some_and(|at| at >= from)
+        })
+    {
+        let key = format!(
+            "{} {} {}",
+            e["verb"].as_str().unwrap_or("?"),
+            e["objectRef"]["resource"].as_str().unwrap_or("?"),
+            e["responseStatus"]["code"]
+        );
+        *answers.entry(key).or_default() += 1;
+    }
+    Ok(answers)
+}
+
 /// The two ServiceAccount tests, one after the other: the classifier's test deletes
 /// Interruption records past a short retention, which must not include the agent's
 /// while its test reads it.
 static ONE_SERVICE_ACCOUNT_TEST_AT_A_TIME: tokio::sync::Mutex<()> =
     tokio::sync::Mutex::const_new(());
+
+/// Asserts that the shipped ValidatingAdmissionPolicy `policy` (or, given a prefix, one of
+/// those it names) refused `result` (`what`).
+fn denied_by<T: std::fmt::Debug>(policy: &str, result: kube::Result<T>, what: &str) {
+    let refused = matches!(&result, Err(kube::Error::Api(status))
+        if status.code == 403 && status.message.contains(&format!("ValidatingAdmissionPolicy '{policy}")));
+    assert!(
+        refused,
+        "{what}: expected a refusal by {policy}, got {result:?}"
+    );
+}
 
 /// Whether the server refused `result` for lack of permission (403).
 fn forbidden<T>(result: kube::Result<T>) -> bool {
@@ -337,39 +378,50 @@ fn forbidden<T>(result: kube::Result<T>) -> bool {
 }
 
 #[tokio::test]
-async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing_else() -> Result<()>
-{
+async fn the_agent_with_its_own_pod_bound_token_drains_its_node_and_can_do_nothing_else()
+-> Result<()> {
     installed()?;
     let _alone = ONE_SERVICE_ACCOUNT_TEST_AT_A_TIME.lock().await;
     let cp = ControlPlane::shared();
-    let agent_clients = AgentClients {
-        requests: cp
-            .service_account_client(NAMESPACE, "reclaim-agent", ReadTimeout::ShortRequests)
-            .await?,
-        watches: cp
-            .service_account_client(NAMESPACE, "reclaim-agent", ReadTimeout::Watches)
-            .await?,
-    };
-    let agent_client = agent_clients.requests.clone();
     let k = TestKubelet::new(cp.admin_client().await?, "rbac-agent").await?;
-    let node = k.node_name("spot");
+    let (node, other) = (k.node_name("spot"), k.node_name("spot-other"));
     k.register_node(TestNode::spot(&node)).await?;
+    k.register_node(TestNode::spot(&other)).await?;
+    // The agent's pod on its node, and tokens bound to that pod, as the kubelet mounts them.
+    let (agent_pod, agent_clients) = pod_bound_agent(NAMESPACE, "reclaim-agent", &node).await?;
+    let agent_client = agent_clients.requests.clone();
     // The executor's budget refuses every eviction: the agent must delete it at the deadline.
     k.run_executor_behind_refusing_budget(&node, 3).await?;
+    k.run_pod(&other, TestPod::new("theirs")).await?;
     let kubelet_task = k.keep_finishing_deletions(&node);
     let mut state = SimState::default();
     state.aws.instance_id = "i-0123456789abcdef0".into();
     let sim = Simulator::start("127.0.0.1:0".parse()?, state).await?;
-    let agent =
-        start_agent_as(agent_clients, &node, &sim.url(), &["--safety-margin", "5s"]).await?;
+    let pod_name = agent_pod.name_any();
+    let agent = start_agent_as(
+        agent_clients,
+        &node,
+        &sim.url(),
+        &[
+            "--safety-margin",
+            "5s",
+            "--pod-name",
+            &pod_name,
+            "--pod-namespace",
+            NAMESPACE,
+        ],
+    )
+    .await?;
     agent.ready().await?;
+    let noticed = Timestamp::now();
     sim.state()
         .aws
-        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(20));
+        .schedule_spot("terminate", noticed, SignedDuration::from_secs(20));
 
     let pods = k.pods();
+    let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
     eventually(WAIT, "both pods drained", || async {
-        Ok(pods.list(&ListParams::default()).await?.items.is_empty())
+        Ok(pods.list(&on_node).await?.items.is_empty())
     })
     .await?;
     let tainted = k.nodes().get(&node).await?;
@@ -402,6 +454,10 @@ async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing
         agent.metric("reclaim_node_actions_total{action=\"apply\",outcome=\"failed\"}"),
         0.0
     );
+    // Both pods were stamped before they were asked to leave, under the policy.
+    let answers = answered("reclaim-agent", noticed)?;
+    assert_eq!(answers.get("patch pods 200"), Some(&2), "{answers:?}");
+    assert_eq!(answers.get("delete pods 200"), Some(&1), "{answers:?}");
     let events: Api<Event> = Api::namespaced(k.client().clone(), "default");
     eventually(WAIT, "the Event on the node", || async {
         Ok(events
@@ -426,19 +482,104 @@ async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing
     });
     // The notice's record, created and brought to its final state with the agent's grants.
     let records = reclaim_service::interruptions::api(k.client());
-    eventually(WAIT, "the record's final state", || async {
+    let record = eventually_some(WAIT, "the record's final state", || async {
         Ok(records
             .list(&ListParams::default())
             .await?
             .items
-            .iter()
-            .any(|r| {
+            .into_iter()
+            .find(|r| {
                 r.data["spec"]["node"] == node.as_str() && r.data["status"]["phase"] == "Drained"
             }))
     })
     .await?;
     agent.stop().await?;
     kubelet_task.abort();
+
+    // What the same token may not do beyond its node: the shipped policy refuses it.
+    const OWN_NODE: &str = "reclaim-agent-own-node";
+    let nodes: Api<Node> = Api::all(agent_client.clone());
+    let taint = json!([{"op": "add", "path": "/spec/taints", "value": [
+        {"key": "reclaim.dev/interruption", "value": "spot-interruption", "effect": "NoSchedule"}]}]);
+    denied_by(
+        OWN_NODE,
+        nodes
+            .patch(
+                &other,
+                &PatchParams::default(),
+                &Patch::Json::<()>(serde_json::from_value(taint)?),
+            )
+            .await,
+        "taint another node",
+    );
+    let stamp = json!({"metadata": {"annotations": {"reclaim.dev/interruption": "{}"}}});
+    let theirs: Api<Pod> = Api::namespaced(agent_client.clone(), &k.namespace);
+    denied_by(
+        OWN_NODE,
+        theirs
+            .patch("theirs", &PatchParams::default(), &Patch::Merge(&stamp))
+            .await,
+        "stamp a pod on another node",
+    );
+    denied_by(
+        OWN_NODE,
+        theirs.delete("theirs", &DeleteParams::default()).await,
+        "delete a pod on another node",
+    );
+    k.run_pod(&node, TestPod::new("late")).await?;
+    let image = json!([{"op": "replace", "path": "/spec/containers/0/image", "value": "registry.invalid/miner:1"}]);
+    denied_by(
+        OWN_NODE,
+        theirs
+            .patch(
+                "late",
+                &PatchParams::default(),
+                &Patch::Json::<()>(serde_json::from_value(image)?),
+            )
+            .await,
+        "change the image of a pod on its own node",
+    );
+    let verdict = json!({"metadata": {"annotations": {"reclaim.dev/cause": "spot-interruption"}}});
+    denied_by(
+        OWN_NODE,
+        theirs
+            .patch("late", &PatchParams::default(), &Patch::Merge(&verdict))
+            .await,
+        "write the classifier's verdict on a pod on its own node",
+    );
+    let mut forged = record.clone();
+    forged.metadata = kube::core::ObjectMeta {
+        name: Some(format!("{other}-forged")),
+        ..Default::default()
+    };
+    forged.data["spec"]["node"] = json!(other);
+    let agents_records = reclaim_service::interruptions::api(&agent_client);
+    denied_by(
+        OWN_NODE,
+        agents_records.create(&PostParams::default(), &forged).await,
+        "an Interruption record for another node",
+    );
+    let drill = json!({"metadata": {"annotations": {"reclaim.dev/drill": "spot-interruption"}}});
+    // On its own node both the agent's policy and the drills policy refuse it; whichever
+    // the server evaluates first answers.
+    for target in [&node, &other] {
+        let refused = nodes
+            .patch(target, &PatchParams::default(), &Patch::Merge(&drill))
+            .await;
+        denied_by("reclaim-", refused, "a drill");
+    }
+    // A token of the same ServiceAccount not bound to a pod names no node, and writes nothing.
+    let unbound = cp
+        .service_account_client(NAMESPACE, "reclaim-agent", ReadTimeout::ShortRequests)
+        .await?;
+    let notice = json!({"metadata": {"annotations": {"reclaim.dev/notice": "{}"}}});
+    denied_by(
+        OWN_NODE,
+        Api::<Node>::all(unbound)
+            .patch(&node, &PatchParams::default(), &Patch::Merge(&notice))
+            .await,
+        "a write with a token bound to no pod",
+    );
 
     // What the agent must not do.
     let secrets: Api<Secret> = Api::namespaced(agent_client.clone(), NAMESPACE);
@@ -476,17 +617,14 @@ async fn the_agent_with_its_own_service_account_drains_a_node_and_can_do_nothing
         ),
         "patch a Deployment"
     );
-    let nodes: Api<Node> = Api::all(agent_client.clone());
     assert!(
         forbidden(nodes.delete(&node, &DeleteParams::default()).await),
         "delete a Node"
     );
-    let agents_records = reclaim_service::interruptions::api(&agent_client);
-    let record = records.list(&ListParams::default()).await?.items[0].name_any();
     assert!(
         forbidden(
             agents_records
-                .delete(&record, &DeleteParams::default())
+                .delete(&record.name_any(), &DeleteParams::default())
                 .await
         ),
         "delete an Interruption record"
@@ -709,6 +847,52 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
         ),
         "delete a pod"
     );
+    // Its writes are verdicts, and nothing else: the shipped policy refuses the rest.
+    const VERDICTS_ONLY: &str = "reclaim-classifier-verdicts-only";
+    let image = json!([{"op": "replace", "path": "/spec/containers/0/image", "value": "registry.invalid/miner:1"}]);
+    denied_by(
+        VERDICTS_ONLY,
+        their_pods
+            .patch(
+                "etl-driver",
+                &PatchParams::default(),
+                &Patch::Json::<()>(serde_json::from_value(image)?),
+            )
+            .await,
+        "change a pod's image",
+    );
+    denied_by(
+        VERDICTS_ONLY,
+        their_pods
+            .patch("etl-driver", &PatchParams::default(), &Patch::Merge(&patch))
+            .await,
+        "label a pod",
+    );
+    let their_jobs: Api<Job> = Api::namespaced(classifier_client.clone(), &k.namespace);
+    denied_by(
+        VERDICTS_ONLY,
+        their_jobs
+            .patch(
+                "nightly",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"suspend": true}})),
+            )
+            .await,
+        "suspend a Job",
+    );
+    let their_apps: Api<DynamicObject> =
+        Api::namespaced_with(classifier_client.clone(), &k.namespace, &resource);
+    denied_by(
+        VERDICTS_ONLY,
+        their_apps
+            .patch(
+                "etl",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"mainClass": "Miner"}})),
+            )
+            .await,
+        "change a SparkApplication's spec",
+    );
     let elsewhere: Api<Lease> = Api::namespaced(classifier_client.clone(), &k.namespace);
     let lease = serde_json::from_value(json!({"metadata": {"name": "stolen"}, "spec": {}}))?;
     assert!(
@@ -728,5 +912,118 @@ async fn the_classifier_with_its_own_service_account_marks_pods_jobs_and_spark_a
         "granted but never used"
     );
     assert_eq!(grants.len(), 19, "{grants:?}");
+    Ok(())
+}
+
+/// ServiceAccount `<k's namespace>/<name>`, granted ClusterRole `role` cluster-wide or, when
+/// `in_namespace`, in its namespace only; a client with its token.
+async fn account(
+    k: &TestKubelet,
+    name: &str,
+    role: &str,
+    in_namespace: bool,
+) -> Result<kube::Client> {
+    let admin = k.client().clone();
+    let account = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), &k.namespace)
+        .create(&PostParams::default(), &account)
+        .await?;
+    let binding = json!({
+        "metadata": {"name": format!("{}-{name}", k.namespace)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "namespace": k.namespace, "name": name}],
+    });
+    if in_namespace {
+        Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin, &k.namespace)
+            .create(&PostParams::default(), &serde_json::from_value(binding)?)
+            .await?;
+    } else {
+        Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin)
+            .create(&PostParams::default(), &serde_json::from_value(binding)?)
+            .await?;
+    }
+    ControlPlane::shared()
+        .service_account_client(&k.namespace, name, ReadTimeout::ShortRequests)
+        .await
+}
+
+#[tokio::test]
+async fn only_those_granted_drills_start_or_stop_one() -> Result<()> {
+    installed()?;
+    let cp = ControlPlane::shared();
+    let k = TestKubelet::new(cp.admin_client().await?, "drill-authors").await?;
+    let node = k.node_name("spot");
+    k.register_node(TestNode::spot(&node)).await?;
+    // A namespace user, an operator who may patch Nodes, and a drill author (the shipped role).
+    let operators = serde_json::from_value(json!({
+        "metadata": {"name": format!("{}-node-operator", k.namespace)},
+        "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}],
+    }))?;
+    Api::<ClusterRole>::all(k.client().clone())
+        .create(&PostParams::default(), &operators)
+        .await?;
+    let user = account(&k, "user", "edit", true).await?;
+    let operator = account(
+        &k,
+        "operator",
+        &format!("{}-node-operator", k.namespace),
+        false,
+    )
+    .await?;
+    let author = account(&k, "author", "reclaim-drill-author", false).await?;
+    let drill_state = || async {
+        Ok::<_, anyhow::Error>(
+            k.nodes()
+                .get(&node)
+                .await?
+                .annotations()
+                .get("reclaim.dev/drill")
+                .cloned(),
+        )
+    };
+    let start =
+        json!({"metadata": {"annotations": {"reclaim.dev/drill": "spot-interruption,lead=45s"}}});
+    let stop = json!({"metadata": {"annotations": {"reclaim.dev/drill": null}}});
+    let patch = |client: &kube::Client, body: &Value| {
+        let (nodes, node, body) = (Api::<Node>::all(client.clone()), node.clone(), body.clone());
+        async move {
+            nodes
+                .patch(&node, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+        }
+    };
+
+    // The operator's other changes go through (once RBAC has its binding), its drill does not.
+    let label = json!({"metadata": {"labels": {"team": "data"}}});
+    eventually(WAIT, "the operator's label", || async {
+        Ok(patch(&operator, &label).await.is_ok())
+    })
+    .await?;
+    denied_by(
+        "reclaim-drills-by-authors",
+        patch(&operator, &start).await,
+        "a drill by a node operator",
+    );
+    assert!(
+        forbidden(patch(&user, &start).await),
+        "a drill by a namespace user"
+    );
+    assert_eq!(drill_state().await?, None);
+    // The author starts one; nobody else stops it; the author does.
+    eventually(WAIT, "the author's drill", || async {
+        Ok(patch(&author, &start).await.is_ok())
+    })
+    .await?;
+    assert_eq!(
+        drill_state().await?.as_deref(),
+        Some("spot-interruption,lead=45s")
+    );
+    denied_by(
+        "reclaim-drills-by-authors",
+        patch(&operator, &stop).await,
+        "a drill stopped by a node operator",
+    );
+    patch(&author, &stop).await?;
+    assert_eq!(drill_state().await?, None);
     Ok(())
 }
