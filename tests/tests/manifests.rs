@@ -219,6 +219,25 @@ fn every_overlay_builds_and_the_api_server_accepts_every_object() -> Result<()> 
         }
         let classifier = &find(&objects, "Deployment", "reclaim-classifier")["spec"];
         assert_eq!(classifier["replicas"], 2);
+        // The classifier runs exactly where the agent does not: each spot expression of the
+        // agent's terms, negated, in the classifier's one term.
+        let negated: Vec<Value> = pod["affinity"]["nodeAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|t| t["matchExpressions"].as_array().into_iter().flatten())
+            .map(|e| {
+                assert_eq!(e["operator"], "In");
+                json!({"key": e["key"], "operator": "NotIn", "values": e["values"]})
+            })
+            .collect();
+        assert_eq!(
+            classifier["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                ["nodeSelectorTerms"],
+            json!([{"matchExpressions": negated}]),
+            "{name}: the classifier off spot nodes"
+        );
         assert_eq!(
             find(&objects, "PodDisruptionBudget", "reclaim-classifier")["spec"]["minAvailable"],
             1
