@@ -43,7 +43,7 @@ pub struct Config {
     #[arg(long, env = "RECLAIM_IMDS_TOKEN_TTL", default_value = "6h", value_parser = parse_duration)]
     pub imds_token_ttl: Duration,
     /// Serves /metrics, /healthz and /readyz (read-only).
-    #[arg(long, env = "RECLAIM_METRICS_ADDR", default_value = "0.0.0.0:9847")]
+    #[arg(long, env = "RECLAIM_METRICS_ADDR", default_value = "0.0.0.0:9847", value_parser = reclaim_service::endpoints::parse_listen_addr)]
     pub metrics_addr: SocketAddr,
     /// Log what would be done; write nothing to the cluster.
     #[arg(long, env = "RECLAIM_DRY_RUN")]

@@ -25,7 +25,7 @@ struct Args {
     #[arg(long, env = "RECLAIM_INTERRUPTION_RETENTION", default_value = "30d", value_parser = reclaim_service::parse_duration)]
     interruption_retention: Duration,
     /// Serves /metrics, /healthz and /readyz (read-only); next to the agent's 9847.
-    #[arg(long, env = "RECLAIM_METRICS_ADDR", default_value = "0.0.0.0:9848")]
+    #[arg(long, env = "RECLAIM_METRICS_ADDR", default_value = "0.0.0.0:9848", value_parser = reclaim_service::endpoints::parse_listen_addr)]
     metrics_addr: std::net::SocketAddr,
     /// Classify only the pods of this namespace (default: every namespace).
     #[arg(long, env = "RECLAIM_NAMESPACE")]

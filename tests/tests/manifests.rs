@@ -166,6 +166,17 @@ fn every_overlay_builds_and_the_api_server_accepts_every_object() -> Result<()> 
             .find(|e| e["name"] == "RECLAIM_PROVIDER")
             .map(|e| e["value"].clone());
         assert_eq!(provider, Some(json!(name)), "{name}: provider");
+        let env = &container["env"];
+        assert_eq!(
+            env[4],
+            json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}}}),
+            "{name}: the pod's IP, for the endpoints"
+        );
+        assert_eq!(
+            env[5],
+            json!({"name": "RECLAIM_METRICS_ADDR", "value": "$(POD_IP):9847"}),
+            "{name}: the endpoints on the pod's IP only"
+        );
         let spot_keys: Vec<&str> = pod["affinity"]["nodeAffinity"]
             ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
             .as_array()
