@@ -86,23 +86,18 @@ pub async fn run(
         node_idle: false,
         node: None,
     };
-    if let Err(why) = confirm_identity(&guard.client, &guard.config.node_name).await {
-        tracing::error!("{why}");
-        guard.health.set_not_ready(why);
-        // Alive but never ready, and acting on nothing: a restart would not make the
-        // token name another node.
-        loop {
-            guard.health.loop_turned();
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
-            }
-        }
+    if let Err(why) = confirm_token(&guard.client, &guard.config.node_name).await {
+        refuse(&guard.health, why, &mut shutdown).await;
+        return;
     }
     let connected = connect(&guard.config, &guard.client, &guard.health, &mut shutdown).await;
     let Some(source) = connected else {
         return;
     };
+    if let Err(why) = confirm_instance(&guard.client, &guard.config.node_name, &source).await {
+        refuse(&guard.health, why, &mut shutdown).await;
+        return;
+    }
     let interval = guard.config.poll_interval;
     let (_pollers, mut polls) = polling::start(source.clone(), interval, guard.metrics.clone());
     let mut sightings = Sightings::new(&source.paths());
@@ -140,15 +135,57 @@ pub async fn run(
     tracing::info!("stopped");
 }
 
+/// Alive but never ready, and acting on nothing, until shutdown: a restart would not make
+/// the token or the instance name another node.
+async fn refuse(health: &Health, why: String, shutdown: &mut watch::Receiver<bool>) {
+    tracing::error!("{why}");
+    health.set_not_ready(why);
+    loop {
+        health.loop_turned();
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+    }
+}
+
 /// The node the agent's own token names, compared with `--node-name` (see
 /// [`crate::identity`]). A review the server cannot answer does not stop the agent: the
 /// check is a guard against misconfiguration and stolen tokens, and the server's own
 /// policies are what confine a token.
-async fn confirm_identity(client: &Client, node_name: &str) -> Result<(), String> {
+async fn confirm_token(client: &Client, node_name: &str) -> Result<(), String> {
     match crate::identity::token_nodes(client).await {
         Ok(named) => crate::identity::check(node_name, &named),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read which node this agent's token names (SelfSubjectReview); going on");
+            Ok(())
+        }
+    }
+}
+
+/// The instance the metadata service describes, compared with the one the Node's
+/// providerID names (see [`crate::identity`]); either unreadable, the agent goes on.
+async fn confirm_instance(
+    client: &Client,
+    node_name: &str,
+    source: &MetadataClient,
+) -> Result<(), String> {
+    let provider_id = match Api::<Node>::all(client.clone()).get(node_name).await {
+        Ok(node) => node.spec.and_then(|s| s.provider_id).unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the Node's providerID to compare with the metadata service; going on");
+            return Ok(());
+        }
+    };
+    match source.instance().await {
+        Ok(instance) => crate::identity::check_instance(
+            node_name,
+            source.provider(),
+            &provider_id,
+            instance.as_deref(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read which instance the metadata service describes; going on");
             Ok(())
         }
     }

@@ -149,6 +149,16 @@ impl MetadataClient {
         }
     }
 
+    /// The instance this metadata service describes, in the form the Node's providerID
+    /// names it (see [`crate::identity::instance_in_provider_id`]); `None` when it names none.
+    pub async fn instance(&self) -> Result<Option<String>, MetadataError> {
+        match self {
+            MetadataClient::Aws(imds) => imds.instance_id().await,
+            MetadataClient::Azure(events) => events.vm_name().await.map(Some),
+            MetadataClient::Gcp(metadata) => metadata.instance_name().await,
+        }
+    }
+
     /// The pause after a successful poll: none on GCP, whose requests wait themselves.
     /// After a failure every path waits one poll interval, never more: the metadata
     /// service is on the instance itself, so backing off protects nothing and would

@@ -1418,6 +1418,47 @@ async fn azure_events_are_acknowledged_only_after_a_drain_that_emptied_the_node_
 }
 
 #[tokio::test]
+async fn an_agent_on_another_instance_than_its_node_names_refuses_to_act() -> Result<()> {
+    let (k, sim, node) = spot_node("agent-instance").await?;
+    // The Node says it is i-0123456789abcdef0 (TestNode::spot); the metadata service here
+    // answers for another instance: --node-name names a node this agent does not run on.
+    sim.state().aws.instance_id = "i-0fedcba9876543210".into();
+    let misplaced = start_agent(&node, &sim.url(), &[]).await?;
+    eventually(WAIT, "the refusal", || async {
+        Ok(misplaced.health.not_ready_reason().is_some_and(|why| {
+            why.contains("i-0fedcba9876543210") && why.contains("refusing to act")
+        }))
+    })
+    .await?;
+    sim.state()
+        .aws
+        .schedule_spot("terminate", Timestamp::now(), SignedDuration::from_secs(60));
+    // Not a taint while an agent on the right instance (the same metadata now naming the
+    // Node's instance) taints it.
+    sim.state().aws.instance_id = "i-0123456789abcdef0".into();
+    let placed = start_agent(&node, &sim.url(), &[]).await?;
+    eventually(
+        WAIT,
+        "the node tainted by the agent on its instance",
+        || {
+            node_state(&k, &node, |n| {
+                reclaim_taints(n) == ["spot-interruption:NoSchedule"]
+            })
+        },
+    )
+    .await?;
+    assert!(!misplaced.health.is_ready());
+    assert_eq!(
+        misplaced.metric_sum("reclaim_node_actions_total", &[]),
+        0.0,
+        "the misplaced agent acted"
+    );
+    misplaced.stop().await?;
+    placed.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_agent_whose_token_is_bound_to_a_pod_on_another_node_refuses_to_act() -> Result<()> {
     let (k, sim, theirs) = spot_node("agent-identity").await?;
     let ours = k.node_name("spot-ours");

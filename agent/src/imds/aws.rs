@@ -116,6 +116,21 @@ impl AwsImds {
         })
     }
 
+    /// This instance's id (`i-` and hex), as IMDS names it; `None` when it names none.
+    pub async fn instance_id(&self) -> Result<Option<String>, MetadataError> {
+        const PATH: &str = "/latest/meta-data/instance-id";
+        let Some(body) = self.get(PATH).await? else {
+            return Ok(None);
+        };
+        let id = body.trim();
+        if id.is_empty() {
+            return Ok(None);
+        }
+        parse_instance_id(id)
+            .map(|id| Some(id.to_owned()))
+            .ok_or_else(|| garbage(PATH, "an instance id (i- and hex)", snippet(&body)))
+    }
+
     /// GET with the session token; `None` on 404. A 401 renews the token and retries once.
     async fn get(&self, path: &str) -> Result<Option<String>, MetadataError> {
         let mut token = self.token().await?;
@@ -203,6 +218,16 @@ fn garbage(path: &str, expected: &'static str, detail: impl std::fmt::Display) -
         expected,
         detail: detail.to_string(),
     }
+}
+
+/// An EC2 instance id: `i-` and 8 or 17 lowercase hex digits.
+pub fn parse_instance_id(text: &str) -> Option<&str> {
+    let hex = text.strip_prefix("i-")?;
+    let valid = matches!(hex.len(), 8 | 17)
+        && hex
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+    valid.then_some(text)
 }
 
 pub fn parse_instance_action(body: &str) -> Result<InstanceAction, MetadataError> {
@@ -380,6 +405,23 @@ mod tests {
         assert!(
             parse_instance_action(r#"{"action":"stop","time":"2020-04-24T17:11:44Z"}"#).is_ok()
         );
+    }
+
+    #[test]
+    fn instance_ids_are_i_and_8_or_17_hex_digits() {
+        for good in ["i-0123abcd", "i-0123456789abcdef0"] {
+            assert_eq!(parse_instance_id(good), Some(good));
+        }
+        for bad in [
+            "",
+            "i-",
+            "i-0123ABCD",
+            "i-0123456789abcdef",
+            "0123456789abcdef0",
+            "i-0123abcd\n<html>",
+        ] {
+            assert_eq!(parse_instance_id(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

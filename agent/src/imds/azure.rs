@@ -190,15 +190,18 @@ impl AzureEvents {
         match path {
             MetadataPath::AzureEvents => self.events(self.timeout, now).await,
             MetadataPath::AzureComputeName => {
-                let name = parse_compute_name(
-                    &get(&self.http, &self.base, NAME_PATH, self.timeout).await?,
-                )?;
+                let name = self.vm_name().await?;
                 tracing::info!(vm = %name, "acting on Azure scheduled events for this VM only");
                 *self.vm_name.write().expect("vm name lock") = Some(name);
                 Ok(PathReport::default())
             }
             other => unreachable!("{other:?} is not an Azure path"),
         }
+    }
+
+    /// This VM's name, as `compute/name` says it.
+    pub async fn vm_name(&self) -> Result<String, MetadataError> {
+        parse_compute_name(&get(&self.http, &self.base, NAME_PATH, self.timeout).await?)
     }
 
     /// The first call after boot, which can take up to two minutes to answer: made once,

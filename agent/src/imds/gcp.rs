@@ -77,6 +77,30 @@ impl GcpMetadata {
         Ok(value_report(meaning, value, self.notice, now))
     }
 
+    /// This instance's name, as the metadata server names it; `None` when it names none.
+    pub async fn instance_name(&self) -> Result<Option<String>, MetadataError> {
+        let what = "GCP GET instance/name".to_owned();
+        let response = self
+            .http
+            .get(format!("{}/computeMetadata/v1/instance/name", self.base))
+            .header("Metadata-Flavor", "Google")
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| super::request_error(&what, e, self.timeout, ""))?;
+        if response.status().as_u16() == 404 {
+            return Ok(None);
+        }
+        let body = ok_body(response, &what, self.timeout, "").await?;
+        parse_instance_name(&body)
+            .map(|name| Some(name.to_owned()))
+            .ok_or_else(|| MetadataError::Garbage {
+                what,
+                expected: "an instance name (RFC 1035: a-z, 0-9, -)",
+                detail: format!("{:?}", snippet(&body)),
+            })
+    }
+
     async fn get(
         &self,
         key: &'static str,
@@ -125,6 +149,17 @@ impl GcpMetadata {
             parse_value(key, &body).ok_or_else(|| garbage(format!("{:?}", snippet(&body))))?;
         Ok((value, etag))
     }
+}
+
+/// A Compute Engine instance name: 1 to 63 of `a-z`, `0-9` and `-`, starting with a letter.
+pub fn parse_instance_name(body: &str) -> Option<&str> {
+    let name = body.trim();
+    let valid = (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    valid.then_some(name)
 }
 
 /// The value of `key` (`preempted` or `maintenance-event`), if it is one GCP documents.
@@ -255,6 +290,25 @@ mod tests {
             value_report(&PREEMPTION, None, notice, now),
             PathReport::default()
         );
+    }
+
+    #[test]
+    fn instance_names_follow_rfc_1035() {
+        assert_eq!(
+            parse_instance_name("gke-spot-pool-7f3a\n"),
+            Some("gke-spot-pool-7f3a")
+        );
+        let long = "a".repeat(64);
+        for bad in [
+            "",
+            "7-starts-with-a-digit",
+            "Upper",
+            "under_score",
+            "<html>",
+            long.as_str(),
+        ] {
+            assert_eq!(parse_instance_name(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
