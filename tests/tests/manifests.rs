@@ -60,12 +60,113 @@ fn installed() -> Result<()> {
                 cp.install_crds("sparkapplications.yaml")?;
                 let path = write_temp("reclaim-aws.yaml", &overlay("aws")?)?;
                 cp.kubectl(&["apply", "-f", path.to_str().context("path")?])?;
-                Ok(())
+                policies_in_effect()
             };
             install().map_err(|e| format!("{e:#}"))
         })
         .clone()
         .map_err(anyhow::Error::msg)
+}
+
+/// Waits until the API server enforces each shipped policy (it loads them a moment after
+/// they are created): a server-side dry run that each must refuse, asked as an identity it
+/// governs (impersonated by the admin, so the audit log does not count it as theirs).
+fn policies_in_effect() -> Result<()> {
+    let cp = ControlPlane::shared();
+    let probe = write_temp(
+        "policy-probe.yaml",
+        r#"
+apiVersion: v1
+kind: Node
+metadata: {name: policy-probe}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: policy-probe, namespace: reclaim-system}
+spec: {nodeName: policy-probe, containers: [{name: probe, image: registry.invalid/probe:1}]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: reclaim-test-policy-probe}
+rules: [{apiGroups: [""], resources: [nodes], verbs: [get, patch]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: reclaim-test-policy-probe}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: reclaim-test-policy-probe}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: policy-probe}]
+"#,
+    )?;
+    cp.kubectl(&["apply", "-f", probe.to_str().context("path")?])?;
+    let as_user = |user: &str| format!("--as={user}");
+    let agent = as_user(&format!("system:serviceaccount:{NAMESPACE}:reclaim-agent"));
+    let classifier = as_user(&format!(
+        "system:serviceaccount:{NAMESPACE}:reclaim-classifier"
+    ));
+    // The probe user may patch Nodes, and is granted neither drills nor evidence.
+    let probes: [(&str, Vec<&str>); 4] = [
+        (
+            "reclaim-agent-own-node",
+            vec![
+                &agent,
+                "patch",
+                "node",
+                "policy-probe",
+                "-p",
+                r#"{"metadata":{"labels":{"probe":"1"}}}"#,
+            ],
+        ),
+        (
+            "reclaim-classifier-verdicts-only",
+            vec![
+                &classifier,
+                "-n",
+                NAMESPACE,
+                "patch",
+                "pod",
+                "policy-probe",
+                "-p",
+                r#"{"metadata":{"labels":{"probe":"1"}}}"#,
+            ],
+        ),
+        (
+            "reclaim-drills-by-authors",
+            vec![
+                "--as=policy-probe",
+                "patch",
+                "node",
+                "policy-probe",
+                "-p",
+                r#"{"metadata":{"annotations":{"reclaim.dev/drill":"spot-interruption"}}}"#,
+            ],
+        ),
+        (
+            "reclaim-evidence-by-reclaim",
+            vec![
+                "--as=policy-probe",
+                "patch",
+                "node",
+                "policy-probe",
+                "-p",
+                r#"{"metadata":{"annotations":{"reclaim.dev/notice":"{}"}}}"#,
+            ],
+        ),
+    ];
+    let deadline = std::time::Instant::now() + WAIT;
+    for (policy, args) in probes {
+        let args: Vec<&str> = args.into_iter().chain(["--dry-run=server"]).collect();
+        loop {
+            let refusal = format!("ValidatingAdmissionPolicy '{policy}'");
+            match cp.kubectl(&args) {
+                Err(e) if e.to_string().contains(&refusal) => break,
+                answer if std::time::Instant::now() > deadline => {
+                    anyhow::bail!("{policy} not in effect after {WAIT:?}: {answer:?}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn items(list: &Value) -> Vec<&Value> {
@@ -122,7 +223,7 @@ fn every_overlay_builds_and_the_api_server_accepts_every_object() -> Result<()> 
             ],
             "{name}"
         );
-        assert_eq!(objects.len(), 25, "{name}: every object answered");
+        assert_eq!(objects.len(), 27, "{name}: every object answered");
         let crd = &find(
             &objects,
             "CustomResourceDefinition",
@@ -570,8 +671,9 @@ async fn the_agent_with_its_own_pod_bound_token_drains_its_node_and_can_do_nothi
         "change the image of a pod on its own node",
     );
     let verdict = json!({"metadata": {"annotations": {"reclaim.dev/cause": "spot-interruption"}}});
+    // Refused by the agent's policy and by the evidence policy: whichever comes first.
     denied_by(
-        OWN_NODE,
+        "reclaim-",
         theirs
             .patch("late", &PatchParams::default(), &Patch::Merge(&verdict))
             .await,
@@ -1055,5 +1157,138 @@ async fn only_those_granted_drills_start_or_stop_one() -> Result<()> {
     );
     patch(&author, &stop).await?;
     assert_eq!(drill_state().await?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_reclaim_writes_the_evidence_it_reads() -> Result<()> {
+    installed()?;
+    let cp = ControlPlane::shared();
+    let k = TestKubelet::new(cp.admin_client().await?, "evidence").await?;
+    let node = k.node_name("spot");
+    k.register_node(TestNode::spot(&node)).await?;
+    // A tenant who runs pods and Jobs in its namespace, and an operator who may patch Nodes.
+    let roles = [
+        (
+            "workloads",
+            json!([{"apiGroups": ["", "batch"], "resources": ["pods", "jobs"], "verbs": ["create", "get", "patch"]}]),
+        ),
+        (
+            "node-operator",
+            json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]),
+        ),
+    ];
+    for (role, rules) in roles {
+        let role = json!({"metadata": {"name": format!("{}-{role}", k.namespace)}, "rules": rules});
+        Api::<ClusterRole>::all(k.client().clone())
+            .create(&PostParams::default(), &serde_json::from_value(role)?)
+            .await?;
+    }
+    let tenant = account(&k, "tenant", &format!("{}-workloads", k.namespace), true).await?;
+    let operator = account(
+        &k,
+        "operator",
+        &format!("{}-node-operator", k.namespace),
+        false,
+    )
+    .await?;
+    const EVIDENCE: &str = "reclaim-evidence-by-reclaim";
+
+    let pods: Api<Pod> = Api::namespaced(tenant.clone(), &k.namespace);
+    let pod = |annotations: Value| -> Result<Pod> {
+        Ok(serde_json::from_value(json!({
+            "metadata": {"name": "task", "annotations": annotations},
+            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "registry.invalid/task:1"}]},
+        }))?)
+    };
+    // A pod born with a forged stamp is refused; a plain one goes in (once RBAC has the binding).
+    let stamp = reclaim_model::keys::POD_INTERRUPTION_ANNOTATION;
+    let forged = pod(json!({stamp: "{}"}))?;
+    eventually(WAIT, "the tenant's rights", || async {
+        Ok(!forbidden(pods.get_opt("task").await))
+    })
+    .await?;
+    denied_by(
+        EVIDENCE,
+        pods.create(&PostParams::default(), &forged).await,
+        "a pod created with the agent's stamp",
+    );
+    pods.create(&PostParams::default(), &pod(json!({}))?)
+        .await?;
+    let writes = [
+        (
+            json!({"metadata": {"annotations": {stamp: "{}"}}}),
+            "stamp its own pod",
+        ),
+        (
+            json!({"metadata": {"labels": {"reclaim.dev/interrupted": "spot-interruption"}}}),
+            "label its own pod interrupted",
+        ),
+        (
+            json!({"metadata": {"annotations": {"reclaim.dev/cause": "spot-interruption", "reclaim.dev/retryable": "true"}}}),
+            "write a verdict on its own pod",
+        ),
+    ];
+    for (patch, what) in &writes {
+        denied_by(
+            EVIDENCE,
+            pods.patch("task", &PatchParams::default(), &Patch::Merge(patch))
+                .await,
+            what,
+        );
+    }
+    // Its own annotations are its business.
+    let own = json!({"metadata": {"annotations": {"team": "data"}}});
+    pods.patch("task", &PatchParams::default(), &Patch::Merge(&own))
+        .await?;
+    let jobs: Api<Job> = Api::namespaced(tenant.clone(), &k.namespace);
+    let job = serde_json::from_value(json!({
+        "metadata": {"name": "nightly", "annotations": {"reclaim.dev/retryable": "true"}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "registry.invalid/job:1"}]}}},
+    }))?;
+    denied_by(
+        EVIDENCE,
+        jobs.create(&PostParams::default(), &job).await,
+        "a Job created with a verdict",
+    );
+    // A notice on a Node is the agent's (or an admin's) to write, not a node operator's.
+    let notice = json!({"metadata": {"annotations": {"reclaim.dev/notice": "{}"}}});
+    eventually(WAIT, "the operator's rights", || async {
+        let label = json!({"metadata": {"labels": {"team": "data"}}});
+        Ok(Api::<Node>::all(operator.clone())
+            .patch(&node, &PatchParams::default(), &Patch::Merge(&label))
+            .await
+            .is_ok())
+    })
+    .await?;
+    denied_by(
+        EVIDENCE,
+        Api::<Node>::all(operator.clone())
+            .patch(&node, &PatchParams::default(), &Patch::Merge(&notice))
+            .await,
+        "a notice written by a node operator",
+    );
+    // An identity granted evidence.reclaim.dev (here the cluster admin) may, and anyone
+    // may take evidence away.
+    k.nodes()
+        .patch(&node, &PatchParams::default(), &Patch::Merge(&notice))
+        .await?;
+    let admin_pods = k.pods();
+    admin_pods
+        .patch("task", &PatchParams::default(), &Patch::Merge(&writes[2].0))
+        .await?;
+    let removed = json!({"metadata": {"annotations": {"reclaim.dev/cause": null, "reclaim.dev/retryable": null}}});
+    pods.patch("task", &PatchParams::default(), &Patch::Merge(&removed))
+        .await?;
+    let left = admin_pods.get("task").await?;
+    assert!(
+        !left.annotations().contains_key("reclaim.dev/cause"),
+        "the tenant removed the verdict"
+    );
+    assert_eq!(
+        left.annotations().get("team").map(String::as_str),
+        Some("data")
+    );
     Ok(())
 }
