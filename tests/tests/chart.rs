@@ -123,11 +123,19 @@ fn template(cloud: &str, extra: &[&str]) -> Result<String> {
     helm(&args)
 }
 
-/// The CRDs the chart's optional objects and the classifier's proofs need.
+/// The CRDs the chart's optional objects and the classifier's proofs need, installed once
+/// per test binary (two `kubectl apply`s of one file at once race to create).
 fn crds() -> Result<()> {
-    let cp = ControlPlane::shared();
-    cp.install_crds("monitoring.yaml")?;
-    cp.install_crds("sparkapplications.yaml")
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let cp = ControlPlane::shared();
+            cp.install_crds("monitoring.yaml")
+                .and_then(|()| cp.install_crds("sparkapplications.yaml"))
+                .map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
 }
 
 #[test]
@@ -244,6 +252,17 @@ fn values_set_flags_and_a_misspelt_or_mistyped_value_is_refused_with_its_name() 
     Ok(())
 }
 
+/// The names of the Interruption records, in the server's order.
+async fn record_names(records: &kube::Api<kube::core::DynamicObject>) -> Result<Vec<String>> {
+    Ok(records
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|r| r.name_any())
+        .collect())
+}
+
 /// The chart as a package of `version`, in the control plane's directory.
 fn package(version: &str) -> Result<String> {
     let dir = ControlPlane::shared().dir.join(format!("chart-{version}"));
@@ -313,13 +332,7 @@ async fn installed_with_helm_the_chart_passes_every_proof_upgrades_and_uninstall
         "metadata": {"name": "before-the-upgrade"}, "spec": notice.for_pod("spot-gone"),
     }))?;
     records.create(&PostParams::default(), &record).await?;
-    let before: Vec<String> = records
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .map(|r| r.name_any())
-        .collect();
+    let before = record_names(&records).await?;
     let next = package("0.1.1")?;
     helm(&["upgrade", RELEASE, &next, "--namespace", NAMESPACE])?;
     let releases: Value =
@@ -345,13 +358,7 @@ async fn installed_with_helm_the_chart_passes_every_proof_upgrades_and_uninstall
         crd.uid(),
         "the same CRD"
     );
-    let after: Vec<String> = records
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .map(|r| r.name_any())
-        .collect();
+    let after = record_names(&records).await?;
     assert_eq!(after, before, "every record kept");
 
     // Uninstall: the workloads, roles and policies go; the CRD and the records stay.
@@ -365,13 +372,7 @@ async fn installed_with_helm_the_chart_passes_every_proof_upgrades_and_uninstall
         crds.get("interruptions.reclaim.dev").await?.uid(),
         crd.uid()
     );
-    let left: Vec<String> = records
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .map(|r| r.name_any())
-        .collect();
+    let left = record_names(&records).await?;
     assert_eq!(left, before, "the records outlive the release");
     Ok(())
 }

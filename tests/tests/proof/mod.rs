@@ -242,6 +242,14 @@ pub fn unused(account: &str, granted: &BTreeSet<Permission>) -> Result<Vec<Permi
         .collect())
 }
 
+/// Asserts that `account`'s `roles` grant `count` permissions and that it used every one.
+async fn every_grant_used(account: &str, roles: &[(&str, &str)], count: usize) -> Result<()> {
+    let grants = granted(roles).await?;
+    assert_eq!(unused(account, &grants)?, [], "granted but never used");
+    assert_eq!(grants.len(), count, "{grants:?}");
+    Ok(())
+}
+
 /// What ServiceAccount `reclaim-system/<account>` asked since `from`, by answer, as the
 /// API server's audit log has it: `"<verb> <resource> <code>"` and how many times.
 pub fn answered(
@@ -288,6 +296,13 @@ pub fn denied_by<T: std::fmt::Debug>(policy: &str, result: kube::Result<T>, what
         refused,
         "{what}: expected a refusal by {policy}, got {result:?}"
     );
+}
+
+/// Asks to run another image in pod `name`'s first container.
+async fn change_image(pods: &Api<Pod>, name: &str) -> kube::Result<Pod> {
+    let image = json!([{"op": "replace", "path": "/spec/containers/0/image", "value": "registry.invalid/miner:1"}]);
+    let patch = Patch::Json::<()>(serde_json::from_value(image).expect("a JSON patch"));
+    pods.patch(name, &PatchParams::default(), &patch).await
 }
 
 /// Whether the server refused `result` for lack of permission (403).
@@ -442,16 +457,9 @@ pub async fn the_agent_drains_its_node_and_can_do_nothing_else() -> Result<()> {
         "delete a pod on another node",
     );
     k.run_pod(&node, TestPod::new("late")).await?;
-    let image = json!([{"op": "replace", "path": "/spec/containers/0/image", "value": "registry.invalid/miner:1"}]);
     denied_by(
         OWN_NODE,
-        theirs
-            .patch(
-                "late",
-                &PatchParams::default(),
-                &Patch::Json::<()>(serde_json::from_value(image)?),
-            )
-            .await,
+        change_image(&theirs, "late").await,
         "change the image of a pod on its own node",
     );
     let verdict = json!({"metadata": {"annotations": {"reclaim.dev/cause": "spot-interruption"}}});
@@ -552,17 +560,15 @@ pub async fn the_agent_drains_its_node_and_can_do_nothing_else() -> Result<()> {
     );
 
     // And nothing it is granted goes unused.
-    let grants = granted(&[
-        ("*", "reclaim-agent"),
-        ("default", "reclaim-agent-node-events"),
-    ])
+    every_grant_used(
+        "reclaim-agent",
+        &[
+            ("*", "reclaim-agent"),
+            ("default", "reclaim-agent-node-events"),
+        ],
+        11,
+    )
     .await?;
-    assert_eq!(
-        unused("reclaim-agent", &grants)?,
-        [],
-        "granted but never used"
-    );
-    assert_eq!(grants.len(), 11, "{grants:?}");
     Ok(())
 }
 
@@ -762,16 +768,9 @@ pub async fn the_classifier_marks_pods_jobs_and_spark_and_nothing_else() -> Resu
     );
     // Its writes are verdicts, and nothing else: the shipped policy refuses the rest.
     const VERDICTS_ONLY: &str = "reclaim-classifier-verdicts-only";
-    let image = json!([{"op": "replace", "path": "/spec/containers/0/image", "value": "registry.invalid/miner:1"}]);
     denied_by(
         VERDICTS_ONLY,
-        their_pods
-            .patch(
-                "etl-driver",
-                &PatchParams::default(),
-                &Patch::Json::<()>(serde_json::from_value(image)?),
-            )
-            .await,
+        change_image(&their_pods, "etl-driver").await,
         "change a pod's image",
     );
     denied_by(
@@ -814,17 +813,15 @@ pub async fn the_classifier_marks_pods_jobs_and_spark_and_nothing_else() -> Resu
     );
 
     // And nothing it is granted goes unused.
-    let grants = granted(&[
-        ("*", "reclaim-classifier"),
-        (NAMESPACE, "reclaim-classifier-leader-election"),
-    ])
+    every_grant_used(
+        "reclaim-classifier",
+        &[
+            ("*", "reclaim-classifier"),
+            (NAMESPACE, "reclaim-classifier-leader-election"),
+        ],
+        19,
+    )
     .await?;
-    assert_eq!(
-        unused("reclaim-classifier", &grants)?,
-        [],
-        "granted but never used"
-    );
-    assert_eq!(grants.len(), 19, "{grants:?}");
     Ok(())
 }
 
@@ -860,27 +857,27 @@ pub async fn account(
         .await
 }
 
+/// ServiceAccount `<k's namespace>/operator`, which may get and patch every Node (and no more).
+async fn node_operator(k: &TestKubelet) -> Result<kube::Client> {
+    let role = format!("{}-node-operator", k.namespace);
+    let operators = json!({
+        "metadata": {"name": role},
+        "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}],
+    });
+    Api::<ClusterRole>::all(k.client().clone())
+        .create(&PostParams::default(), &serde_json::from_value(operators)?)
+        .await?;
+    account(k, "operator", &role, false).await
+}
+
 pub async fn only_those_granted_drills_start_or_stop_one() -> Result<()> {
     let cp = ControlPlane::shared();
     let k = TestKubelet::new(cp.admin_client().await?, "drill-authors").await?;
     let node = k.node_name("spot");
     k.register_node(TestNode::spot(&node)).await?;
     // A namespace user, an operator who may patch Nodes, and a drill author (the shipped role).
-    let operators = serde_json::from_value(json!({
-        "metadata": {"name": format!("{}-node-operator", k.namespace)},
-        "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}],
-    }))?;
-    Api::<ClusterRole>::all(k.client().clone())
-        .create(&PostParams::default(), &operators)
-        .await?;
     let user = account(&k, "user", "edit", true).await?;
-    let operator = account(
-        &k,
-        "operator",
-        &format!("{}-node-operator", k.namespace),
-        false,
-    )
-    .await?;
+    let operator = node_operator(&k).await?;
     let author = account(&k, "author", "reclaim-drill-author", false).await?;
     let drill_state = || async {
         Ok::<_, anyhow::Error>(
@@ -945,30 +942,15 @@ pub async fn only_reclaim_writes_the_evidence_it_reads() -> Result<()> {
     let node = k.node_name("spot");
     k.register_node(TestNode::spot(&node)).await?;
     // A tenant who runs pods and Jobs in its namespace, and an operator who may patch Nodes.
-    let roles = [
-        (
-            "workloads",
-            json!([{"apiGroups": ["", "batch"], "resources": ["pods", "jobs"], "verbs": ["create", "get", "patch"]}]),
-        ),
-        (
-            "node-operator",
-            json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]),
-        ),
-    ];
-    for (role, rules) in roles {
-        let role = json!({"metadata": {"name": format!("{}-{role}", k.namespace)}, "rules": rules});
-        Api::<ClusterRole>::all(k.client().clone())
-            .create(&PostParams::default(), &serde_json::from_value(role)?)
-            .await?;
-    }
+    let workloads = json!({
+        "metadata": {"name": format!("{}-workloads", k.namespace)},
+        "rules": [{"apiGroups": ["", "batch"], "resources": ["pods", "jobs"], "verbs": ["create", "get", "patch"]}],
+    });
+    Api::<ClusterRole>::all(k.client().clone())
+        .create(&PostParams::default(), &serde_json::from_value(workloads)?)
+        .await?;
     let tenant = account(&k, "tenant", &format!("{}-workloads", k.namespace), true).await?;
-    let operator = account(
-        &k,
-        "operator",
-        &format!("{}-node-operator", k.namespace),
-        false,
-    )
-    .await?;
+    let operator = node_operator(&k).await?;
     const EVIDENCE: &str = "reclaim-evidence-by-reclaim";
 
     let pods: Api<Pod> = Api::namespaced(tenant.clone(), &k.namespace);
