@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use kube::{Client, Resource, ResourceExt};
-use reclaim_model::interruption::{AgentStatus, Phase};
+use reclaim_model::interruption::{AgentStatus, InterruptionSpec, Phase};
 use reclaim_model::keys::DRILL_ANNOTATION;
 use reclaim_model::{Notice, Provider};
 use tokio::sync::watch;
@@ -340,7 +340,7 @@ impl Guard {
                 tracing::error!(error = %e, "could not taint and cordon the node; draining anyway if the notice calls for it");
             }
         }
-        self.keep_record(&notice, drains);
+        self.keep_record(node, &notice, drains);
         if drains && self.drain.as_ref().map(|d| &d.event) != Some(&notice.event_id) {
             self.start_drain(notice, source.clone());
         }
@@ -348,7 +348,7 @@ impl Guard {
 
     /// Starts the notice's Interruption record unless it is being written already; the
     /// record of a notice it replaces says so.
-    fn keep_record(&mut self, notice: &Notice, drains: bool) {
+    fn keep_record(&mut self, node: &Node, notice: &Notice, drains: bool) {
         if self.record.as_ref().map(|(event, _)| event) == Some(&notice.event_id) {
             return;
         }
@@ -373,11 +373,7 @@ impl Guard {
             },
             drain: None,
         };
-        let record = Record::start(
-            self.client.clone(),
-            notice.for_pod(&self.config.node_name),
-            status,
-        );
+        let record = Record::start(self.client.clone(), self.spec_of(node, notice), status);
         self.record = Some((notice.event_id.clone(), record));
     }
 
@@ -433,6 +429,16 @@ impl Guard {
         }
     }
 
+    /// The record's spec for `notice` on `node`: where the node is and how old it is.
+    fn spec_of(&self, node: &Node, notice: &Notice) -> InterruptionSpec {
+        let created = node.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        InterruptionSpec::new(
+            notice.for_pod(&self.config.node_name),
+            node.labels(),
+            created,
+        )
+    }
+
     /// Marks the undone notice's record canceled (a restarted agent finds the notice on
     /// the node and reopens its record to do so).
     fn close_record(&mut self, node: &Node, why: &str) {
@@ -441,7 +447,7 @@ impl Guard {
             None => match record_of(node).notice {
                 Some(notice) => Record::start(
                     self.client.clone(),
-                    notice.for_pod(&self.config.node_name),
+                    self.spec_of(node, &notice),
                     AgentStatus {
                         phase: Phase::Canceled,
                         reason: why.to_owned(),

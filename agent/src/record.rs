@@ -197,7 +197,8 @@ async fn keep_written(
     mut updates: watch::Receiver<AgentStatus>,
 ) {
     let records = api(&client);
-    let name = record_name(&spec.node, &spec.notice.event_id, spec.notice.notice_time);
+    let (node, notice) = (&spec.interruption.node, &spec.interruption.notice);
+    let name = record_name(node, &notice.event_id, notice.notice_time);
     let mut written: Option<AgentStatus> = None;
     let mut created = false;
     let mut closed_since: Option<Instant> = None;
@@ -223,7 +224,7 @@ async fn keep_written(
                 "kind": KIND,
                 "metadata": {
                     "name": name,
-                    "labels": {"reclaim.dev/provider": spec.notice.provider.as_str()},
+                    "labels": {"reclaim.dev/provider": notice.provider.as_str()},
                 },
                 "spec": spec,
                 "status": status,

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::PodInterruption;
+use crate::{Placement, PodInterruption};
 
 pub const GROUP: &str = "reclaim.dev";
 pub const VERSION: &str = "v1alpha1";
@@ -61,8 +61,41 @@ pub enum Phase {
     Canceled,
 }
 
-/// The record's `spec`: the notice as the agent acted on it, and the node.
-pub type InterruptionSpec = PodInterruption;
+/// The record's `spec`: the notice as the agent acted on it, the node, and where the node
+/// was and how long it had run (so that the records say where reclaims happen).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InterruptionSpec {
+    #[serde(flatten)]
+    pub interruption: PodInterruption,
+    #[serde(default, skip_serializing_if = "Placement::is_empty")]
+    pub placement: Placement,
+    /// The node's age when the notice came, in whole seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_age_seconds: Option<i64>,
+    /// How long before the deadline the agent saw the notice, in whole seconds (none for
+    /// a notice without a deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning_seconds: Option<i64>,
+}
+
+impl InterruptionSpec {
+    /// The record of `interruption`, on a Node labelled `labels` and created at `created`.
+    pub fn new(
+        interruption: PodInterruption,
+        labels: &BTreeMap<String, String>,
+        created: Option<Timestamp>,
+    ) -> InterruptionSpec {
+        let notice = &interruption.notice;
+        let seconds = |from: Timestamp, to: Timestamp| to.duration_since(from).as_secs().max(0);
+        InterruptionSpec {
+            placement: Placement::from_labels(labels),
+            node_age_seconds: created.map(|c| seconds(c, notice.notice_time)),
+            warning_seconds: notice.deadline.map(|d| seconds(notice.detected_at, d)),
+            interruption,
+        }
+    }
+}
 
 /// What the agent writes in `status` (the classifier writes [`ClassifiedStatus`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,6 +251,45 @@ mod tests {
         );
         let named = record_name(&long, "drill-2026-12-01T03:00:00Z", Timestamp::UNIX_EPOCH);
         assert!(named.len() <= 253 && is_dns_subdomain(&named), "{named}");
+    }
+
+    #[test]
+    fn a_record_says_where_the_node_was_how_old_and_how_much_warning_it_had() {
+        let at = |t: &str| t.parse::<Timestamp>().unwrap();
+        let notice = crate::Notice {
+            provider: crate::Provider::Aws,
+            kind: crate::NoticeKind::SpotInterruption,
+            event_id: "instance-action".into(),
+            notice_time: at("2026-12-07T06:00:00Z"),
+            deadline: Some(at("2026-12-07T06:02:00Z")),
+            detected_at: at("2026-12-07T06:00:01Z"),
+        };
+        let labels = [(
+            "topology.kubernetes.io/zone".to_owned(),
+            "us-east-1a".to_owned(),
+        )]
+        .into();
+        let spec = InterruptionSpec::new(
+            notice.for_pod("n1"),
+            &labels,
+            Some(at("2026-12-07T04:00:00Z")),
+        );
+        assert_eq!(spec.placement.zone.as_deref(), Some("us-east-1a"));
+        assert_eq!(spec.node_age_seconds, Some(7200));
+        assert_eq!(spec.warning_seconds, Some(119));
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            json["node"], "n1",
+            "the notice and the node stay at the top of spec"
+        );
+        assert_eq!(json["placement"]["zone"], "us-east-1a");
+        // A node created after the notice (a clock skew) is not of negative age.
+        let skewed = InterruptionSpec::new(
+            notice.for_pod("n1"),
+            &labels,
+            Some(at("2026-12-07T07:00:00Z")),
+        );
+        assert_eq!(skewed.node_age_seconds, Some(0));
     }
 
     #[test]

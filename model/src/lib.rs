@@ -7,7 +7,9 @@
 pub mod interruption;
 pub mod keys;
 pub mod notice;
+pub mod placement;
 pub mod verdict;
 
 pub use notice::{Notice, NoticeKind, PodInterruption, Provider};
+pub use placement::Placement;
 pub use verdict::Evidence;

@@ -189,6 +189,30 @@ impl ControlPlane {
             .to_owned())
     }
 
+    /// Runs `kubectl <args>` as a user does, with `KUBECONFIG` naming the admin's and
+    /// `plugins` first on `PATH` (kubectl finds `kubectl-<name>` plugins there and hands
+    /// them the environment); its exit code, stdout and stderr.
+    pub fn kubectl_with_plugins(
+        &self,
+        plugins: &Path,
+        args: &[&str],
+    ) -> Result<(i32, String, String)> {
+        let path = std::env::join_paths(std::iter::once(plugins.to_path_buf()).chain(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+        ))?;
+        let output = std::process::Command::new(binaries_dir()?.join("kubectl"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("PATH", path)
+            .output()
+            .context("running kubectl")?;
+        Ok((
+            output.status.code().unwrap_or(-1),
+            String::from_utf8(output.stdout)?,
+            String::from_utf8(output.stderr)?,
+        ))
+    }
+
     /// Runs kubectl as cluster admin against this control plane; returns its stdout, or
     /// fails with its stderr.
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {

@@ -28,6 +28,8 @@ use serde_json::json;
 mod drain;
 #[path = "agent/faults.rs"]
 mod faults;
+#[path = "agent/plugin.rs"]
+mod plugin;
 #[path = "agent/record.rs"]
 mod record;
 #[path = "agent/spark.rs"]

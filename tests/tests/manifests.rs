@@ -117,6 +117,8 @@ fn every_overlay_builds_and_the_api_server_accepts_every_object() -> Result<()> 
                 "Node",
                 "Provider",
                 "Kind",
+                "Zone",
+                "Type",
                 "Phase",
                 "Pods",
                 "Late",

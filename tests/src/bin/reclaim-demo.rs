@@ -74,6 +74,22 @@ fn spot_label(provider: Provider) -> &'static str {
 }
 
 /// A spot node's name, as each cloud's Kubernetes service names its nodes.
+/// Where a demo spot node is, as its cloud labels it: the zone (the first or the second of
+/// the region) and the instance type.
+fn placed(node: TestNode, provider: Provider, second_zone: bool) -> TestNode {
+    let (zones, instance_type) = match provider {
+        Provider::Aws => (["us-east-1a", "us-east-1b"], "m5.2xlarge"),
+        Provider::Azure => (["eastus-1", "eastus-2"], "Standard_D8s_v5"),
+        Provider::Gcp => (["us-central1-a", "us-central1-b"], "n2-standard-8"),
+        Provider::Drill => unreachable!("the demo runs on a cloud's nodes"),
+    };
+    node.label(
+        "topology.kubernetes.io/zone",
+        zones[usize::from(second_zone)],
+    )
+    .label("node.kubernetes.io/instance-type", instance_type)
+}
+
 fn node_name(provider: Provider) -> &'static str {
     match provider {
         Provider::Aws => "ip-10-0-7-21.ec2.internal",
@@ -151,7 +167,11 @@ async fn main() -> Result<()> {
 
     let kubelet = TestKubelet::new(cp.admin_client().await?, "data-platform").await?;
     kubelet
-        .register_node(clouds::spot_node(args.provider, node))
+        .register_node(placed(
+            clouds::spot_node(args.provider, node),
+            args.provider,
+            false,
+        ))
         .await?;
     let on_demand = on_demand_node_name(args.provider);
     kubelet.register_node(TestNode::new(on_demand)).await?;
@@ -378,6 +398,7 @@ async fn main() -> Result<()> {
         rehearse(cp, &kubelet, &http, args.provider).await?;
     }
     print_record(cp, &kubelet, node).await?;
+    print_plugin(cp)?;
     let metrics = http
         .get(format!("{}/metrics", agent.metrics_url))
         .send()
@@ -550,7 +571,7 @@ async fn rehearse(
     // the first node's reclaim, which a real notice would make win over the drill.
     let sim = Simulator::start("127.0.0.1:0".parse()?, SimState::default()).await?;
     kubelet
-        .register_node(clouds::spot_node(provider, node))
+        .register_node(placed(clouds::spot_node(provider, node), provider, true))
         .await?;
     let owner = job(kubelet, "hourly-sync").await?;
     kubelet
@@ -618,6 +639,32 @@ async fn rehearse(
     );
     finisher.abort();
     drop(agent);
+    Ok(())
+}
+
+/// What `kubectl reclaim` makes of the records: where reclaims happened, and where to run
+/// next (minutes of history: ranked with a threshold of a few node-seconds, as a demo).
+fn print_plugin(cp: &ControlPlane) -> Result<()> {
+    let plugins = std::env::current_exe()?
+        .parent()
+        .context("the demo's directory")?
+        .to_path_buf();
+    for args in [
+        vec!["reclaim", "history", "--since", "1h"],
+        vec![
+            "reclaim",
+            "advise",
+            "--since",
+            "1h",
+            "--min-node-hours",
+            "0.001",
+        ],
+    ] {
+        println!("\n$ kubectl {}", args.join(" "));
+        let (code, out, err) = cp.kubectl_with_plugins(&plugins, &args)?;
+        anyhow::ensure!(code == 0, "kubectl {} exited {code}: {err}", args.join(" "));
+        print!("{}", indent(&out));
+    }
     Ok(())
 }
 
