@@ -20,7 +20,7 @@ use kube::api::Api;
 use kube::{Client, Resource, ResourceExt};
 use reclaim_model::interruption::{AgentStatus, InterruptionSpec, Phase};
 use reclaim_model::keys::DRILL_ANNOTATION;
-use reclaim_model::{Notice, Provider};
+use reclaim_model::{Notice, Placement, Provider};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -229,6 +229,8 @@ impl Guard {
             return Ok(node.clone());
         }
         let node = self.nodes().get(&self.config.node_name).await?;
+        self.metrics
+            .node_placement(&Placement::from_labels(node.labels()));
         self.node = Some(node.clone());
         Ok(node)
     }
@@ -316,7 +318,11 @@ impl Guard {
                     let latency = Timestamp::now()
                         .duration_since(notice.notice_time)
                         .as_secs_f64();
-                    self.metrics.notice(notice.provider, notice.kind);
+                    self.metrics.notice(
+                        notice.provider,
+                        notice.kind,
+                        &Placement::from_labels(node.labels()),
+                    );
                     self.metrics.notice_to_taint(latency);
                     tracing::info!(provider = notice.provider.as_str(), kind = notice.kind.as_str(), event = %notice.event_id, deadline = ?notice.deadline.map(|d| d.to_string()), "interruption notice: node tainted and cordoned");
                     let deadline = notice

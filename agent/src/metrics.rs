@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use reclaim_model::{NoticeKind, Provider};
+use reclaim_model::{NoticeKind, Placement, Provider};
 
 use jiff::Timestamp;
 
@@ -19,6 +19,27 @@ use crate::imds::MetadataPath;
 pub struct NoticeLabels {
     pub provider: String,
     pub kind: String,
+    /// The agent's own node's zone and instance type (`unknown` when unlabelled): one
+    /// value each per agent, so the cardinality stays that of the fleet's placements.
+    pub zone: String,
+    pub instance_type: String,
+}
+
+/// Where the agent's node is: one series per agent, so that rates can be taken per node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlacementLabels {
+    pub zone: String,
+    pub instance_type: String,
+}
+
+impl PlacementLabels {
+    fn of(placement: &Placement) -> PlacementLabels {
+        let known = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
+        PlacementLabels {
+            zone: known(&placement.zone),
+            instance_type: known(&placement.instance_type),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +80,7 @@ pub struct PathLabels {
 pub struct Metrics {
     registry: Registry,
     notices: Family<NoticeLabels, Counter>,
+    node_placement: Family<PlacementLabels, Gauge>,
     node_actions: Family<NodeActionLabels, Counter>,
     evictions: Family<OutcomeLabels, Counter>,
     drain_requests: Family<RequestLabels, Counter>,
@@ -77,8 +99,14 @@ impl Default for Metrics {
         let notices = Family::<NoticeLabels, Counter>::default();
         registry.register(
             "notices",
-            "Interruption notices acted on, by provider and kind",
+            "Interruption notices acted on, by provider, kind, and the node's zone and instance type",
             notices.clone(),
+        );
+        let node_placement = Family::<PlacementLabels, Gauge>::default();
+        registry.register(
+            "node_placement",
+            "1 for the zone and instance type of the node this agent guards (to count agents per zone)",
+            node_placement.clone(),
         );
         let node_actions = Family::<NodeActionLabels, Counter>::default();
         registry.register(
@@ -141,6 +169,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             notices,
+            node_placement,
             node_actions,
             evictions,
             drain_requests,
@@ -166,13 +195,25 @@ impl reclaim_service::endpoints::Exposition for Metrics {
 }
 
 impl Metrics {
-    pub fn notice(&self, provider: Provider, kind: NoticeKind) {
+    pub fn notice(&self, provider: Provider, kind: NoticeKind, placement: &Placement) {
+        let place = PlacementLabels::of(placement);
         self.notices
             .get_or_create(&NoticeLabels {
                 provider: provider.as_str().to_owned(),
                 kind: kind.as_str().to_owned(),
+                zone: place.zone,
+                instance_type: place.instance_type,
             })
             .inc();
+    }
+
+    /// The guarded node's placement, as last read (one series: a relabelled node moves it).
+    pub fn node_placement(&self, placement: &Placement) {
+        let place = PlacementLabels::of(placement);
+        if self.node_placement.get(&place).is_none() {
+            self.node_placement.clear();
+            self.node_placement.get_or_create(&place).set(1);
+        }
     }
 
     pub fn node_action(&self, action: &str, outcome: &str) {

@@ -19,7 +19,7 @@ def queries():
 
 def test_the_dashboard_covers_what_operators_ask():
     titles = " ".join(title for title, _ in queries()).lower()
-    for topic in ["by cloud and kind", "notice to taint", "drain duration", "slack", "deleted at the deadline", "by outcome", "by namespace", "not polling"]:
+    for topic in ["by cloud and kind", "notice to taint", "drain duration", "slack", "deleted at the deadline", "by outcome", "by namespace", "not polling", "per zone and instance type", "jobs retried"]:
         assert topic in titles, topic
 
 
@@ -27,7 +27,7 @@ def test_every_query_is_valid_promql(promtool, tmp_path):
     # promtool checks expressions in rule files: each query becomes a recording rule, with
     # Grafana's $__rate_interval replaced by a duration, as Grafana does before sending it.
     rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": expr.replace("$__rate_interval", "5m")}
+        {"record": f"dashboard:query_{i}", "expr": expr.replace("$__rate_interval", "5m").replace("$__range", "24h")}
         for i, (_, expr) in enumerate(queries())
     ]}]}
     path = tmp_path / "dashboard.rules.yaml"

@@ -37,3 +37,9 @@ def test_the_manifests_run_what_the_image_holds_as_the_user_it_has():
         for container in pod["containers"]:
             assert container["command"][0] in in_image, container["command"]
         assert pod["securityContext"]["runAsUser"] == 65532
+
+
+def test_the_image_holds_the_kubectl_plugin_too():
+    copied = re.search(r"COPY --from=build (.+) /\n", final_stage()).group(1).split()
+    assert "/usr/local/bin/kubectl-reclaim" in copied
+    assert "-p kubectl-reclaim" in (ROOT / "Dockerfile").read_text()

@@ -300,7 +300,10 @@ async fn a_spot_notice_taints_annotates_and_drains_executors_first() -> Result<(
     })
     .await?;
     assert_eq!(
-        agent.metric("reclaim_notices_total{provider=\"aws\",kind=\"spot-interruption\"}"),
+        agent.metric_sum(
+            "reclaim_notices_total",
+            &[("provider", "aws"), ("kind", "spot-interruption")]
+        ),
         1.0
     );
     assert_eq!(agent.metric("reclaim_notice_to_taint_seconds_count"), 1.0);
@@ -418,7 +421,10 @@ async fn an_agent_killed_mid_drain_is_restarted_and_finishes_without_duplicates(
     })
     .await?;
     assert_eq!(
-        second.metric("reclaim_notices_total{provider=\"aws\",kind=\"spot-interruption\"}"),
+        second.metric_sum(
+            "reclaim_notices_total",
+            &[("provider", "aws"), ("kind", "spot-interruption")]
+        ),
         0.0,
         "the restarted agent resumed; it saw no new notice"
     );

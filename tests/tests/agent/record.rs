@@ -242,7 +242,10 @@ async fn a_drill_drains_like_a_notice_and_removing_its_annotation_calls_it_off_m
     );
     assert!(!executor.labels().contains_key("reclaim.dev/interrupted"));
     assert_eq!(
-        agent.metric("reclaim_notices_total{provider=\"drill\",kind=\"spot-interruption\"}"),
+        agent.metric_sum(
+            "reclaim_notices_total",
+            &[("provider", "drill"), ("kind", "spot-interruption")]
+        ),
         1.0
     );
     agent.stop().await?;
@@ -332,12 +335,18 @@ async fn with_drills_turned_off_the_annotation_is_ignored_and_real_notices_still
     agent.ready().await?;
     a_real_notice_is_acted_on(&k, &sim, &node).await?;
     assert_eq!(
-        agent.metric("reclaim_notices_total{provider=\"drill\",kind=\"spot-interruption\"}"),
+        agent.metric_sum(
+            "reclaim_notices_total",
+            &[("provider", "drill"), ("kind", "spot-interruption")]
+        ),
         0.0,
         "the drill was never acted on"
     );
     assert_eq!(
-        agent.metric("reclaim_notices_total{provider=\"aws\",kind=\"spot-interruption\"}"),
+        agent.metric_sum(
+            "reclaim_notices_total",
+            &[("provider", "aws"), ("kind", "spot-interruption")]
+        ),
         1.0
     );
     agent.stop().await?;
