@@ -323,6 +323,9 @@ impl Guard {
                         notice.kind,
                         &Placement::from_labels(node.labels()),
                     );
+                    if let Some(age) = self.spec_of(node, &notice).node_age_seconds {
+                        self.metrics.node_age_at_notice(age);
+                    }
                     self.metrics.notice_to_taint(latency);
                     tracing::info!(provider = notice.provider.as_str(), kind = notice.kind.as_str(), event = %notice.event_id, deadline = ?notice.deadline.map(|d| d.to_string()), "interruption notice: node tainted and cordoned");
                     let deadline = notice

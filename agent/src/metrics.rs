@@ -88,6 +88,7 @@ pub struct Metrics {
     drain_remaining: Gauge,
     drain_slack: Histogram,
     notice_to_taint: Histogram,
+    node_age_at_notice: Histogram,
     last_successful_poll: Gauge<f64, AtomicU64>,
     metadata_errors: Family<MetadataErrorLabels, Counter>,
     metadata_path_up: Family<PathLabels, Gauge>,
@@ -148,6 +149,15 @@ impl Default for Metrics {
             "Time from the provider's notice time until the node was tainted",
             notice_to_taint.clone(),
         );
+        // From an hour to a month: spot nodes that live minutes are rare, months rarer.
+        let node_age_at_notice = Histogram::new([
+            3600.0, 21600.0, 43200.0, 86400.0, 172800.0, 604800.0, 2592000.0,
+        ]);
+        registry.register(
+            "node_age_at_notice_seconds",
+            "How long the node had run when a notice came (first time per event)",
+            node_age_at_notice.clone(),
+        );
         let last_successful_poll = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "last_successful_poll_timestamp_seconds",
@@ -177,6 +187,7 @@ impl Default for Metrics {
             drain_remaining,
             drain_slack,
             notice_to_taint,
+            node_age_at_notice,
             last_successful_poll,
             metadata_errors,
             metadata_path_up,
@@ -223,6 +234,10 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    pub fn node_age_at_notice(&self, seconds: i64) {
+        self.node_age_at_notice.observe(seconds.max(0) as f64);
     }
 
     pub fn notice_to_taint(&self, seconds: f64) {

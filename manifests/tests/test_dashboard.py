@@ -19,7 +19,7 @@ def queries():
 
 def test_the_dashboard_covers_what_operators_ask():
     titles = " ".join(title for title, _ in queries()).lower()
-    for topic in ["by cloud and kind", "notice to taint", "drain duration", "slack", "deleted at the deadline", "by outcome", "by namespace", "not polling", "per zone and instance type", "jobs retried"]:
+    for topic in ["by cloud and kind", "notice to taint", "drain duration", "slack", "deleted at the deadline", "by outcome", "by namespace", "not polling", "per zone and instance type", "jobs retried", "node age at reclaim"]:
         assert topic in titles, topic
 
 

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{Placement, PodInterruption};
@@ -47,7 +48,7 @@ pub fn record_name(node: &str, event_id: &str, notice_time: Timestamp) -> String
 }
 
 /// Where the interruption stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Phase {
     /// Tainted and cordoned; no drain (a rebalance recommendation), or not started yet.
     Noticed,
@@ -63,7 +64,7 @@ pub enum Phase {
 
 /// The record's `spec`: the notice as the agent acted on it, the node, and where the node
 /// was and how long it had run (so that the records say where reclaims happen).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InterruptionSpec {
     #[serde(flatten)]
@@ -98,7 +99,7 @@ impl InterruptionSpec {
 }
 
 /// What the agent writes in `status` (the classifier writes [`ClassifiedStatus`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentStatus {
     pub phase: Phase,
@@ -109,7 +110,7 @@ pub struct AgentStatus {
 }
 
 /// The drain, as far as it has got.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DrainSummary {
     pub started_at: Timestamp,
@@ -130,14 +131,15 @@ pub struct DrainSummary {
     /// Seconds to spare when the node became empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack_seconds: Option<f64>,
-    /// Up to [`MAX_PODS_LISTED`] pods, the late ones first.
+    /// Up to 100 pods (`MAX_PODS_LISTED`), the late ones first.
+    #[schemars(length(max = 100))]
     pub pods: Vec<PodEntry>,
     /// Pods counted but not listed.
     pub pods_omitted: u32,
 }
 
 /// One pod's part in the drain.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodEntry {
     pub namespace: String,
@@ -170,20 +172,31 @@ pub struct PodEntry {
     pub late: bool,
 }
 
+/// The record's `status` as its two writers leave it between them: the agent's part (phase,
+/// reason, drain) and the classifier's (what it marked), each written with a merge patch of
+/// its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InterruptionStatus {
+    #[serde(flatten)]
+    pub agent: AgentStatus,
+    #[serde(flatten)]
+    pub classified: ClassifiedStatus,
+}
+
 /// What the classifier writes in `status`: the objects it marked spot-caused, retryable.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClassifiedStatus {
     /// Objects marked, listed or not.
     #[serde(default)]
     pub retryable: u32,
-    /// Up to [`MAX_VERDICTS_LISTED`] marked objects, by `Kind/namespace/name`.
+    /// Up to 100 marked objects (`MAX_VERDICTS_LISTED`), by `Kind/namespace/name`.
     #[serde(default)]
     pub verdicts: BTreeMap<String, VerdictEntry>,
 }
 
 /// One object the classifier marked.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VerdictEntry {
     /// `Pod`, `Job` or `SparkApplication`.
@@ -290,6 +303,12 @@ mod tests {
             Some(at("2026-12-07T07:00:00Z")),
         );
         assert_eq!(skewed.node_age_seconds, Some(0));
+    }
+
+    #[test]
+    fn the_pods_listed_bound_is_the_schemas() {
+        // `#[schemars(length(max = 100))]` on `DrainSummary::pods` is a literal.
+        assert_eq!(MAX_PODS_LISTED, 100);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The notice record: what the cloud announced, as written on Nodes and Pods.
 
 use jiff::Timestamp;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{INTERRUPTION_TAINT, INTERRUPTION_TAINT_EFFECT};
 
 /// The cloud whose metadata service announced the interruption.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     Aws,
@@ -30,7 +31,7 @@ impl Provider {
 }
 
 /// What kind of interruption is coming; also the value of the interruption taint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NoticeKind {
     /// The spot/preemptible instance is being reclaimed at the deadline.
@@ -80,7 +81,7 @@ impl NoticeKind {
 ///
 /// Times serialize as RFC 3339; `deadline` is omitted when the notice has none
 /// (a rebalance recommendation, for instance).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notice {
     pub provider: Provider,
@@ -98,7 +99,7 @@ pub struct Notice {
 
 /// The pod annotation `reclaim.dev/interruption`: the node's notice plus the node's name,
 /// so a pod read after its node is gone still says where and why it was interrupted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodInterruption {
     #[serde(flatten)]

@@ -5,10 +5,8 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use reclaim_model::Placement;
-use reclaim_model::interruption::{GROUP, KIND, PLURAL, VERSION};
 use reclaim_model::keys::{DRILL_ANNOTATION, NODE_NOTICE_ANNOTATION};
 use serde::Serialize;
 
@@ -52,22 +50,17 @@ pub async fn client(context: Option<&str>) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-fn records_api(client: &Client) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk(GROUP, VERSION, KIND);
-    Api::all_with(
-        client.clone(),
-        &ApiResource::from_gvk_with_plural(&gvk, PLURAL),
-    )
-}
-
 /// Every Interruption record; those that do not parse are reported on stderr and left out.
 pub async fn records(client: &Client) -> Result<Vec<Record>, Failure> {
-    let list = records_api(client)
+    let list = reclaim_service::interruptions::api(client)
         .list(&ListParams::default())
         .await
-        .map_err(|e| match &e {
-            kube::Error::Api(s) if s.code == 404 => Failure::NotInstalled,
-            _ => Failure::from(e),
+        .map_err(|e| {
+            if reclaim_service::interruptions::crd_missing(&e) {
+                Failure::NotInstalled
+            } else {
+                Failure::from(e)
+            }
         })?;
     let mut records = Vec::new();
     for object in list.items {

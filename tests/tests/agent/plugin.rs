@@ -131,6 +131,19 @@ async fn kubectl_reclaim_reads_the_records_of_real_drains_and_drills() -> Result
             .is_some_and(|s| (10..=20).contains(&s))
     );
 
+    // The agent observed the node's age with the notice, labelled where the node is.
+    assert_eq!(
+        agent_b.metric("reclaim_node_age_at_notice_seconds_count"),
+        1.0
+    );
+    assert_eq!(
+        agent_b.metric_sum(
+            "reclaim_notices_total",
+            &[("zone", zone_b.as_str()), ("instance_type", "c5.xlarge")]
+        ),
+        1.0
+    );
+
     // History: one row per zone, counts as the records say.
     let history = json(&["history", "--since", "1h", "--by", "zone"])?;
     let row = |zone: &str| {
