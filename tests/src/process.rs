@@ -147,3 +147,20 @@ impl Drop for ReclaimProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Where cargo put the workspace's binaries (`target/<profile>`), from a test binary in its
+/// `deps/`; fails, saying how to build it, when `binary` is not there.
+pub fn workspace_binaries(binary: &str) -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let deps = exe.parent().context("the test's directory")?;
+    let dir = deps
+        .parent()
+        .context("the profile's directory")?
+        .to_path_buf();
+    anyhow::ensure!(
+        dir.join(binary).is_file(),
+        "{} has no {binary}: build the workspace's binaries first (cargo build --workspace --bins)",
+        dir.display()
+    );
+    Ok(dir)
+}

@@ -622,3 +622,15 @@ fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// This control plane never gets the Interruption CRD (no test here installs it): the
+/// plugin says Reclaim is not installed, with its own exit code.
+#[test]
+fn kubectl_reclaim_says_when_reclaim_is_not_installed() -> Result<()> {
+    let plugins = reclaim_testbed::process::workspace_binaries("kubectl-reclaim")?;
+    let (code, out, err) =
+        ControlPlane::shared().kubectl_with_plugins(&plugins, &["reclaim", "history"])?;
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("Reclaim is not installed"), "{err}");
+    Ok(())
+}

@@ -6,20 +6,8 @@ use super::*;
 use reclaim_testbed::agent::RunningAgent;
 use serde_json::Value;
 
-/// Where cargo put the workspace's binaries (`target/<profile>`), the plugin among them.
 fn binaries() -> Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    let deps = exe.parent().context("the test's directory")?;
-    let dir = deps
-        .parent()
-        .context("the profile's directory")?
-        .to_path_buf();
-    anyhow::ensure!(
-        dir.join("kubectl-reclaim").is_file(),
-        "{} has no kubectl-reclaim: build it first (cargo build -p kubectl-reclaim)",
-        dir.display()
-    );
-    Ok(dir)
+    reclaim_testbed::process::workspace_binaries("kubectl-reclaim")
 }
 
 /// `kubectl reclaim <args>`: stdout, or the failure with stderr.
