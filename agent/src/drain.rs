@@ -293,7 +293,7 @@ pub async fn drain(client: &Client, job: &DrainJob, progress: &dyn Progress) -> 
                     Some(PodOutcome::Hastened)
                 }
                 (Request::Delete { grace, .. }, Ok(Answer::Accepted)) => {
-                    tracing::info!(pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()), grace_seconds = grace, "{DEADLINE_DELETION}");
+                    tracing::info!(pod = %reclaim_model::namespaced_name(&pod.namespace().unwrap_or_default(), &pod.name_any()), grace_seconds = grace, "{DEADLINE_DELETION}");
                     Some(PodOutcome::DeletedAtDeadline)
                 }
                 (_, Ok(Answer::Gone)) => Some(PodOutcome::AlreadyGone),
@@ -380,7 +380,7 @@ fn answer_label(answer: &Result<Answer, SendError>) -> &'static str {
 
 /// Logs what deserves it: every failure, and the first refusal of each pod.
 fn log_answer(pod: &Pod, request: &Request, answer: &Result<Answer, SendError>, tries: u32) {
-    let pod = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+    let pod = reclaim_model::namespaced_name(&pod.namespace().unwrap_or_default(), &pod.name_any());
     match answer {
         Ok(Answer::BudgetRefused) if tries == 1 => tracing::info!(
             pod,

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Taint};
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use reclaim_model::Notice;
 use reclaim_model::keys::{
@@ -105,7 +106,7 @@ fn annotation<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
 /// What the node records of the agent's past actions. A notice annotation that does not
 /// parse (edited by hand) counts as no notice, and is logged.
 pub fn record_of(node: &Node) -> NodeRecord {
-    let notice = annotation(node, NODE_NOTICE_ANNOTATION).and_then(|text| match Notice::from_json(text) {
+    let notice = Notice::of_node(node.annotations()).and_then(|parsed| match parsed {
         Ok(notice) => Some(notice),
         Err(e) => {
             tracing::warn!(error = %e, "ignoring the node's notice annotation; the agent will rewrite it if a notice is announced");
@@ -140,7 +141,7 @@ pub fn apply_notice_patch(node: &Node, notice: &Notice) -> Option<Value> {
         patch["metadata"]["labels"][EXCLUDE_FROM_LOAD_BALANCERS_LABEL] = json!("true");
         patch["metadata"]["annotations"][EXCLUDED_ANNOTATION] = json!("true");
     }
-    let recorded = annotation(node, NODE_NOTICE_ANNOTATION).and_then(|t| Notice::from_json(t).ok());
+    let recorded = Notice::of_node(node.annotations()).and_then(Result::ok);
     if recorded.as_ref() != Some(notice) {
         patch["metadata"]["annotations"][NODE_NOTICE_ANNOTATION] = json!(notice.to_json());
     }

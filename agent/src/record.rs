@@ -142,7 +142,7 @@ pub fn drain_summary(
     let late_names: Vec<String> = entries
         .iter()
         .filter(|(late, _)| *late)
-        .map(|(_, p)| format!("{}/{}", p.namespace, p.name))
+        .map(|(_, p)| reclaim_model::namespaced_name(&p.namespace, &p.name))
         .collect();
     let late_pods = match late_names.len() {
         0 => "none".to_owned(),

@@ -22,9 +22,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher as watch;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
-use reclaim_model::keys::{
-    CAUSE_ANNOTATION, INTERRUPTED_LABEL, NODE_NOTICE_ANNOTATION, POD_INTERRUPTION_ANNOTATION,
-};
+use reclaim_model::keys::{CAUSE_ANNOTATION, INTERRUPTED_LABEL, POD_INTERRUPTION_ANNOTATION};
 use reclaim_model::verdict::{OwnFailure, SPOT_INTERRUPTION_CAUSE};
 use reclaim_model::{Evidence, Notice, PodInterruption};
 use reclaim_service::endpoints::Health;
@@ -466,13 +464,11 @@ fn interruption_of(pod: &Pod) -> Option<PodInterruption> {
 
 /// `namespace/name`, as logs and evidence name a pod.
 fn pod_key(pod: &Pod) -> String {
-    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+    reclaim_model::namespaced_name(&pod.namespace().unwrap_or_default(), &pod.name_any())
 }
 
 fn notice_of(node: &PartialObjectMeta<Node>) -> Option<Notice> {
-    node.annotations()
-        .get(NODE_NOTICE_ANNOTATION)
-        .and_then(|t| Notice::from_json(t).ok())
+    Notice::of_node(node.annotations()).and_then(Result::ok)
 }
 
 /// Whether `pod`, reported gone by the label-selector watch, still exists: a pod that

@@ -127,10 +127,9 @@ pub fn listing(
             kind: object.kind.clone(),
             namespace: object.namespace.clone(),
             name: object.name.clone(),
-            pod: evidence
-                .pod
-                .clone()
-                .filter(|pod| *pod != format!("{}/{}", object.namespace, object.name)),
+            pod: evidence.pod.clone().filter(|pod| {
+                *pod != reclaim_model::namespaced_name(&object.namespace, &object.name)
+            }),
             signals: evidence.signals.clone(),
             marked_at: now,
         };

@@ -107,7 +107,7 @@ where
     };
     let namespace = object.namespace().unwrap_or_default();
     if object.uid().as_deref() != Some(owner.uid.as_str()) {
-        tracing::info!(object = %format!("{namespace}/{name}"), "the owner was replaced by another object of the same name; not marked");
+        tracing::info!(object = %reclaim_model::namespaced_name(&namespace, name), "the owner was replaced by another object of the same name; not marked");
         return Ok(None);
     }
     let reference = object.object_ref(dynamic_type);
@@ -116,7 +116,12 @@ where
     let write = replaces(recorded, finding);
     if write {
         mark(api, writer, name, object.resource_version(), finding).await?;
-        log_marked(&kind, &format!("{namespace}/{name}"), finding, recorded);
+        log_marked(
+            &kind,
+            &reclaim_model::namespaced_name(&namespace, name),
+            finding,
+            recorded,
+        );
         record_event(client, &reference, finding).await;
     }
     let carries_spot = write

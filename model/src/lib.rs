@@ -13,3 +13,8 @@ pub mod verdict;
 pub use notice::{Notice, NoticeKind, PodInterruption, Provider};
 pub use placement::Placement;
 pub use verdict::Evidence;
+
+/// `namespace/name`: how logs, records and evidence name a namespaced object.
+pub fn namespaced_name(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}

@@ -128,6 +128,16 @@ impl Notice {
         })
     }
 
+    /// The notice a Node's `annotations` carry (`reclaim.dev/notice`), parsed; `None` when
+    /// it carries none. The one reader of that annotation, for the agent and the classifier.
+    pub fn of_node(
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Option<Result<Notice, BadRecord>> {
+        annotations
+            .get(crate::keys::NODE_NOTICE_ANNOTATION)
+            .map(|text| Notice::from_json(text))
+    }
+
     /// The record written on a pod of `node` before it is evicted.
     pub fn for_pod(&self, node: &str) -> PodInterruption {
         PodInterruption {
@@ -221,6 +231,34 @@ mod tests {
             err.to_string().contains("reclaim.dev/interruption"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_nodes_notice_is_read_from_its_annotation_or_says_why_not() {
+        let mut annotations = std::collections::BTreeMap::new();
+        assert!(
+            Notice::of_node(&annotations).is_none(),
+            "no annotation, no notice"
+        );
+        annotations.insert(
+            crate::keys::NODE_NOTICE_ANNOTATION.to_owned(),
+            "{}".to_owned(),
+        );
+        let bad = Notice::of_node(&annotations).unwrap().unwrap_err();
+        assert!(bad.to_string().contains("reclaim.dev/notice"), "{bad}");
+        let notice = Notice {
+            provider: Provider::Gcp,
+            kind: NoticeKind::SpotInterruption,
+            event_id: "gce-preempted".into(),
+            notice_time: Timestamp::UNIX_EPOCH,
+            deadline: None,
+            detected_at: Timestamp::UNIX_EPOCH,
+        };
+        annotations.insert(
+            crate::keys::NODE_NOTICE_ANNOTATION.to_owned(),
+            notice.to_json(),
+        );
+        assert_eq!(Notice::of_node(&annotations).unwrap().unwrap(), notice);
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl DrainTask {
             for pod in &report.pods {
                 if pod.outcome == Some(PodOutcome::Failed) {
                     tracing::error!(
-                        pod = %format!("{}/{}", pod.namespace, pod.name),
+                        pod = %reclaim_model::namespaced_name(&pod.namespace, &pod.name),
                         group = pod.group.label(),
                         "still on the node, not terminating, when the drain ended"
                     );
