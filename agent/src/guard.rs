@@ -318,12 +318,10 @@ impl Guard {
                     let latency = Timestamp::now()
                         .duration_since(notice.notice_time)
                         .as_secs_f64();
-                    self.metrics.notice(
-                        notice.provider,
-                        notice.kind,
-                        &Placement::from_labels(node.labels()),
-                    );
-                    if let Some(age) = self.spec_of(node, &notice).node_age_seconds {
+                    let spec = self.spec_of(node, &notice);
+                    self.metrics
+                        .notice(notice.provider, notice.kind, &spec.placement);
+                    if let Some(age) = spec.node_age_seconds {
                         self.metrics.node_age_at_notice(age);
                     }
                     self.metrics.notice_to_taint(latency);

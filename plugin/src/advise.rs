@@ -439,6 +439,48 @@ mod tests {
     }
 
     #[test]
+    fn an_absurd_or_negative_node_age_in_a_record_is_no_exposure_and_no_panic() {
+        let now = at("2026-12-07T12:00:00Z");
+        let records = vec![
+            record(
+                "huge",
+                "us-east-1a",
+                "m5.xlarge",
+                "aws",
+                "2026-12-07T00:00:00Z",
+                i64::MAX,
+                1,
+                0,
+                0,
+            ),
+            record(
+                "negative",
+                "us-east-1b",
+                "m5.xlarge",
+                "aws",
+                "2026-12-07T00:00:00Z",
+                -5,
+                1,
+                0,
+                0,
+            ),
+        ];
+        let spans = spans(&[], &records, now);
+        assert_eq!(spans.len(), 1, "the age before the year -9999 is left out");
+        assert_eq!(spans[0].from, spans[0].to, "a negative age counts as none");
+        let advice = advise(
+            &spans,
+            &records,
+            at("2026-12-01T00:00:00Z"),
+            now,
+            None,
+            24.0,
+            None,
+        );
+        assert!(advice.zones.iter().all(|r| r.verdict == "not enough data"));
+    }
+
+    #[test]
     fn scores_are_read_from_the_aws_cli_output_and_bad_ones_refused() {
         let regional =
             Scores::parse(r#"{"SpotPlacementScores": [{"Region": "eu-west-1", "Score": 9}]}"#)

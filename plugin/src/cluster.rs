@@ -38,6 +38,7 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// A client for the current kubeconfig and context (or `context`), every request bounded.
 pub async fn client(context: Option<&str>) -> anyhow::Result<Client> {
     let options = kube::config::KubeConfigOptions {
         context: context.map(str::to_owned),
@@ -47,7 +48,11 @@ pub async fn client(context: Option<&str>) -> anyhow::Result<Client> {
         Some(_) => kube::Config::from_kubeconfig(&options).await?,
         None => kube::Config::infer().await?,
     };
-    Ok(Client::try_from(config)?)
+    // The project's client: connect and read timeouts on every request.
+    Ok(reclaim_service::client::client_from_config(
+        config,
+        reclaim_service::client::ReadTimeout::ShortRequests,
+    )?)
 }
 
 /// Every Interruption record; those that do not parse are reported on stderr and left out.
